@@ -1,0 +1,300 @@
+//! The JSON protocol between clients and Switchyard.
+//!
+//! A query is published on `switchyard.v1.query.<route>` with a reply subject. The reply is a [`QueryReply`] or
+//! an [`ErrorReply`] (an object with an `error` key); a streaming query receives [`StreamFrame`]s instead: ordered
+//! chunks, then one `done` or `error` frame. Requests are validated here, so a bad one is refused with a typed
+//! error that names the field.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatMessage, ChatRequest, Usage};
+
+/// Longest accepted idempotency key.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted client deadline (10 minutes).
+pub const MAX_DEADLINE_MS: u64 = 600_000;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// Idempotency key: the same `id` inside its deadline is answered once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+    /// Ask for token log-probabilities where the provider supports them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub logprobs: bool,
+    /// Free key/values that routing rules may use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// `quality`, `cost` or `latency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<String>,
+}
+
+impl QueryRequest {
+    pub fn new(messages: Vec<ChatMessage>) -> Self {
+        Self {
+            id: None,
+            messages,
+            max_tokens: None,
+            temperature: None,
+            stream: false,
+            logprobs: false,
+            metadata: BTreeMap::new(),
+            deadline_ms: None,
+            objective: None,
+        }
+    }
+
+    /// Checks what serde cannot: non-empty messages, ranges, lengths.
+    pub fn validate(&self) -> Result<(), ErrorReply> {
+        let invalid = |field: &str, message: &str| {
+            Err(ErrorReply::new(ErrorType::InvalidRequest, "invalid_field", message).with_field(field))
+        };
+        if self.messages.is_empty() {
+            return invalid("messages", "messages must not be empty");
+        }
+        if let Some(id) = &self.id
+            && (id.is_empty() || id.len() > MAX_ID_LEN)
+        {
+            return invalid("id", "id must be 1 to 128 bytes");
+        }
+        if self.max_tokens == Some(0) {
+            return invalid("max_tokens", "max_tokens must be positive");
+        }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return invalid("temperature", "temperature must be between 0 and 2");
+        }
+        if let Some(d) = self.deadline_ms
+            && (d == 0 || d > MAX_DEADLINE_MS)
+        {
+            return invalid("deadline_ms", "deadline_ms must be between 1 and 600000");
+        }
+        if let Some(o) = &self.objective
+            && !matches!(o.as_str(), "quality" | "cost" | "latency")
+        {
+            return invalid("objective", "objective must be quality, cost or latency");
+        }
+        Ok(())
+    }
+
+    pub fn to_chat_request(&self) -> ChatRequest {
+        ChatRequest {
+            messages: self.messages.clone(),
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            logprobs: self.logprobs,
+        }
+    }
+}
+
+/// One upstream attempt, as the trace reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider: String,
+    /// `success`, `retryable`, `rate_limited`, `fatal`, `auth`, `refused`, ...
+    pub outcome: String,
+    pub latency_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Why the answer came from where it came from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Trace {
+    pub node: String,
+    pub route: String,
+    pub attempts: Vec<Attempt>,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub content: String,
+    pub model: String,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub latency_ms: f64,
+    pub trace: Trace,
+}
+
+/// The kinds of error a client can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    InvalidRequest,
+    NoProviderAvailable,
+    DeadlineExceeded,
+    UpstreamError,
+    Overloaded,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    /// A finer reason: `malformed_json`, `missing_field`, `unknown_route`, `payload_too_large`, ...
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// A typed error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: ErrorBody,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
+}
+
+impl ErrorReply {
+    pub fn new(kind: ErrorType, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorBody { kind, code: code.to_owned(), message: message.into(), field: None, retry_after_ms: None },
+            id: None,
+            trace: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.error.field = Some(field.into());
+        self
+    }
+
+    pub fn with_id(mut self, id: Option<String>) -> Self {
+        self.id = id;
+        self
+    }
+
+    pub fn with_trace(mut self, trace: Trace) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    pub fn with_retry_after_ms(mut self, ms: u64) -> Self {
+        self.error.retry_after_ms = Some(ms);
+        self
+    }
+
+    /// Builds the typed error for a payload that serde refused, naming the field where serde can tell.
+    pub fn from_json_error(err: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let text = err.to_string();
+        match err.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ErrorReply::new(ErrorType::InvalidRequest, "malformed_json", format!("malformed JSON: {text}"))
+            }
+            Category::Data => {
+                let code = if text.starts_with("missing field") {
+                    "missing_field"
+                } else if text.starts_with("unknown field") {
+                    "unknown_field"
+                } else {
+                    "invalid_field"
+                };
+                // Only these two messages name a field in backticks; others quote values there.
+                let field = (code != "invalid_field").then(|| field_named_in(&text)).flatten();
+                let reply = ErrorReply::new(ErrorType::InvalidRequest, code, text);
+                match field {
+                    Some(f) => reply.with_field(f),
+                    None => reply,
+                }
+            }
+        }
+    }
+}
+
+/// serde names the offending field in backticks: "missing field `messages` at line 1 column 2".
+fn field_named_in(text: &str) -> Option<String> {
+    let start = text.find('`')? + 1;
+    let len = text[start..].find('`')?;
+    Some(text[start..start + len].to_owned())
+}
+
+/// What a non-streaming client receives: an answer or a typed error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QueryOutcome {
+    Error(ErrorReply),
+    Reply(QueryReply),
+}
+
+/// What a streaming client receives on its reply subject, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamFrame {
+    Chunk { seq: u64, delta: String },
+    Done(QueryReply),
+    Error(ErrorReply),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<QueryRequest, ErrorReply> {
+        let request: QueryRequest = serde_json::from_str(json).map_err(|e| ErrorReply::from_json_error(&e))?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    fn check_err(json: &str, code: &str, field: Option<&str>) {
+        let err = parse(json).expect_err(json);
+        assert_eq!(err.error.kind, ErrorType::InvalidRequest, "{json}");
+        assert_eq!(err.error.code, code, "{json}: {}", err.error.message);
+        assert_eq!(err.error.field.as_deref(), field, "{json}");
+    }
+
+    #[test]
+    fn bad_requests_get_typed_errors() {
+        check_err("{not json", "malformed_json", None);
+        check_err("{}", "missing_field", Some("messages"));
+        check_err(r#"{"messages": []}"#, "invalid_field", Some("messages"));
+        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "bogus": 1}"#, "unknown_field", Some("bogus"));
+        check_err(r#"{"messages": [{"role":"robot","content":"hi"}]}"#, "invalid_field", None);
+        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "temperature": 7}"#, "invalid_field", Some("temperature"));
+        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "deadline_ms": 0}"#, "invalid_field", Some("deadline_ms"));
+        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "objective": "vibes"}"#, "invalid_field", Some("objective"));
+    }
+
+    #[test]
+    fn a_good_request_parses() {
+        let request = parse(r#"{"id":"q1","messages":[{"role":"user","content":"hi"}],"stream":true}"#).expect("valid");
+        assert_eq!(request.id.as_deref(), Some("q1"));
+        assert!(request.stream);
+    }
+
+    #[test]
+    fn outcomes_are_told_apart() {
+        let err = serde_json::to_string(&ErrorReply::new(ErrorType::Overloaded, "busy", "busy")).expect("json");
+        assert!(matches!(serde_json::from_str::<QueryOutcome>(&err), Ok(QueryOutcome::Error(_))));
+        let frame = serde_json::to_string(&StreamFrame::Chunk { seq: 3, delta: "a".into() }).expect("json");
+        assert_eq!(frame, r#"{"type":"chunk","seq":3,"delta":"a"}"#);
+    }
+}

@@ -1,0 +1,181 @@
+//! Messages between nodes (bincode): a router calling a provider actor, and its answer.
+//!
+//! bincode is not self-describing, so these types avoid serde attributes that need it (no internally tagged
+//! enums, no `skip_serializing_if`).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use switchyard_core::FailureClass;
+
+use crate::chat::{ChatRequest, Completion};
+
+/// A router asks the nodes hosting a provider to run one completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderCall {
+    pub call_id: Uuid,
+    pub request: ChatRequest,
+    /// What is left of the client's deadline when the call is sent.
+    pub budget_ms: u64,
+    /// For a streaming query: where chunks go (the client's reply subject) and the first sequence number.
+    pub stream: Option<StreamTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamTarget {
+    pub subject: String,
+    pub first_seq: u64,
+}
+
+/// The answer of a provider actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProviderReply {
+    Completed {
+        completion: Completion,
+        latency_us: u64,
+        /// Chunks published to the stream target (0 when not streaming).
+        chunks: u64,
+    },
+    Failed(WireFailure),
+    /// The provider actor refused without calling upstream.
+    Refused { reason: Refusal },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The provider's in-flight limit is reached.
+    Overloaded,
+    /// The provider actor is being restarted by its supervisor.
+    Restarting,
+}
+
+impl Refusal {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::Overloaded => "overloaded",
+            Refusal::Restarting => "restarting",
+        }
+    }
+}
+
+/// A classified upstream failure, as it travels between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireFailure {
+    pub class: WireFailureClass,
+    pub status: Option<u16>,
+    /// Already redacted by the provider client.
+    pub message: String,
+    pub latency_us: u64,
+    pub chunks: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireFailureClass {
+    Retryable,
+    RateLimited { retry_after_ms: Option<u64> },
+    Fatal { auth: bool },
+    ContextWindowExceeded,
+    ContentPolicy,
+    Cancelled,
+}
+
+impl From<FailureClass> for WireFailureClass {
+    fn from(class: FailureClass) -> Self {
+        match class {
+            FailureClass::Retryable => Self::Retryable,
+            FailureClass::RateLimited { retry_after } => {
+                Self::RateLimited { retry_after_ms: retry_after.map(|d| d.as_millis() as u64) }
+            }
+            FailureClass::Fatal { auth } => Self::Fatal { auth },
+            FailureClass::ContextWindowExceeded => Self::ContextWindowExceeded,
+            FailureClass::ContentPolicy => Self::ContentPolicy,
+            FailureClass::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<WireFailureClass> for FailureClass {
+    fn from(class: WireFailureClass) -> Self {
+        match class {
+            WireFailureClass::Retryable => Self::Retryable,
+            WireFailureClass::RateLimited { retry_after_ms } => {
+                Self::RateLimited { retry_after: retry_after_ms.map(std::time::Duration::from_millis) }
+            }
+            WireFailureClass::Fatal { auth } => Self::Fatal { auth },
+            WireFailureClass::ContextWindowExceeded => Self::ContextWindowExceeded,
+            WireFailureClass::ContentPolicy => Self::ContentPolicy,
+            WireFailureClass::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{ChatMessage, Usage};
+    use crate::codec::{Bincode, Codec};
+
+    #[test]
+    fn calls_and_replies_survive_bincode() {
+        let call = ProviderCall {
+            call_id: Uuid::new_v4(),
+            request: ChatRequest {
+                messages: vec![ChatMessage::user("hi")],
+                max_tokens: Some(5),
+                temperature: None,
+                logprobs: true,
+            },
+            budget_ms: 1500,
+            stream: Some(StreamTarget { subject: "_INBOX.x".into(), first_seq: 0 }),
+        };
+        let bytes = Bincode::encode(&call).expect("encode");
+        assert_eq!(Bincode::decode::<ProviderCall>(&bytes).expect("decode"), call);
+
+        let replies = [
+            ProviderReply::Completed {
+                completion: Completion {
+                    content: "hello".into(),
+                    model: "m".into(),
+                    finish_reason: Some("stop".into()),
+                    usage: Usage { input_tokens: 1, output_tokens: 2 },
+                    cost_usd: 0.5,
+                    logprobs: None,
+                },
+                latency_us: 10,
+                chunks: 0,
+            },
+            ProviderReply::Failed(WireFailure {
+                class: WireFailureClass::RateLimited { retry_after_ms: Some(1000) },
+                status: Some(429),
+                message: "slow down".into(),
+                latency_us: 3,
+                chunks: 0,
+            }),
+            ProviderReply::Refused { reason: Refusal::Overloaded },
+        ];
+        for reply in replies {
+            let bytes = Bincode::encode(&reply).expect("encode");
+            assert_eq!(Bincode::decode::<ProviderReply>(&bytes).expect("decode"), reply);
+        }
+    }
+
+    #[test]
+    fn failure_classes_convert_both_ways() {
+        let classes = [
+            FailureClass::Retryable,
+            FailureClass::RateLimited { retry_after: Some(std::time::Duration::from_millis(1500)) },
+            FailureClass::Fatal { auth: true },
+            FailureClass::ContextWindowExceeded,
+            FailureClass::ContentPolicy,
+            FailureClass::Cancelled,
+        ];
+        for class in classes {
+            assert_eq!(FailureClass::from(WireFailureClass::from(class)), class);
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(Bincode::decode::<ProviderCall>(&[0xff, 0x00, 0x13]).is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! Every NATS subject and queue group of Switchyard, built in one place.
+//!
+//! Subjects are versioned and live under a namespace, `switchyard` by default: `switchyard.v1.query.<route>`.
+//! Separate clusters (or concurrent test runs) can share one NATS server under different namespaces without
+//! seeing each other's traffic. Route, provider and namespace names become subject tokens, so they are validated
+//! with [`is_valid_token`] when the configuration is loaded.
+
+/// The default namespace.
+pub const DEFAULT_NAMESPACE: &str = "switchyard";
+
+/// The subject names of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    namespace: String,
+    /// `<namespace>.v1`
+    root: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new(DEFAULT_NAMESPACE)
+    }
+}
+
+impl Subjects {
+    /// `namespace` must be a valid token (checked by configuration loading).
+    pub fn new(namespace: &str) -> Self {
+        Self { namespace: namespace.to_owned(), root: format!("{namespace}.v{}", crate::SCHEMA_VERSION) }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The subject a client publishes a query for `route` to.
+    pub fn query(&self, route: &str) -> String {
+        format!("{}.query.{route}", self.root)
+    }
+
+    /// What routers subscribe to: queries for every route.
+    pub fn query_wildcard(&self) -> String {
+        format!("{}.query.*", self.root)
+    }
+
+    /// Queue group shared by every router, so each query is handled by exactly one node.
+    pub fn router_queue(&self) -> String {
+        format!("{}-routers", self.namespace)
+    }
+
+    /// The route named by a query subject, if it is one.
+    pub fn route_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject
+            .strip_prefix(self.root.as_str())
+            .and_then(|rest| rest.strip_prefix(".query."))
+            .filter(|route| is_valid_token(route))
+    }
+
+    /// The subject a router calls provider `provider` on.
+    pub fn provider_call(&self, provider: &str) -> String {
+        format!("{}.provider.{provider}.call", self.root)
+    }
+
+    /// The queue group of the nodes hosting `provider`.
+    pub fn provider_queue(&self, provider: &str) -> String {
+        format!("{}-provider-{provider}", self.namespace)
+    }
+
+    /// Breaker transitions of `provider`.
+    pub fn breaker_event(&self, provider: &str) -> String {
+        format!("{}.events.breaker.{provider}", self.root)
+    }
+
+    /// What every node subscribes to for operator commands and inspection.
+    pub fn admin_wildcard(&self) -> String {
+        format!("{}.admin.>", self.root)
+    }
+
+    /// Cluster-wide health: every node answers (gather replies until a timeout).
+    pub fn admin_health(&self) -> String {
+        format!("{}.admin.health", self.root)
+    }
+
+    /// An admin command addressed to one node (`health`, ...).
+    pub fn admin_node(&self, node: &str, command: &str) -> String {
+        format!("{}.admin.node.{node}.{command}", self.root)
+    }
+
+    /// An admin command for every node hosting `provider` (for instance `crash`, to exercise supervision).
+    pub fn admin_provider(&self, provider: &str, command: &str) -> String {
+        format!("{}.admin.provider.{provider}.{command}", self.root)
+    }
+
+    /// Splits an admin provider subject into `(provider, command)`.
+    pub fn parse_admin_provider<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = subject.strip_prefix(self.root.as_str())?.strip_prefix(".admin.provider.")?;
+        rest.split_once('.')
+    }
+}
+
+/// A name usable as one subject token: non-empty, at most 64 bytes of `[A-Za-z0-9_-]`.
+pub fn is_valid_token(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip() {
+        let s = Subjects::default();
+        assert_eq!(s.query("chat"), "switchyard.v1.query.chat");
+        assert_eq!(s.route_of(&s.query("chat")), Some("chat"));
+        assert_eq!(s.route_of("switchyard.v1.query.a.b"), None);
+        assert_eq!(s.route_of("other.v1.query.chat"), None);
+        assert_eq!(s.provider_call("openai"), "switchyard.v1.provider.openai.call");
+        assert_eq!(s.parse_admin_provider(&s.admin_provider("p-1", "crash")), Some(("p-1", "crash")));
+        assert_eq!(s.router_queue(), "switchyard-routers");
+    }
+
+    #[test]
+    fn namespaces_do_not_overlap() {
+        let a = Subjects::new("team-a");
+        let b = Subjects::new("team-b");
+        assert_eq!(a.query("chat"), "team-a.v1.query.chat");
+        assert_eq!(b.route_of(&a.query("chat")), None);
+        assert_ne!(a.router_queue(), b.router_queue());
+    }
+
+    #[test]
+    fn tokens_reject_subject_syntax() {
+        for bad in ["", "a.b", "a*", ">", "a b", &"x".repeat(65)] {
+            assert!(!is_valid_token(bad), "{bad:?} should be rejected");
+        }
+        assert!(is_valid_token("gpt-4o_mini"));
+    }
+}

@@ -1,0 +1,180 @@
+//! `BusBridge`: turns bus subscriptions into actor messages.
+//!
+//! One pump task per subscription: client queries (queue group `switchyard-routers`) go to the router actor,
+//! provider calls (one queue group per provider) to the provider actor currently in the directory, admin
+//! requests to the admin actor. Decoding of node-to-node calls happens here, so a malformed call is answered
+//! with a typed failure and never reaches an actor. Draining stops a subscription from taking new messages while
+//! the ones already delivered are still handed over, which is how SIGTERM stops a node without losing queries.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use switchyard_bus::{Bus, BusError, Message, Subscription};
+use switchyard_core::FailureClass;
+use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, WireFailure};
+use switchyard_protocol::subjects::Subjects;
+use switchyard_protocol::{Bincode, Codec};
+
+use super::admin::AdminMsg;
+use super::provider::ProviderMsg;
+use super::provider_supervisor::ProviderDirectory;
+use super::router::RouterMsg;
+
+pub struct BusBridge;
+
+pub struct BridgeArgs {
+    pub bus: Arc<dyn Bus>,
+    pub subjects: Subjects,
+    pub router: Option<ActorRef<RouterMsg>>,
+    /// Providers hosted here, and where their actors are.
+    pub providers: Vec<String>,
+    pub directory: ProviderDirectory,
+    pub admin: ActorRef<AdminMsg>,
+}
+
+pub struct BridgeState {
+    query_drain: CancellationToken,
+    provider_drain: CancellationToken,
+    queries: Option<JoinHandle<()>>,
+    calls: Vec<JoinHandle<()>>,
+    admin: Option<JoinHandle<()>>,
+}
+
+pub enum BridgeMsg {
+    /// Stop taking new queries; answers once the query subscription delivered its last message.
+    DrainQueries(RpcReplyPort<()>),
+    /// Stop taking new provider calls; answers once every call subscription is drained.
+    DrainProviders(RpcReplyPort<()>),
+}
+
+impl Actor for BusBridge {
+    type Msg = BridgeMsg;
+    type State = BridgeState;
+    type Arguments = BridgeArgs;
+
+    async fn pre_start(&self, _: ActorRef<BridgeMsg>, args: BridgeArgs) -> Result<BridgeState, ActorProcessingErr> {
+        let query_drain = CancellationToken::new();
+        let provider_drain = CancellationToken::new();
+        let mut calls = Vec::new();
+        for provider in &args.providers {
+            let sub = args.bus.queue_subscribe(&args.subjects.provider_call(provider), &args.subjects.provider_queue(provider)).await?;
+            let (bus, directory, name) = (args.bus.clone(), args.directory.clone(), provider.clone());
+            calls.push(pump(sub, provider_drain.clone(), move |message| {
+                let (bus, directory, name) = (bus.clone(), directory.clone(), name.clone());
+                async move { forward_call(bus.as_ref(), &directory, &name, message).await }
+            }));
+        }
+        let queries = match args.router {
+            Some(router) => {
+                let sub = args.bus.queue_subscribe(&args.subjects.query_wildcard(), &args.subjects.router_queue()).await?;
+                Some(pump(sub, query_drain.clone(), move |message| {
+                    let _ = router.cast(RouterMsg::Query(message));
+                    async {}
+                }))
+            }
+            None => None,
+        };
+        let admin_sub = args.bus.subscribe(&args.subjects.admin_wildcard()).await?;
+        let admin_actor = args.admin;
+        let admin = Some(pump(admin_sub, CancellationToken::new(), move |message| {
+            let _ = admin_actor.cast(AdminMsg::Request(message));
+            async {}
+        }));
+        Ok(BridgeState { query_drain, provider_drain, queries, calls, admin })
+    }
+
+    async fn handle(&self, _: ActorRef<BridgeMsg>, message: BridgeMsg, state: &mut BridgeState) -> Result<(), ActorProcessingErr> {
+        match message {
+            BridgeMsg::DrainQueries(port) => {
+                state.query_drain.cancel();
+                let task = state.queries.take();
+                // Waiting for the pump would block this mailbox; the pump ends by itself once drained.
+                tokio::spawn(async move {
+                    if let Some(task) = task {
+                        let _ = task.await;
+                    }
+                    let _ = port.send(());
+                });
+            }
+            BridgeMsg::DrainProviders(port) => {
+                state.provider_drain.cancel();
+                let tasks = std::mem::take(&mut state.calls);
+                tokio::spawn(async move {
+                    futures::future::join_all(tasks).await;
+                    let _ = port.send(());
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _: ActorRef<BridgeMsg>, state: &mut BridgeState) -> Result<(), ActorProcessingErr> {
+        for task in state.queries.iter().chain(state.calls.iter()).chain(state.admin.iter()) {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+/// Moves every message of `sub` into `deliver`; on `drain`, stops new deliveries and finishes what was delivered.
+fn pump<F, Fut>(mut sub: Subscription, drain: CancellationToken, deliver: F) -> JoinHandle<()>
+where
+    F: Fn(Message) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = drain.cancelled(), if !draining => {
+                    draining = true;
+                    if let Err(error) = sub.drain().await {
+                        warn!(%error, "cannot drain subscription");
+                        return;
+                    }
+                }
+                message = sub.next() => match message {
+                    Some(message) => deliver(message).await,
+                    None => return,
+                },
+            }
+        }
+    })
+}
+
+/// Decodes a provider call and hands it to the provider's actor, or refuses it on the actor's behalf.
+async fn forward_call(bus: &dyn Bus, directory: &ProviderDirectory, provider: &str, message: Message) {
+    let Some(reply_to) = message.reply else {
+        debug!(provider, "provider call without a reply subject dropped");
+        return;
+    };
+    let refusal = match Bincode::decode::<ProviderCall>(&message.payload) {
+        Ok(call) => match directory.get(provider) {
+            Some(actor) => match actor.cast(ProviderMsg::Call { call, reply_to: reply_to.clone() }) {
+                Ok(()) => return,
+                Err(_) => ProviderReply::Refused { reason: Refusal::Restarting },
+            },
+            None => ProviderReply::Refused { reason: Refusal::Restarting },
+        },
+        Err(error) => ProviderReply::Failed(WireFailure {
+            class: FailureClass::Fatal { auth: false }.into(),
+            status: None,
+            message: error.to_string(),
+            latency_us: 0,
+            chunks: 0,
+        }),
+    };
+    if let Ok(bytes) = Bincode::encode(&refusal)
+        && let Err(error) = bus.publish(Message::new(reply_to, Bytes::from(bytes))).await
+        && !matches!(error, BusError::Closed)
+    {
+        warn!(%error, "cannot publish refusal");
+    }
+}

@@ -1,0 +1,130 @@
+//! `NodeSupervisor`: the root of a node's actor tree, and the owner of its shutdown.
+//!
+//! It starts the provider supervisor, the router, the admin actor and, last, the bus bridge (so no message
+//! arrives before its actor exists). Provider actors are restarted by their own supervisor; the other children
+//! hold no state worth restarting in place, so a failure of one of them stops the node, and the process exits
+//! non-zero for its service manager to restart (OTP's escalation).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::error;
+
+use switchyard_bus::Bus;
+use switchyard_core::RestartPolicy;
+use switchyard_protocol::subjects::Subjects;
+
+use super::admin::{AdminActor, AdminArgs};
+use super::bridge::{BridgeArgs, BridgeMsg, BusBridge};
+use super::provider_supervisor::{ProviderDirectory, ProviderSpec, ProviderSupervisor, ProviderSupervisorArgs, ProviderSupervisorMsg};
+use super::router::{RouterActor, RouterArgs, RouterMsg};
+
+pub struct NodeSupervisor;
+
+pub struct NodeArgs {
+    pub node: String,
+    pub roles: Vec<String>,
+    pub bus: Arc<dyn Bus>,
+    pub subjects: Subjects,
+    pub specs: Option<Vec<ProviderSpec>>,
+    pub routes: Option<HashMap<String, Vec<String>>>,
+    pub restart_policy: RestartPolicy,
+    pub max_payload_bytes: usize,
+    pub default_deadline: Duration,
+    pub max_in_flight_queries: usize,
+    pub draining: Arc<AtomicBool>,
+}
+
+/// The node's children, for the node handle and the admin actor.
+#[derive(Clone)]
+pub struct NodeChildren {
+    pub router: Option<ActorRef<RouterMsg>>,
+    pub providers: Option<ActorRef<ProviderSupervisorMsg>>,
+    pub bridge: ActorRef<BridgeMsg>,
+    pub admin: AdminArgs,
+}
+
+pub struct NodeState {
+    children: NodeChildren,
+}
+
+pub enum NodeMsg {
+    Children(RpcReplyPort<NodeChildren>),
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = NodeArgs;
+
+    async fn pre_start(&self, myself: ActorRef<NodeMsg>, args: NodeArgs) -> Result<NodeState, ActorProcessingErr> {
+        let directory = ProviderDirectory::default();
+        let mut hosted = Vec::new();
+        let providers = match args.specs {
+            Some(specs) => {
+                hosted = specs.iter().map(|s| s.provider.name().to_owned()).collect();
+                let sup_args = ProviderSupervisorArgs {
+                    specs,
+                    bus: args.bus.clone(),
+                    policy: args.restart_policy,
+                    directory: directory.clone(),
+                };
+                Some(Actor::spawn_linked(None, ProviderSupervisor, sup_args, myself.get_cell()).await?.0)
+            }
+            None => None,
+        };
+        let router = match args.routes {
+            Some(routes) => {
+                let router_args = RouterArgs {
+                    node: args.node.clone(),
+                    bus: args.bus.clone(),
+                    subjects: args.subjects.clone(),
+                    routes,
+                    max_payload_bytes: args.max_payload_bytes,
+                    default_deadline: args.default_deadline,
+                    max_in_flight: args.max_in_flight_queries,
+                };
+                Some(Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0)
+            }
+            None => None,
+        };
+        let admin_args = AdminArgs {
+            node: args.node,
+            roles: args.roles,
+            bus: args.bus.clone(),
+            subjects: args.subjects.clone(),
+            router: router.clone(),
+            providers: providers.clone(),
+            draining: args.draining,
+        };
+        let (admin, _) = Actor::spawn_linked(None, AdminActor, admin_args.clone(), myself.get_cell()).await?;
+        let bridge_args = BridgeArgs { bus: args.bus, subjects: args.subjects, router: router.clone(), providers: hosted, directory, admin };
+        let (bridge, _) = Actor::spawn_linked(None, BusBridge, bridge_args, myself.get_cell()).await?;
+        Ok(NodeState { children: NodeChildren { router, providers, bridge, admin: admin_args } })
+    }
+
+    async fn handle(&self, _: ActorRef<NodeMsg>, message: NodeMsg, state: &mut NodeState) -> Result<(), ActorProcessingErr> {
+        match message {
+            NodeMsg::Children(port) => {
+                let _ = port.send(state.children.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        event: SupervisionEvent,
+        _: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, err) = event {
+            error!(actor = %cell.get_id(), %err, "a node actor failed, stopping the node");
+            myself.stop(Some(format!("child failed: {err}")));
+        }
+        Ok(())
+    }
+}

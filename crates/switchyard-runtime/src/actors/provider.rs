@@ -1,0 +1,231 @@
+//! `ProviderActor`: one per provider and node; owns the provider's client, in-flight limit and statistics.
+//!
+//! The actor never awaits the upstream call inside `handle`: it admits or refuses a call, spawns the call as a
+//! task, and learns its outcome from a `Finished` message. The task publishes the provider's answer (and, for a
+//! streaming query, the chunks) straight to the bus, so a crash of this actor never loses a call in flight.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{debug, warn};
+
+use switchyard_bus::{Bus, Message};
+use switchyard_core::{FailureClass, Outcome};
+use switchyard_protocol::admin::ProviderHealth;
+use switchyard_protocol::client::StreamFrame;
+use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailure};
+use switchyard_protocol::{Bincode, Codec, Json};
+use switchyard_providers::{LlmProvider, ProviderError, StreamEvent};
+
+pub struct ProviderActor;
+
+pub struct ProviderArgs {
+    pub provider: Arc<dyn LlmProvider>,
+    pub bus: Arc<dyn Bus>,
+    pub max_in_flight: usize,
+}
+
+pub struct ProviderState {
+    provider: Arc<dyn LlmProvider>,
+    bus: Arc<dyn Bus>,
+    max_in_flight: usize,
+    in_flight: usize,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    calls: u64,
+    successes: u64,
+    failures: u64,
+    refused: u64,
+    last_error: Option<String>,
+    ewma_latency_ms: f64,
+}
+
+pub enum ProviderMsg {
+    /// A call from a router; the answer goes to `reply_to`.
+    Call { call: ProviderCall, reply_to: String },
+    /// A call task ended.
+    Finished { outcome: Outcome, latency: Duration, error: Option<String> },
+    Health(RpcReplyPort<ProviderHealth>),
+    /// Fail on purpose, so operators and tests can exercise supervision.
+    Crash,
+}
+
+impl Actor for ProviderActor {
+    type Msg = ProviderMsg;
+    type State = ProviderState;
+    type Arguments = ProviderArgs;
+
+    async fn pre_start(&self, _: ActorRef<ProviderMsg>, args: ProviderArgs) -> Result<ProviderState, ActorProcessingErr> {
+        Ok(ProviderState {
+            provider: args.provider,
+            bus: args.bus,
+            max_in_flight: args.max_in_flight,
+            in_flight: 0,
+            stats: Stats::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ProviderMsg>,
+        message: ProviderMsg,
+        state: &mut ProviderState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ProviderMsg::Call { call, reply_to } => {
+                if state.in_flight >= state.max_in_flight {
+                    state.stats.refused += 1;
+                    let reply = ProviderReply::Refused { reason: Refusal::Overloaded };
+                    publish_reply(state.bus.as_ref(), reply_to, &reply).await;
+                    return Ok(());
+                }
+                state.in_flight += 1;
+                state.stats.calls += 1;
+                let provider = state.provider.clone();
+                let bus = state.bus.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let reply = run_call(provider.as_ref(), bus.as_ref(), call).await;
+                    let latency = started.elapsed();
+                    publish_reply(bus.as_ref(), reply_to, &reply).await;
+                    let (outcome, error) = match &reply {
+                        ProviderReply::Completed { .. } => (Outcome::Success, None),
+                        ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
+                        ProviderReply::Refused { reason } => (Outcome::Success, Some(reason.as_str().to_owned())),
+                    };
+                    // The actor may have been restarted meanwhile; then nobody needs the statistics.
+                    let _ = myself.cast(ProviderMsg::Finished { outcome, latency, error });
+                });
+            }
+            ProviderMsg::Finished { outcome, latency, error } => {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                let ms = latency.as_secs_f64() * 1000.0;
+                let stats = &mut state.stats;
+                stats.ewma_latency_ms =
+                    if stats.successes + stats.failures == 0 { ms } else { 0.8 * stats.ewma_latency_ms + 0.2 * ms };
+                match outcome {
+                    Outcome::Success => stats.successes += 1,
+                    Outcome::Failure(_) => {
+                        stats.failures += 1;
+                        stats.last_error = error;
+                    }
+                }
+            }
+            ProviderMsg::Health(port) => {
+                let stats = &state.stats;
+                let _ = port.send(ProviderHealth {
+                    name: state.provider.name().to_owned(),
+                    model: state.provider.model().to_owned(),
+                    status: "running".into(),
+                    restarts: 0,
+                    in_flight: state.in_flight as u64,
+                    calls: stats.calls,
+                    successes: stats.successes,
+                    failures: stats.failures,
+                    refused: stats.refused,
+                    ewma_latency_ms: stats.ewma_latency_ms,
+                    last_error: stats.last_error.clone(),
+                });
+            }
+            ProviderMsg::Crash => {
+                warn!(provider = state.provider.name(), "provider actor crashing on request");
+                return Err("crash requested by an operator".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publishes a provider's answer; a router that gave up no longer listens, which is not an error here.
+async fn publish_reply(bus: &dyn Bus, reply_to: String, reply: &ProviderReply) {
+    match Bincode::encode(reply) {
+        Ok(bytes) => {
+            if let Err(error) = bus.publish(Message::new(reply_to, Bytes::from(bytes))).await {
+                warn!(%error, "cannot publish provider reply");
+            }
+        }
+        Err(error) => warn!(%error, "cannot encode provider reply"),
+    }
+}
+
+/// Runs one call against the upstream provider within the call's budget.
+async fn run_call(provider: &dyn LlmProvider, bus: &dyn Bus, call: ProviderCall) -> ProviderReply {
+    let started = Instant::now();
+    let budget = Duration::from_millis(call.budget_ms);
+    let mut chunks = 0u64;
+    let work = async {
+        match &call.stream {
+            None => provider.complete(&call.request).await,
+            Some(target) => stream_to(provider, bus, &call, target, &mut chunks).await,
+        }
+    };
+    let result = match tokio::time::timeout(budget, work).await {
+        Ok(result) => result,
+        Err(_) => Err(ProviderError {
+            class: FailureClass::Cancelled,
+            status: None,
+            message: format!("deadline of {} ms reached", call.budget_ms),
+            provider: provider.name().to_owned(),
+        }),
+    };
+    let latency_us = started.elapsed().as_micros() as u64;
+    match result {
+        Ok(completion) => {
+            debug!(provider = provider.name(), latency_us, "upstream call succeeded");
+            ProviderReply::Completed { completion, latency_us, chunks }
+        }
+        Err(error) => {
+            debug!(provider = provider.name(), class = error.class.as_str(), status = ?error.status, "upstream call failed");
+            ProviderReply::Failed(WireFailure {
+                class: error.class.into(),
+                status: error.status,
+                message: error.message,
+                latency_us,
+                chunks,
+            })
+        }
+    }
+}
+
+/// Streams a completion, publishing each delta as a chunk frame to the client's reply subject.
+async fn stream_to(
+    provider: &dyn LlmProvider,
+    bus: &dyn Bus,
+    call: &ProviderCall,
+    target: &StreamTarget,
+    chunks: &mut u64,
+) -> Result<switchyard_protocol::Completion, ProviderError> {
+    let mut stream = provider.stream(&call.request).await?;
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Delta(delta) => {
+                let frame = StreamFrame::Chunk { seq: target.first_seq + *chunks, delta };
+                let bytes = Json::encode(&frame).map_err(|e| ProviderError {
+                    class: FailureClass::Retryable,
+                    status: None,
+                    message: e.to_string(),
+                    provider: provider.name().to_owned(),
+                })?;
+                // A chunk the client cannot receive is lost to it whatever we do; keep consuming the stream so
+                // the summary still reports usage and cost.
+                if let Err(error) = bus.publish(Message::new(target.subject.clone(), Bytes::from(bytes))).await {
+                    warn!(%error, "cannot publish stream chunk");
+                }
+                *chunks += 1;
+            }
+            StreamEvent::Done(completion) => return Ok(completion),
+        }
+    }
+    Err(ProviderError {
+        class: FailureClass::Retryable,
+        status: None,
+        message: "stream ended without a final event".into(),
+        provider: provider.name().to_owned(),
+    })
+}

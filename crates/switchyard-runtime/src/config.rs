@@ -1,0 +1,348 @@
+//! The configuration of a node, read from TOML.
+//!
+//! Every struct rejects unknown fields, and [`NodeConfig::from_toml`] validates what serde cannot (names usable
+//! as subject tokens, routes naming known providers, sane limits), so a bad file fails at start-up with an error
+//! that names the field. The whole cluster can share one file: `node.roles` decides what each node runs.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use switchyard_core::{Backoff, Price, RestartPolicy};
+use switchyard_protocol::subjects::is_valid_token;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config: {message}")]
+    Parse { message: String },
+    #[error("invalid config field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub nats: NatsSection,
+    #[serde(default)]
+    pub supervisor: SupervisorSection,
+    #[serde(default)]
+    pub providers: Vec<ProviderSection>,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Answers client queries and routes them to provider actors.
+    Router,
+    /// Hosts one provider actor per configured provider.
+    Providers,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// The node's name in traces and on the admin topic; a random one when empty.
+    pub name: String,
+    /// Subject namespace (`<namespace>.v1.…`): clusters sharing one NATS server use different ones.
+    pub namespace: String,
+    pub roles: Vec<Role>,
+    /// Largest accepted query payload; must stay below the bus's own limit.
+    pub max_payload_bytes: usize,
+    /// Deadline of a query that does not set `deadline_ms`.
+    pub default_deadline_ms: u64,
+    /// How long SIGTERM waits for queries in flight.
+    pub drain_timeout_ms: u64,
+    /// Queries handled at once by this node's router before it answers `overloaded`.
+    pub max_in_flight_queries: usize,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            namespace: switchyard_protocol::subjects::DEFAULT_NAMESPACE.to_owned(),
+            roles: vec![Role::Router, Role::Providers],
+            max_payload_bytes: 256 * 1024,
+            default_deadline_ms: 30_000,
+            drain_timeout_ms: 10_000,
+            max_in_flight_queries: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    pub url: String,
+    /// Environment variable holding a token.
+    pub token_env: Option<String>,
+    pub user: Option<String>,
+    /// Environment variable holding the password of `user`.
+    pub password_env: Option<String>,
+    pub creds_file: Option<PathBuf>,
+    pub nkey_seed_file: Option<PathBuf>,
+    pub tls_required: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NatsSection {
+    // Only names of secret sources are stored here, but keep Debug short and obviously safe.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSection").field("url", &self.url).field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            token_env: None,
+            user: None,
+            password_env: None,
+            creds_file: None,
+            nkey_seed_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorSection {
+    pub max_restarts: u32,
+    pub period_ms: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        Self { max_restarts: 5, period_ms: 60_000, backoff_base_ms: 100, backoff_max_ms: 5_000 }
+    }
+}
+
+impl SupervisorSection {
+    pub fn policy(&self) -> RestartPolicy {
+        RestartPolicy {
+            max_restarts: self.max_restarts,
+            period: Duration::from_millis(self.period_ms),
+            backoff: Backoff::new(Duration::from_millis(self.backoff_base_ms), Duration::from_millis(self.backoff_max_ms)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKindConfig {
+    /// OpenAI Chat Completions and compatible servers (vLLM, llama.cpp, Ollama, Together, ...).
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    pub name: String,
+    pub kind: ProviderKindConfig,
+    pub base_url: String,
+    pub model: String,
+    /// The key itself. Prefer `api_key_env` or `api_key_file`; it is held as a secret either way.
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub input_price_per_mtok: f64,
+    #[serde(default)]
+    pub output_price_per_mtok: f64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_max_in_flight() -> usize {
+    512
+}
+
+impl ProviderSection {
+    pub fn price(&self) -> Price {
+        Price { input_per_mtok: self.input_price_per_mtok, output_per_mtok: self.output_price_per_mtok }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: String,
+    /// Providers in order of preference: the first healthy one answers, the next ones are the fallbacks.
+    pub providers: Vec<String>,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse { message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.node.roles.contains(&role)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let node = &self.node;
+        if !node.name.is_empty() && !is_valid_token(&node.name) {
+            return Err(invalid("node.name", "use 1 to 64 characters of [A-Za-z0-9_-]"));
+        }
+        if !is_valid_token(&node.namespace) {
+            return Err(invalid("node.namespace", "use 1 to 64 characters of [A-Za-z0-9_-]"));
+        }
+        if node.roles.is_empty() {
+            return Err(invalid("node.roles", "a node needs at least one role (router, providers)"));
+        }
+        if node.max_payload_bytes < 1024 {
+            return Err(invalid("node.max_payload_bytes", "must be at least 1024"));
+        }
+        if node.default_deadline_ms == 0 || node.default_deadline_ms > switchyard_protocol::client::MAX_DEADLINE_MS {
+            return Err(invalid("node.default_deadline_ms", "must be between 1 and 600000"));
+        }
+        if node.max_in_flight_queries == 0 {
+            return Err(invalid("node.max_in_flight_queries", "must be positive"));
+        }
+        if self.supervisor.backoff_base_ms == 0 {
+            return Err(invalid("supervisor.backoff_base_ms", "must be positive"));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let field = |f: &str| format!("providers[{i}].{f}");
+            if !is_valid_token(&p.name) {
+                return Err(invalid(field("name"), "use 1 to 64 characters of [A-Za-z0-9_-]"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(invalid(field("name"), format!("duplicate provider `{}`", p.name)));
+            }
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return Err(invalid(field("base_url"), "must start with http:// or https://"));
+            }
+            if p.model.is_empty() {
+                return Err(invalid(field("model"), "must not be empty"));
+            }
+            let sources = [p.api_key.is_some(), p.api_key_env.is_some(), p.api_key_file.is_some()];
+            if sources.iter().filter(|s| **s).count() > 1 {
+                return Err(invalid(field("api_key"), "set at most one of api_key, api_key_env, api_key_file"));
+            }
+            if p.input_price_per_mtok < 0.0 || p.output_price_per_mtok < 0.0 {
+                return Err(invalid(field("input_price_per_mtok"), "prices must not be negative"));
+            }
+            if p.timeout_ms == 0 {
+                return Err(invalid(field("timeout_ms"), "must be positive"));
+            }
+            if p.max_in_flight == 0 {
+                return Err(invalid(field("max_in_flight"), "must be positive"));
+            }
+        }
+        let mut routes = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if !is_valid_token(&r.name) {
+                return Err(invalid(format!("routes[{i}].name"), "use 1 to 64 characters of [A-Za-z0-9_-]"));
+            }
+            if !routes.insert(r.name.as_str()) {
+                return Err(invalid(format!("routes[{i}].name"), format!("duplicate route `{}`", r.name)));
+            }
+            if r.providers.is_empty() {
+                return Err(invalid(format!("routes[{i}].providers"), "a route needs at least one provider"));
+            }
+            if let Some(unknown) = r.providers.iter().find(|p| !names.contains(p.as_str())) {
+                return Err(invalid(format!("routes[{i}].providers"), format!("unknown provider `{unknown}`")));
+            }
+        }
+        if self.has_role(Role::Router) && self.routes.is_empty() {
+            return Err(invalid("routes", "a router node needs at least one route"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [node]
+        name = "n1"
+        [[providers]]
+        name = "a"
+        kind = "openai"
+        base_url = "http://127.0.0.1:1/v1"
+        model = "m"
+        api_key = "sk-secret"
+        [[routes]]
+        name = "chat"
+        providers = ["a"]
+    "#;
+
+    fn check_err(toml: &str, field: &str) {
+        match NodeConfig::from_toml(toml) {
+            Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{toml}"),
+            Err(ConfigError::Parse { message }) => assert!(message.contains(field), "{field} not in {message}"),
+            other => panic!("expected an error naming {field}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_config_loads_with_defaults() {
+        let config = NodeConfig::from_toml(GOOD).expect("valid");
+        assert_eq!(config.node.max_payload_bytes, 256 * 1024);
+        assert!(config.has_role(Role::Router) && config.has_role(Role::Providers));
+        assert_eq!(config.providers[0].max_in_flight, 512);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        check_err(&GOOD.replace("name = \"n1\"", "name = \"n1\"\nbogus = 1"), "bogus");
+        check_err(&GOOD.replace("providers = [\"a\"]", "providers = [\"b\"]"), "routes[0].providers");
+        check_err(&GOOD.replace("name = \"a\"", "name = \"a.b\""), "providers[0].name");
+        check_err(&GOOD.replace("http://127.0.0.1:1/v1", "ftp://x"), "providers[0].base_url");
+        check_err(&GOOD.replace("kind = \"openai\"", "kind = \"gemini\""), "gemini");
+        check_err(&GOOD.replace("[[routes]]\n        name = \"chat\"\n        providers = [\"a\"]", ""), "routes");
+    }
+
+    #[test]
+    fn the_key_is_not_in_debug_output() {
+        let config = NodeConfig::from_toml(GOOD).expect("valid");
+        assert!(!format!("{config:?}").contains("sk-secret"));
+    }
+}

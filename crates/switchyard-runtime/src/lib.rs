@@ -1,0 +1,20 @@
+//! The runtime of a Switchyard node: its configuration, its actors (ractor) and the query path.
+//!
+//! ```text
+//! NodeSupervisor
+//! ├── ProviderSupervisor   restarts crashed provider actors with backoff, at most N per period
+//! │   └── ProviderActor[p] p's client, in-flight limit and statistics
+//! ├── RouterActor          admits queries, de-duplicates, spawns one task per query
+//! ├── AdminActor           answers the admin topic from health snapshots
+//! └── BusBridge            bus subscriptions -> actor messages
+//! ```
+//! Actors are thin shells; the work of a query lives in [`query`] and the rules in `switchyard-core`.
+
+pub mod actors;
+pub mod config;
+pub mod nats;
+pub mod node;
+pub mod query;
+
+pub use config::{ConfigError, NodeConfig, Role};
+pub use node::{Node, NodeError, ShutdownReport};

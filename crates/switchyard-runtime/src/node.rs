@@ -1,0 +1,200 @@
+//! A running node: built from its configuration, inspected, and shut down gracefully.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use switchyard_bus::Bus;
+use switchyard_protocol::admin::NodeHealth;
+use switchyard_protocol::subjects::Subjects;
+use switchyard_providers::{ApiKeySource, ProviderKind, ProviderSettings};
+
+use crate::actors::admin;
+use crate::actors::bridge::BridgeMsg;
+use crate::actors::node::{NodeArgs, NodeChildren, NodeMsg, NodeSupervisor};
+use crate::actors::provider_supervisor::ProviderSpec;
+use crate::actors::router::RouterMsg;
+use crate::config::{NodeConfig, ProviderKindConfig, ProviderSection, Role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("provider `{provider}`: {reason}")]
+    Provider { provider: String, reason: String },
+    #[error("cannot start the node's actors: {reason}")]
+    Spawn { reason: String },
+}
+
+/// A node's actor tree, running.
+pub struct Node {
+    name: String,
+    supervisor: ActorRef<NodeMsg>,
+    join: JoinHandle<()>,
+    children: NodeChildren,
+    draining: Arc<AtomicBool>,
+    started: Instant,
+    drain_timeout: Duration,
+}
+
+/// How a graceful shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Queries still in flight when the drain timeout expired (0 on a clean shutdown).
+    pub abandoned_queries: u64,
+}
+
+impl Node {
+    /// Builds the provider clients, then starts the actor tree on `bus`.
+    pub async fn start(config: &NodeConfig, bus: Arc<dyn Bus>) -> Result<Node, NodeError> {
+        let name = if config.node.name.is_empty() {
+            format!("node-{}", &Uuid::new_v4().simple().to_string()[..8])
+        } else {
+            config.node.name.clone()
+        };
+        let specs = if config.has_role(Role::Providers) { Some(build_providers(&config.providers)?) } else { None };
+        let routes: Option<HashMap<String, Vec<String>>> = config
+            .has_role(Role::Router)
+            .then(|| config.routes.iter().map(|r| (r.name.clone(), r.providers.clone())).collect());
+        let draining = Arc::new(AtomicBool::new(false));
+        let roles = config
+            .node
+            .roles
+            .iter()
+            .map(|r| match r {
+                Role::Router => "router".to_owned(),
+                Role::Providers => "providers".to_owned(),
+            })
+            .collect();
+        let args = NodeArgs {
+            node: name.clone(),
+            roles,
+            bus,
+            subjects: Subjects::new(&config.node.namespace),
+            specs,
+            routes,
+            restart_policy: config.supervisor.policy(),
+            max_payload_bytes: config.node.max_payload_bytes,
+            default_deadline: Duration::from_millis(config.node.default_deadline_ms),
+            max_in_flight_queries: config.node.max_in_flight_queries,
+            draining: draining.clone(),
+        };
+        let spawn_err = |e: &dyn std::fmt::Display| NodeError::Spawn { reason: e.to_string() };
+        let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.map_err(|e| spawn_err(&e))?;
+        let children = match supervisor.call(NodeMsg::Children, Some(Duration::from_secs(5))).await {
+            Ok(CallResult::Success(children)) => children,
+            Ok(_) => return Err(NodeError::Spawn { reason: "node supervisor did not answer".into() }),
+            Err(e) => return Err(spawn_err(&e)),
+        };
+        info!(node = %name, "node started");
+        Ok(Node {
+            name,
+            supervisor,
+            join,
+            children,
+            draining,
+            started: Instant::now(),
+            drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn health(&self) -> NodeHealth {
+        admin::health(&self.children.admin, self.started).await
+    }
+
+    /// Resolves when the node stopped by itself (an actor failed and the failure was escalated).
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.join).await;
+    }
+
+    /// Stops taking queries, lets those in flight finish (up to the drain timeout), then stops every actor.
+    pub async fn shutdown(self) -> ShutdownReport {
+        info!(node = %self.name, "draining");
+        self.draining.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + self.drain_timeout;
+        let _ = self.children.bridge.call(BridgeMsg::DrainQueries, Some(self.drain_timeout)).await;
+        let abandoned = self.wait_for_router(deadline).await;
+        // Provider calls from other nodes' routers: stop taking them, finish the ones accepted.
+        let _ = self.children.bridge.call(BridgeMsg::DrainProviders, Some(self.drain_timeout)).await;
+        self.wait_for_providers(deadline).await;
+        self.supervisor.stop(Some("shutdown".into()));
+        let _ = self.join.await;
+        info!(node = %self.name, abandoned, "node stopped");
+        ShutdownReport { abandoned_queries: abandoned }
+    }
+
+    async fn wait_for_router(&self, deadline: Instant) -> u64 {
+        let Some(router) = &self.children.router else { return 0 };
+        loop {
+            let in_flight = match router.call(RouterMsg::Health, Some(Duration::from_secs(1))).await {
+                Ok(CallResult::Success(health)) => health.in_flight,
+                _ => return 0,
+            };
+            if in_flight == 0 || Instant::now() >= deadline {
+                if in_flight > 0 {
+                    warn!(node = %self.name, in_flight, "drain timeout reached with queries in flight");
+                }
+                return in_flight;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait_for_providers(&self, deadline: Instant) {
+        if self.children.providers.is_none() {
+            return;
+        }
+        while Instant::now() < deadline {
+            let health = self.health().await;
+            if health.providers.iter().all(|p| p.in_flight == 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Builds one provider client per configured provider, reading API keys from where the config says.
+fn build_providers(sections: &[ProviderSection]) -> Result<Vec<ProviderSpec>, NodeError> {
+    let http = switchyard_providers::http_client()
+        .map_err(|e| NodeError::Provider { provider: "*".into(), reason: e.to_string() })?;
+    sections
+        .iter()
+        .map(|p| {
+            let source = match (&p.api_key, &p.api_key_env, &p.api_key_file) {
+                (Some(key), _, _) => Some(ApiKeySource::Inline(key.clone())),
+                (_, Some(env), _) => Some(ApiKeySource::Env(env.clone())),
+                (_, _, Some(file)) => Some(ApiKeySource::File(file.clone())),
+                _ => None,
+            };
+            let api_key = source
+                .map(|s| switchyard_providers::load_api_key(&s))
+                .transpose()
+                .map_err(|e| NodeError::Provider { provider: p.name.clone(), reason: e.to_string() })?;
+            let settings = ProviderSettings {
+                name: p.name.clone(),
+                kind: match p.kind {
+                    ProviderKindConfig::Openai => ProviderKind::OpenAi,
+                    ProviderKindConfig::Anthropic => ProviderKind::Anthropic,
+                },
+                base_url: p.base_url.clone(),
+                model: p.model.clone(),
+                api_key,
+                price: p.price(),
+                timeout: Duration::from_millis(p.timeout_ms),
+                anthropic_version: "2023-06-01".into(),
+                default_max_tokens: 1024,
+            };
+            Ok(ProviderSpec { provider: switchyard_providers::build(settings, http.clone()), max_in_flight: p.max_in_flight })
+        })
+        .collect()
+}

@@ -1,0 +1,128 @@
+//! Helpers shared by Switchyard's tests: waiting on conditions, and throwaway servers.
+//!
+//! Tests never `sleep` and hope: they wait on a condition with [`eventually`]. Tests that kill or pause a
+//! service start their own [`ServerProcess`] on a free port and never touch the shared ones.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The shared NATS of the machine (`SWITCHYARD_NATS_URL`, default `nats://127.0.0.1:4222`).
+pub fn nats_url() -> String {
+    std::env::var("SWITCHYARD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The shared Redis of the machine (`SWITCHYARD_REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("SWITCHYARD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what` in the message.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() >= until {
+            bail!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A free TCP port on loopback (bound, then released; good enough for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared evaluation data (`SWITCHYARD_DATA_DIR`, else `../shared/data` beside the workspace), if present.
+pub fn data_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("SWITCHYARD_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/data"));
+    dir.is_dir().then_some(dir)
+}
+
+/// A server process owned by a test, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Starts a private `nats-server` on a free loopback port.
+    pub fn nats() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let bin = which("nats-server").unwrap_or_else(|| "/usr/sbin/nats-server".into());
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start nats-server")?;
+        Self::ready(child, port)
+    }
+
+    /// Starts a private `redis-server` on a free loopback port, keeping nothing on disk.
+    pub fn redis() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server")?;
+        Self::ready(child, port)
+    }
+
+    fn ready(child: Child, port: u16) -> anyhow::Result<Self> {
+        let server = Self { child, port };
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= until {
+                bail!("server on port {port} did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `KILL`, ...) to the server.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -{signal} failed");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(name: &str) -> Option<String> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()).map(|p| p.display().to_string())
+    })
+}

@@ -1,0 +1,224 @@
+//! `switchyard demo`: the embedded default. A small cluster in one process, nothing external needed.
+//!
+//! Three nodes share an in-memory bus; two mock providers (one OpenAI-compatible, one Anthropic-compatible)
+//! run on loopback in this process. The script: healthy traffic, an outage of the primary provider (queries fail
+//! over), a crashed provider actor (its supervisor restarts it), recovery. Each query prints one line; a summary
+//! closes the run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use bytes::Bytes;
+
+use switchyard_bus::{Bus, MemoryBus, Message};
+use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
+use switchyard_protocol::ChatMessage;
+use switchyard_protocol::client::{QueryOutcome, QueryRequest};
+use switchyard_protocol::subjects::Subjects;
+use switchyard_runtime::{Node, NodeConfig};
+
+const PRIMARY_MODEL: &str = "gpt-4o-mini";
+const SECONDARY_MODEL: &str = "claude-3-5-haiku";
+
+const QUESTIONS: &[&str] = &[
+    "What is a circuit breaker?",
+    "Summarise the CAP theorem in one line.",
+    "Why retry with jitter?",
+    "Name a queue group use.",
+    "What does idempotent mean?",
+    "Explain backpressure briefly.",
+];
+
+#[derive(Default)]
+struct Tally {
+    answered: usize,
+    failed: usize,
+    failovers: usize,
+    by_provider: BTreeMap<String, usize>,
+    latencies_ms: Vec<f64>,
+}
+
+pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
+    let nodes = nodes.clamp(1, 9);
+    let mock = MockServer::start(MockConfig::default()).await.context("cannot start the mock provider")?;
+    let bus = MemoryBus::new();
+    let config = demo_config(&mock.openai_base_url(), &mock.base_url())?;
+
+    println!("Switchyard demo: {nodes} nodes on an in-memory bus, mock providers at {}", mock.base_url());
+    println!("route `chat` = primary ({PRIMARY_MODEL}, OpenAI wire) then secondary ({SECONDARY_MODEL}, Anthropic wire)\n");
+    let mut cluster = Vec::new();
+    for i in 1..=nodes {
+        let mut config = config.clone();
+        config.node.name = format!("node-{i}");
+        cluster.push(Node::start(&config, Arc::new(bus.clone())).await?);
+    }
+    let client: Arc<dyn Bus> = Arc::new(bus.clone());
+    let mut tally = Tally::default();
+    let mut n = 0;
+
+    phase("1. healthy: the primary answers");
+    for _ in 0..queries {
+        ask(&client, &mut n, &mut tally).await;
+    }
+
+    phase("2. outage: the primary answers HTTP 503 to everything");
+    mock.set_behavior(PRIMARY_MODEL, outage());
+    for _ in 0..queries {
+        ask(&client, &mut n, &mut tally).await;
+    }
+
+    phase("3. the secondary's actor crashes on every node; supervisors restart it");
+    let inbox = client.new_inbox();
+    let mut acks = client.subscribe(&inbox).await?;
+    client.publish(Message::new(Subjects::default().admin_provider("secondary", "crash"), Bytes::new()).with_reply(inbox)).await?;
+    for _ in 0..nodes {
+        if tokio::time::timeout(Duration::from_secs(2), acks.next()).await.is_err() {
+            break;
+        }
+    }
+    wait_until_restarted(&cluster).await;
+    for _ in 0..queries {
+        ask(&client, &mut n, &mut tally).await;
+    }
+
+    phase("4. recovery: the primary is healthy again");
+    mock.clear_behavior(PRIMARY_MODEL);
+    for _ in 0..queries {
+        ask(&client, &mut n, &mut tally).await;
+    }
+
+    println!("\n== summary");
+    println!("queries answered {}/{}, failed {}, failovers {}", tally.answered, n, tally.failed, tally.failovers);
+    for (provider, count) in &tally.by_provider {
+        println!("  answered by {provider:<10} {count}");
+    }
+    tally.latencies_ms.sort_by(f64::total_cmp);
+    if let Some(p50) = tally.latencies_ms.get(tally.latencies_ms.len() / 2) {
+        println!("  median latency {p50:.2} ms");
+    }
+    println!("upstream calls seen by the mock: {PRIMARY_MODEL} {}, {SECONDARY_MODEL} {}", mock.calls(PRIMARY_MODEL), mock.calls(SECONDARY_MODEL));
+    for node in &cluster {
+        let health = node.health().await;
+        let restarts: Vec<String> = health.providers.iter().map(|p| format!("{} {} (restarts {})", p.name, p.status, p.restarts)).collect();
+        println!("  {}: {}", health.node, restarts.join(", "));
+    }
+    for node in cluster {
+        node.shutdown().await;
+    }
+    mock.shutdown().await;
+    Ok(())
+}
+
+/// Waits (up to 2 s) until every node's `secondary` actor runs again after its restart.
+async fn wait_until_restarted(cluster: &[Node]) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let mut all = true;
+        for node in cluster {
+            let health = node.health().await;
+            all &= health.providers.iter().any(|p| p.name == "secondary" && p.status == "running" && p.restarts > 0);
+        }
+        if all {
+            println!("   every node restarted its `secondary` actor");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("   not every `secondary` actor was back within 2 s");
+}
+
+fn phase(title: &str) {
+    println!("\n== {title}");
+}
+
+fn outage() -> Behavior {
+    Behavior {
+        errors: vec![switchyard_mock::ErrorRule {
+            rate: 1.0,
+            error: MockError::Status { status: 503, retry_after_s: None, retry_after_ms: None },
+        }],
+        ..Behavior::default()
+    }
+}
+
+async fn ask(client: &Arc<dyn Bus>, n: &mut usize, tally: &mut Tally) {
+    *n += 1;
+    let question = QUESTIONS[*n % QUESTIONS.len()];
+    let mut request = QueryRequest::new(vec![ChatMessage::user(question)]);
+    request.id = Some(format!("demo-{n}"));
+    request.deadline_ms = Some(5_000);
+    let Ok(payload) = serde_json::to_vec(&request) else { return };
+    let started = Instant::now();
+    let reply = client
+        .request(Message::new(Subjects::default().query("chat"), Bytes::from(payload)), Duration::from_secs(6))
+        .await;
+    let outcome = reply.ok().and_then(|m| serde_json::from_slice::<QueryOutcome>(&m.payload).ok());
+    match outcome {
+        Some(QueryOutcome::Reply(reply)) => {
+            let path: Vec<String> = reply.trace.attempts.iter().map(|a| format!("{} {}", a.provider, mark(&a.outcome))).collect();
+            let failover = reply.trace.attempts.len() > 1;
+            tally.answered += 1;
+            tally.failovers += usize::from(failover);
+            *tally.by_provider.entry(reply.provider.clone()).or_default() += 1;
+            tally.latencies_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+            println!(
+                "q{n:02} {:<7} {:<38} {:>6.2} ms  {}{}",
+                reply.trace.node,
+                path.join(" -> "),
+                reply.latency_ms,
+                truncate(&reply.content, 40),
+                if failover { "   [failover]" } else { "" }
+            );
+        }
+        Some(QueryOutcome::Error(error)) => {
+            tally.failed += 1;
+            println!("q{n:02} error {}: {}", error.error.code, error.error.message);
+        }
+        None => {
+            tally.failed += 1;
+            println!("q{n:02} no answer");
+        }
+    }
+}
+
+fn mark(outcome: &str) -> String {
+    if outcome == "success" { "ok".into() } else { format!("x {outcome}") }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max { text.to_owned() } else { format!("{}...", text.chars().take(max).collect::<String>()) }
+}
+
+fn demo_config(openai_base: &str, anthropic_base: &str) -> anyhow::Result<NodeConfig> {
+    let toml = format!(
+        r#"
+        [supervisor]
+        backoff_base_ms = 20
+        [[providers]]
+        name = "primary"
+        kind = "openai"
+        base_url = "{openai_base}"
+        model = "{PRIMARY_MODEL}"
+        api_key = "sk-demo-not-a-real-key"
+        input_price_per_mtok = 0.15
+        output_price_per_mtok = 0.60
+        timeout_ms = 2000
+        [[providers]]
+        name = "secondary"
+        kind = "anthropic"
+        base_url = "{anthropic_base}"
+        model = "{SECONDARY_MODEL}"
+        api_key = "sk-ant-demo-not-a-real-key"
+        input_price_per_mtok = 0.80
+        output_price_per_mtok = 4.00
+        timeout_ms = 2000
+        [[routes]]
+        name = "chat"
+        providers = ["primary", "secondary"]
+        "#
+    );
+    Ok(NodeConfig::from_toml(&toml)?)
+}

@@ -1,0 +1,102 @@
+//! The `switchyard` binary: tracing, configuration, exit codes. Subcommands live in their own modules.
+
+mod cli;
+mod client;
+mod demo;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use switchyard_runtime::{Node, NodeConfig};
+
+use crate::cli::{Cli, Command};
+
+/// sysexits' EX_CONFIG-style code for a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo's output is the story; only warnings should interrupt it.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
+        .with_writer(std::io::stderr)
+        .init();
+    // One rustls crypto provider for the whole process, before any TLS connection (NATS, Redis, HTTPS).
+    let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(%e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => serve(&config).await,
+            Command::Demo { queries, nodes } => demo::run(queries, nodes).await,
+            Command::Query { route, stream, trace, id, deadline_ms, nats, namespace, text } => {
+                let options = client::QueryOptions { stream, trace, id, deadline_ms };
+                client::query(&nats, &namespace, &route, &text, options).await
+            }
+            Command::Admin { nats, namespace, command } => client::admin(&nats, &namespace, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<switchyard_runtime::ConfigError>().is_some() => {
+            eprintln!("switchyard: {err:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(err) => {
+            eprintln!("switchyard: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = NodeConfig::load(path)?;
+    let bus = switchyard_runtime::nats::connect(&config.nats, &config.node.name).await.context("cannot connect to NATS")?;
+    let mut node = Node::start(&config, Arc::new(bus)).await?;
+    info!(node = node.name(), "serving; SIGTERM or Ctrl-C drains and stops");
+    tokio::select! {
+        _ = shutdown_signal() => {
+            let report = node.shutdown().await;
+            if report.abandoned_queries > 0 {
+                anyhow::bail!("{} queries were still in flight at the drain timeout", report.abandoned_queries);
+            }
+            Ok(())
+        }
+        _ = node.stopped() => anyhow::bail!("the node stopped after an actor failure"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
