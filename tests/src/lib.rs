@@ -1,1 +1,156 @@
+//! A test cluster for Switchyard's end-to-end tests: a mock provider, nodes on the real NATS, a client.
+//!
+//! Each cluster lives in its own subject namespace, so tests running at the same time on the shared NATS server
+//! never see each other's queries, provider calls or admin traffic.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use switchyard_bus::{Bus, Message, NatsBus, NatsOptions};
+use switchyard_mock::{MockConfig, MockServer};
+use switchyard_protocol::ChatMessage;
+use switchyard_protocol::admin::NodeHealth;
+use switchyard_protocol::client::{QueryOutcome, QueryRequest, StreamFrame};
+use switchyard_protocol::subjects::Subjects;
+use switchyard_runtime::{Node, NodeConfig};
+
+/// Model served by the `primary` provider (OpenAI wire format).
+pub const PRIMARY_MODEL: &str = "model-a";
+/// Model served by the `secondary` provider (Anthropic wire format).
+pub const SECONDARY_MODEL: &str = "model-b";
+/// The API key configured for `primary`; it must never show up anywhere.
+pub const PRIMARY_KEY: &str = "sk-e2e-TOPSECRET-0123456789abcdef";
+
+pub struct TestCluster {
+    pub mock: MockServer,
+    pub nodes: Vec<Node>,
+    pub subjects: Subjects,
+    pub client: Arc<dyn Bus>,
+}
+
+/// A configuration for one node of a test cluster: routes `chat` = primary then secondary, `solo` = primary.
+pub fn cluster_config(mock: &MockServer, namespace: &str, node: &str) -> anyhow::Result<NodeConfig> {
+    let toml = format!(
+        r#"
+        [node]
+        name = "{node}"
+        namespace = "{namespace}"
+        drain_timeout_ms = 5000
+        [supervisor]
+        backoff_base_ms = 10
+        [[providers]]
+        name = "primary"
+        kind = "openai"
+        base_url = "{openai}"
+        model = "{PRIMARY_MODEL}"
+        api_key = "{PRIMARY_KEY}"
+        input_price_per_mtok = 1.0
+        output_price_per_mtok = 2.0
+        timeout_ms = 5000
+        [[providers]]
+        name = "secondary"
+        kind = "anthropic"
+        base_url = "{anthropic}"
+        model = "{SECONDARY_MODEL}"
+        api_key = "sk-ant-e2e-other"
+        timeout_ms = 5000
+        [[routes]]
+        name = "chat"
+        providers = ["primary", "secondary"]
+        [[routes]]
+        name = "solo"
+        providers = ["primary"]
+        "#,
+        openai = mock.openai_base_url(),
+        anthropic = mock.base_url(),
+    );
+    Ok(NodeConfig::from_toml(&toml)?)
+}
+
+pub async fn connect() -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = NatsBus::connect(NatsOptions::new(switchyard_testkit::nats_url())).await.context("NATS must run")?;
+    Ok(Arc::new(bus))
+}
+
+/// A fresh namespace for one test.
+pub fn unique_namespace() -> String {
+    format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub fn ask(text: &str) -> QueryRequest {
+    QueryRequest::new(vec![ChatMessage::user(text)])
+}
+
+impl TestCluster {
+    /// Starts a mock provider and `nodes` nodes, each with its own NATS connection.
+    pub async fn start(nodes: usize) -> anyhow::Result<Self> {
+        let mock = MockServer::start(MockConfig::default()).await?;
+        let namespace = unique_namespace();
+        let mut started = Vec::new();
+        for i in 1..=nodes {
+            let config = cluster_config(&mock, &namespace, &format!("node-{i}"))?;
+            started.push(Node::start(&config, connect().await?).await?);
+        }
+        Ok(Self { mock, nodes: started, subjects: Subjects::new(&namespace), client: connect().await? })
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.subjects.namespace()
+    }
+
+    /// Sends raw bytes as a query on `route` and parses the answer.
+    pub async fn query_raw(&self, route: &str, payload: Bytes) -> anyhow::Result<QueryOutcome> {
+        let reply =
+            self.client.request(Message::new(self.subjects.query(route), payload), Duration::from_secs(10)).await?;
+        serde_json::from_slice(&reply.payload).with_context(|| String::from_utf8_lossy(&reply.payload).into_owned())
+    }
+
+    pub async fn query(&self, route: &str, request: &QueryRequest) -> anyhow::Result<QueryOutcome> {
+        self.query_raw(route, Bytes::from(serde_json::to_vec(request)?)).await
+    }
+
+    /// Sends a streaming query and collects every frame up to and including the final one.
+    pub async fn stream(&self, route: &str, request: &QueryRequest) -> anyhow::Result<Vec<StreamFrame>> {
+        let mut request = request.clone();
+        request.stream = true;
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(&inbox).await?;
+        let payload = Bytes::from(serde_json::to_vec(&request)?);
+        self.client.publish(Message::new(self.subjects.query(route), payload).with_reply(inbox)).await?;
+        let mut frames = Vec::new();
+        loop {
+            let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), sub.next()).await else {
+                bail!("stream ended without a final frame after {} frames", frames.len());
+            };
+            let frame: StreamFrame = serde_json::from_slice(&message.payload)?;
+            let last = !matches!(frame, StreamFrame::Chunk { .. });
+            frames.push(frame);
+            if last {
+                return Ok(frames);
+            }
+        }
+    }
+
+    /// Gathers the health of every node that answers within `wait`.
+    pub async fn health(&self, wait: Duration) -> anyhow::Result<Vec<NodeHealth>> {
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(&inbox).await?;
+        self.client.publish(Message::new(self.subjects.admin_health(), Bytes::new()).with_reply(inbox)).await?;
+        let mut out = Vec::new();
+        while let Ok(Some(message)) = tokio::time::timeout(wait, sub.next()).await {
+            out.push(serde_json::from_slice(&message.payload)?);
+        }
+        Ok(out)
+    }
+
+    pub async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+        self.mock.shutdown().await;
+    }
+}

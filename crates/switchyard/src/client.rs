@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use futures::StreamExt;
 
 use switchyard_bus::{Bus, Message};
 use switchyard_protocol::ChatMessage;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use bytes::Bytes;
 
 use switchyard_bus::{Bus, MemoryBus, Message};

@@ -22,8 +22,8 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo's output is the story; only warnings should interrupt it.
-    let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
+    // The demo prints its own story; only errors should interrupt it.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)

@@ -1,0 +1,235 @@
+//! End-to-end: queries over the real NATS, answered by the mock provider through real nodes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use switchyard_bus::Message;
+use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask};
+use switchyard_mock::{Behavior, ErrorRule, Latency, MockError};
+use switchyard_protocol::client::{ErrorReply, ErrorType, QueryOutcome, QueryReply, StreamFrame};
+use switchyard_testkit::eventually;
+
+fn reply(outcome: QueryOutcome) -> QueryReply {
+    match outcome {
+        QueryOutcome::Reply(reply) => reply,
+        QueryOutcome::Error(error) => panic!("expected an answer, got {error:?}"),
+    }
+}
+
+fn error(outcome: QueryOutcome) -> ErrorReply {
+    match outcome {
+        QueryOutcome::Error(error) => error,
+        QueryOutcome::Reply(reply) => panic!("expected an error, got {reply:?}"),
+    }
+}
+
+fn failing(status: u16) -> Behavior {
+    Behavior {
+        errors: vec![ErrorRule { rate: 1.0, error: MockError::Status { status, retry_after_s: None, retry_after_ms: None } }],
+        ..Behavior::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_nats_is_answered_by_the_mock_through_a_node() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    let answer = reply(cluster.query("chat", &ask("hello there")).await.unwrap());
+    assert_eq!(answer.content, "echo: hello there");
+    assert_eq!(answer.provider, "primary");
+    assert_eq!(answer.model, PRIMARY_MODEL);
+    assert_eq!(answer.trace.node, "node-1");
+    assert_eq!(answer.trace.route, "chat");
+    assert_eq!(answer.trace.attempts.len(), 1);
+    assert_eq!(answer.trace.attempts[0].outcome, "success");
+    assert!(answer.usage.input_tokens > 0 && answer.usage.output_tokens > 0);
+    let expected_cost = (answer.usage.input_tokens as f64 * 1.0 + answer.usage.output_tokens as f64 * 2.0) / 1e6;
+    assert!((answer.cost_usd - expected_cost).abs() < 1e-12);
+    assert_eq!(cluster.mock.calls(PRIMARY_MODEL), 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_chunks_arrive_in_order_then_a_summary() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    for route in ["chat", "solo"] {
+        let text = "one two three four five six seven eight nine ten";
+        let frames = cluster.stream(route, &ask(text)).await.unwrap();
+        let (last, chunks) = frames.split_last().unwrap();
+        let mut content = String::new();
+        for (i, frame) in chunks.iter().enumerate() {
+            match frame {
+                StreamFrame::Chunk { seq, delta } => {
+                    assert_eq!(*seq, i as u64, "chunks out of order");
+                    content.push_str(delta);
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        assert!(chunks.len() >= 10, "expected one chunk per token, got {}", chunks.len());
+        match last {
+            StreamFrame::Done(summary) => {
+                assert_eq!(summary.content, content);
+                assert_eq!(content, format!("echo: {text}"));
+                assert!(summary.usage.output_tokens > 0);
+            }
+            other => panic!("expected the summary last, got {other:?}"),
+        }
+    }
+    // The Anthropic wire streams too: take the primary down and stream through the secondary.
+    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+    let frames = cluster.stream("chat", &ask("via the fallback")).await.unwrap();
+    match frames.last().unwrap() {
+        StreamFrame::Done(summary) => {
+            assert_eq!(summary.provider, "secondary");
+            assert_eq!(summary.content, "echo: via the fallback");
+        }
+        other => panic!("expected a summary, got {other:?}"),
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_in_a_queue_group_share_queries() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..60 {
+        let answer = reply(cluster.query("chat", &ask(&format!("q{i}"))).await.unwrap());
+        *by_node.entry(answer.trace.node).or_default() += 1;
+    }
+    assert_eq!(by_node.len(), 2, "both nodes should answer some queries: {by_node:?}");
+    assert!(by_node.values().all(|n| *n >= 5), "queries should be shared: {by_node:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_provider_falls_back_to_the_next_one() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+    let answer = reply(cluster.query("chat", &ask("fallback please")).await.unwrap());
+    assert_eq!(answer.provider, "secondary");
+    assert_eq!(answer.model, SECONDARY_MODEL);
+    let outcomes: Vec<_> = answer.trace.attempts.iter().map(|a| (a.provider.as_str(), a.outcome.as_str())).collect();
+    assert_eq!(outcomes, vec![("primary", "retryable"), ("secondary", "success")]);
+    assert_eq!(answer.trace.attempts[0].status, Some(503));
+
+    // A route without a fallback reports the upstream failure, typed.
+    let failure = error(cluster.query("solo", &ask("no fallback")).await.unwrap());
+    assert_eq!(failure.error.kind, ErrorType::UpstreamError);
+    assert_eq!(failure.trace.unwrap().attempts.len(), 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_provider_actor_is_restarted_and_serves_again() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    reply(cluster.query("solo", &ask("before")).await.unwrap());
+
+    let inbox = cluster.client.new_inbox();
+    let mut acks = cluster.client.subscribe(&inbox).await.unwrap();
+    let crash = Message::new(cluster.subjects.admin_provider("primary", "crash"), Bytes::new()).with_reply(inbox);
+    cluster.client.publish(crash).await.unwrap();
+    use futures::StreamExt;
+    let ack = tokio::time::timeout(Duration::from_secs(5), acks.next()).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&ack.payload).contains("crashed provider actor primary"));
+
+    let node = &cluster.nodes[0];
+    eventually("the provider actor restarted", Duration::from_secs(5), || async {
+        let health = node.health().await;
+        health.providers.iter().any(|p| p.name == "primary" && p.status == "running" && p.restarts == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let answer = reply(cluster.query("solo", &ask("after")).await.unwrap());
+    assert_eq!(answer.content, "echo: after");
+
+    // The restart is visible on the admin topic too.
+    let health = cluster.health(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(health.len(), 1);
+    let primary = health[0].providers.iter().find(|p| p.name == "primary").unwrap();
+    assert_eq!(primary.restarts, 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_typed_errors_and_the_node_keeps_serving() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    let check = |outcome: QueryOutcome, code: &str, field: Option<&str>| {
+        let failure = error(outcome);
+        assert_eq!(failure.error.kind, ErrorType::InvalidRequest, "{failure:?}");
+        assert_eq!(failure.error.code, code, "{failure:?}");
+        assert_eq!(failure.error.field.as_deref(), field, "{failure:?}");
+    };
+    check(cluster.query_raw("chat", Bytes::from_static(b"{oops")).await.unwrap(), "malformed_json", None);
+    check(cluster.query_raw("chat", Bytes::from_static(b"\xff\xfe")).await.unwrap(), "malformed_json", None);
+    check(cluster.query_raw("chat", Bytes::from_static(b"{}")).await.unwrap(), "missing_field", Some("messages"));
+    check(
+        cluster.query_raw("chat", Bytes::from_static(br#"{"messages":[{"role":"user","content":"x"}],"temperature":9}"#)).await.unwrap(),
+        "invalid_field",
+        Some("temperature"),
+    );
+    check(
+        cluster.query_raw("chat", Bytes::from_static(br#"{"messages":[{"role":"user"}]}"#)).await.unwrap(),
+        "missing_field",
+        Some("content"),
+    );
+    check(cluster.query("nosuchroute", &ask("x")).await.unwrap(), "unknown_route", Some("route"));
+    let big = ask(&"x".repeat(300 * 1024));
+    check(cluster.query("chat", &big).await.unwrap(), "payload_too_large", None);
+
+    let answer = reply(cluster.query("chat", &ask("still here")).await.unwrap());
+    assert_eq!(answer.content, "echo: still here");
+    assert_eq!(cluster.mock.total_calls(), 1, "no bad input may reach a provider");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_inside_its_deadline_is_answered_once() {
+    // De-duplication is per node (see the closing note of issue 2): one node here.
+    let cluster = TestCluster::start(1).await.unwrap();
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior { latency: Latency::Fixed { ms: 300 }, ..Behavior::default() });
+    let mut request = ask("only once");
+    request.id = Some("idem-1".into());
+    // Two concurrent copies (one joins the other) and one after the answer (served from the kept answer).
+    let (a, b) = tokio::join!(cluster.query("chat", &request), cluster.query("chat", &request));
+    let c = cluster.query("chat", &request).await;
+    let answers: Vec<QueryReply> = [a, b, c].into_iter().map(|o| reply(o.unwrap())).collect();
+    assert!(answers.iter().all(|r| r.content == "echo: only once" && r.id.as_deref() == Some("idem-1")));
+    assert_eq!(cluster.mock.calls(PRIMARY_MODEL), 1, "the provider must be called once");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_queries_in_flight_then_stops_taking_new_ones() {
+    let mut cluster = TestCluster::start(1).await.unwrap();
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior { latency: Latency::Fixed { ms: 400 }, ..Behavior::default() });
+    let client = cluster.client.clone();
+    let subjects = cluster.subjects.clone();
+    let pending: Vec<_> = (0..5)
+        .map(|i| {
+            let (client, subject) = (client.clone(), subjects.query("chat"));
+            let payload = Bytes::from(serde_json::to_vec(&ask(&format!("in flight {i}"))).unwrap());
+            tokio::spawn(async move { client.request(Message::new(subject, payload), Duration::from_secs(10)).await })
+        })
+        .collect();
+    eventually("the provider saw every query", Duration::from_secs(5), || async {
+        (cluster.mock.calls(PRIMARY_MODEL) == 5).then_some(())
+    })
+    .await
+    .unwrap();
+    let node = cluster.nodes.remove(0);
+    let report = node.shutdown().await;
+    assert_eq!(report.abandoned_queries, 0);
+    for task in pending {
+        let message = task.await.unwrap().unwrap();
+        let outcome: QueryOutcome = serde_json::from_slice(&message.payload).unwrap();
+        assert!(reply(outcome).content.starts_with("echo: in flight"));
+    }
+    // Nobody serves the namespace any more: NATS says so at once.
+    let late = cluster.query("chat", &ask("too late")).await;
+    assert!(late.is_err(), "a stopped node must not answer");
+    cluster.shutdown().await;
+}
