@@ -86,10 +86,7 @@ macro_rules! __bus_conformance_tests {
 /// A subject prefix no other test (in this or another process) uses.
 pub fn unique_prefix(check: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos()).unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("sytest.{}.{nanos}.{n}.{check}", std::process::id())
 }
@@ -158,16 +155,12 @@ async fn spawn_responder(bus: &Arc<dyn Bus>, subject: &str, queue: Option<&str>,
 pub async fn publish_subscribe(bus: Arc<dyn Bus>) {
     let prefix = unique_prefix("pubsub");
     let subject = format!("{prefix}.greeting");
-    bus.publish(Message::new(format!("{prefix}.nobody"), "lost"))
-        .await
-        .unwrap();
+    bus.publish(Message::new(format!("{prefix}.nobody"), "lost")).await.unwrap();
 
     let mut subscription = bus.subscribe(&subject).await.unwrap();
     assert_eq!(subscription.subject(), subject);
     assert_eq!(subscription.queue(), None);
-    bus.publish(Message::new(subject.clone(), "hello"))
-        .await
-        .unwrap();
+    bus.publish(Message::new(subject.clone(), "hello")).await.unwrap();
     bus.flush().await.unwrap();
 
     let message = recv(&mut subscription).await;
@@ -180,30 +173,16 @@ pub async fn publish_subscribe(bus: Arc<dyn Bus>) {
 /// `*` matches exactly one token, `>` one or more trailing tokens, and nothing else matches.
 pub async fn wildcards(bus: Arc<dyn Bus>) {
     let p = unique_prefix("wildcards");
-    let patterns = [
-        format!("{p}.*"),
-        format!("{p}.>"),
-        format!("{p}.a.*"),
-        format!("{p}.*.c"),
-        format!("{p}.a"),
-    ];
+    let patterns = [format!("{p}.*"), format!("{p}.>"), format!("{p}.a.*"), format!("{p}.*.c"), format!("{p}.a")];
     let mut subscriptions = Vec::new();
     for pattern in &patterns {
         subscriptions.push(bus.subscribe(pattern).await.unwrap());
     }
 
-    let published = [
-        format!("{p}.a"),
-        format!("{p}.a.b"),
-        format!("{p}.b.c"),
-        format!("{p}.a.b.c"),
-        format!("{p}x.a"),
-        format!("{p}"),
-    ];
+    let published =
+        [format!("{p}.a"), format!("{p}.a.b"), format!("{p}.b.c"), format!("{p}.a.b.c"), format!("{p}x.a"), p.clone()];
     for subject in &published {
-        bus.publish(Message::new(subject.clone(), "data"))
-            .await
-            .unwrap();
+        bus.publish(Message::new(subject.clone(), "data")).await.unwrap();
     }
     // Markers: every subscription sees at least one, after everything published before it.
     for marker in [format!("{p}.a.c"), format!("{p}.a")] {
@@ -219,8 +198,7 @@ pub async fn wildcards(bus: Arc<dyn Bus>) {
         vec![s(".b.c")],
         vec![s(".a")],
     ];
-    for ((subscription, pattern), expected) in subscriptions.iter_mut().zip(&patterns).zip(expected)
-    {
+    for ((subscription, pattern), expected) in subscriptions.iter_mut().zip(&patterns).zip(expected) {
         let received = recv_until_marker(subscription).await;
         assert_eq!(received, expected, "pattern {pattern}");
     }
@@ -239,17 +217,13 @@ pub async fn queue_groups(bus: Arc<dyn Bus>) {
     // Another group, one member of which subscribes through a wildcard.
     let mut auditors = vec![
         bus.queue_subscribe(&subject, "auditors").await.unwrap(),
-        bus.queue_subscribe(&format!("{p}.*"), "auditors")
-            .await
-            .unwrap(),
+        bus.queue_subscribe(&format!("{p}.*"), "auditors").await.unwrap(),
     ];
     let mut plain = bus.subscribe(&subject).await.unwrap();
 
     const COUNT: usize = 60;
     for n in 0..COUNT {
-        bus.publish(Message::new(subject.clone(), n.to_string()))
-            .await
-            .unwrap();
+        bus.publish(Message::new(subject.clone(), n.to_string())).await.unwrap();
     }
     bus.flush().await.unwrap();
     for n in 0..COUNT {
@@ -284,12 +258,7 @@ pub async fn request_reply(bus: Arc<dyn Bus>) {
     });
 
     let reply = bus
-        .request(
-            Message::new(subject.clone(), "ping")
-                .with_header("Trace-Id", "t-1")
-                .with_reply("ignored.reply"),
-            WAIT,
-        )
+        .request(Message::new(subject.clone(), "ping").with_header("Trace-Id", "t-1").with_reply("ignored.reply"), WAIT)
         .await
         .unwrap();
     assert_eq!(reply.payload, Bytes::from_static(b"pong"));
@@ -308,10 +277,7 @@ pub async fn request_reply(bus: Arc<dyn Bus>) {
 pub async fn no_responders(bus: Arc<dyn Bus>) {
     let subject = format!("{}.nobody", unique_prefix("noresp"));
     let started = Instant::now();
-    let error = bus
-        .request(Message::new(subject.clone(), "anyone?"), WAIT)
-        .await
-        .unwrap_err();
+    let error = bus.request(Message::new(subject.clone(), "anyone?"), WAIT).await.unwrap_err();
     assert!(started.elapsed() < WAIT / 2, "took {:?}", started.elapsed());
     assert!(error.is_transient());
     match error {
@@ -326,16 +292,10 @@ pub async fn request_timeout(bus: Arc<dyn Bus>) {
     let _silent = bus.subscribe(&subject).await.unwrap();
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let error = bus
-        .request(Message::new(subject.clone(), "hello?"), timeout)
-        .await
-        .unwrap_err();
+    let error = bus.request(Message::new(subject.clone(), "hello?"), timeout).await.unwrap_err();
     let elapsed = started.elapsed();
     match error {
-        BusError::Timeout {
-            subject: actual,
-            timeout: actual_timeout,
-        } => {
+        BusError::Timeout { subject: actual, timeout: actual_timeout } => {
             assert_eq!(actual, subject);
             assert_eq!(actual_timeout, timeout);
         }
@@ -351,9 +311,7 @@ pub async fn fifo_order(bus: Arc<dyn Bus>) {
     let mut subscription = bus.subscribe(&subject).await.unwrap();
     const COUNT: u32 = 1000;
     for n in 0..COUNT {
-        bus.publish(Message::new(subject.clone(), n.to_be_bytes().to_vec()))
-            .await
-            .unwrap();
+        bus.publish(Message::new(subject.clone(), n.to_be_bytes().to_vec())).await.unwrap();
     }
     bus.flush().await.unwrap();
     for n in 0..COUNT {
@@ -375,18 +333,13 @@ pub async fn headers_round_trip(bus: Arc<dyn Bus>) {
         .with_header("Multi", "second")
         .with_header("Nats-Msg-Id", "id-1");
     bus.publish(sent.clone()).await.unwrap();
-    bus.publish(Message::new(subject.clone(), "bare"))
-        .await
-        .unwrap();
+    bus.publish(Message::new(subject.clone(), "bare")).await.unwrap();
 
     let received = recv(&mut subscription).await;
     assert_eq!(received.header("Content-Type"), Some("application/json"));
     assert_eq!(received.header("traceparent"), Some("00-abc-def-01"));
     assert_eq!(received.header("Nats-Msg-Id"), Some("id-1"));
-    assert_eq!(
-        received.header_values("Multi").collect::<Vec<_>>(),
-        ["first", "second"]
-    );
+    assert_eq!(received.header_values("Multi").collect::<Vec<_>>(), ["first", "second"]);
     let mut sent_headers = sent.headers.clone();
     let mut received_headers = received.headers.clone();
     sent_headers.sort();
@@ -399,13 +352,7 @@ pub async fn headers_round_trip(bus: Arc<dyn Bus>) {
 
     let service = format!("{p}.echo");
     spawn_responder(&bus, &service, None, "").await;
-    let reply = bus
-        .request(
-            Message::new(service, "x").with_header("Trace-Id", "t-9"),
-            WAIT,
-        )
-        .await
-        .unwrap();
+    let reply = bus.request(Message::new(service, "x").with_header("Trace-Id", "t-9"), WAIT).await.unwrap();
     assert_eq!(reply.header("Trace-Id"), Some("t-9"));
 }
 
@@ -417,10 +364,7 @@ pub async fn payload_too_large(bus: Arc<dyn Bus>) {
     assert!(max >= 1024, "max_payload {max} is implausibly small");
 
     let expect_too_large = |result: Result<(), BusError>, size: usize| match result {
-        Err(BusError::PayloadTooLarge {
-            size: actual,
-            max: actual_max,
-        }) => {
+        Err(BusError::PayloadTooLarge { size: actual, max: actual_max }) => {
             assert_eq!(actual, size);
             assert_eq!(actual_max, max);
         }
@@ -436,9 +380,7 @@ pub async fn payload_too_large(bus: Arc<dyn Bus>) {
     expect_too_large(bus.publish(with_headers).await, size);
 
     let mut subscription = bus.subscribe(&subject).await.unwrap();
-    bus.publish(Message::new(subject.clone(), vec![7u8; max]))
-        .await
-        .unwrap();
+    bus.publish(Message::new(subject.clone(), vec![7u8; max])).await.unwrap();
     bus.flush().await.unwrap();
     let received = recv(&mut subscription).await;
     assert_eq!(received.payload.len(), max);
@@ -450,24 +392,17 @@ pub async fn drain(bus: Arc<dyn Bus>) {
     let subject = format!("{}.d", unique_prefix("drain"));
     let mut subscription = bus.subscribe(&subject).await.unwrap();
     for n in 0..3 {
-        bus.publish(Message::new(subject.clone(), format!("before-{n}")))
-            .await
-            .unwrap();
+        bus.publish(Message::new(subject.clone(), format!("before-{n}"))).await.unwrap();
     }
     bus.flush().await.unwrap();
     subscription.drain().await.unwrap();
     for n in 0..3 {
-        bus.publish(Message::new(subject.clone(), format!("after-{n}")))
-            .await
-            .unwrap();
+        bus.publish(Message::new(subject.clone(), format!("after-{n}"))).await.unwrap();
     }
     bus.flush().await.unwrap();
 
-    let payloads: Vec<Bytes> = recv_to_end(&mut subscription)
-        .await
-        .into_iter()
-        .map(|message| message.payload)
-        .collect();
+    let payloads: Vec<Bytes> =
+        recv_to_end(&mut subscription).await.into_iter().map(|message| message.payload).collect();
     assert_eq!(payloads, ["before-0", "before-1", "before-2"]);
     assert!(subscription.next().await.is_none());
     subscription.drain().await.unwrap();
@@ -478,35 +413,21 @@ pub async fn drain(bus: Arc<dyn Bus>) {
 pub async fn unsubscribe(bus: Arc<dyn Bus>) {
     let subject = format!("{}.u", unique_prefix("unsub"));
     let mut subscription = bus.subscribe(&subject).await.unwrap();
-    bus.publish(Message::new(subject.clone(), "pending"))
-        .await
-        .unwrap();
+    bus.publish(Message::new(subject.clone(), "pending")).await.unwrap();
     bus.flush().await.unwrap();
     subscription.unsubscribe().await.unwrap();
     assert!(subscription.next().await.is_none());
     subscription.unsubscribe().await.unwrap();
 
-    let error = bus
-        .request(Message::new(subject.clone(), "anyone?"), WAIT)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, BusError::NoResponders { .. }),
-        "expected NoResponders, got {error:?}"
-    );
+    let error = bus.request(Message::new(subject.clone(), "anyone?"), WAIT).await.unwrap_err();
+    assert!(matches!(error, BusError::NoResponders { .. }), "expected NoResponders, got {error:?}");
 
     // Dropping a subscription unsubscribes too.
     let dropped = bus.subscribe(&subject).await.unwrap();
     drop(dropped);
     bus.flush().await.unwrap();
-    let error = bus
-        .request(Message::new(subject, "anyone?"), WAIT)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, BusError::NoResponders { .. }),
-        "expected NoResponders after drop, got {error:?}"
-    );
+    let error = bus.request(Message::new(subject, "anyone?"), WAIT).await.unwrap_err();
+    assert!(matches!(error, BusError::NoResponders { .. }), "expected NoResponders after drop, got {error:?}");
 }
 
 /// Two hundred concurrent requests to a queue group of responders each get their own answer.
@@ -519,10 +440,7 @@ pub async fn concurrent_requests(bus: Arc<dyn Bus>) {
         let bus = Arc::clone(&bus);
         let subject = subject.clone();
         async move {
-            let reply = bus
-                .request(Message::new(subject, format!("q{n}")), WAIT)
-                .await
-                .unwrap();
+            let reply = bus.request(Message::new(subject, format!("q{n}")), WAIT).await.unwrap();
             (n, reply)
         }
     });
@@ -540,42 +458,24 @@ pub async fn invalid_input(bus: Arc<dyn Bus>) {
     let p = unique_prefix("invalid");
     for subject in [String::new(), format!("{p}..x"), format!("{p}.*"), format!("{p}.>"), format!("{p} x")] {
         let result = bus.publish(Message::new(subject.clone(), "x")).await;
-        assert!(
-            matches!(result, Err(BusError::InvalidSubject { .. })),
-            "publish to {subject:?}: {result:?}"
-        );
+        assert!(matches!(result, Err(BusError::InvalidSubject { .. })), "publish to {subject:?}: {result:?}");
     }
-    let result = bus
-        .publish(Message::new(format!("{p}.ok"), "x").with_reply(format!("{p}.*")))
-        .await;
+    let result = bus.publish(Message::new(format!("{p}.ok"), "x").with_reply(format!("{p}.*"))).await;
     assert!(matches!(result, Err(BusError::InvalidSubject { .. })), "{result:?}");
 
     for pattern in [String::new(), format!("{p}.>.x"), format!("{p}."), format!("{p} x")] {
         let result = bus.subscribe(&pattern).await;
-        assert!(
-            matches!(result, Err(BusError::InvalidSubject { .. })),
-            "subscribe to {pattern:?}: {result:?}"
-        );
+        assert!(matches!(result, Err(BusError::InvalidSubject { .. })), "subscribe to {pattern:?}: {result:?}");
     }
     for queue in ["", "two words"] {
         let result = bus.queue_subscribe(&format!("{p}.q"), queue).await;
-        assert!(
-            matches!(result, Err(BusError::InvalidQueue { .. })),
-            "queue {queue:?}: {result:?}"
-        );
+        assert!(matches!(result, Err(BusError::InvalidQueue { .. })), "queue {queue:?}: {result:?}");
     }
     for (name, value) in [("bad:name", "v"), ("", "v"), ("bad name", "v"), ("k", "line\r\nbreak")] {
-        let result = bus
-            .publish(Message::new(format!("{p}.h"), "x").with_header(name, value))
-            .await;
-        assert!(
-            matches!(result, Err(BusError::InvalidHeader { .. })),
-            "header {name:?}: {value:?}: {result:?}"
-        );
+        let result = bus.publish(Message::new(format!("{p}.h"), "x").with_header(name, value)).await;
+        assert!(matches!(result, Err(BusError::InvalidHeader { .. })), "header {name:?}: {value:?}: {result:?}");
     }
-    let result = bus
-        .request(Message::new(format!("{p}.r"), "x").with_header("a:b", "v"), WAIT)
-        .await;
+    let result = bus.request(Message::new(format!("{p}.r"), "x").with_header("a:b", "v"), WAIT).await;
     assert!(matches!(result, Err(BusError::InvalidHeader { .. })), "{result:?}");
 }
 
@@ -590,9 +490,7 @@ pub async fn inboxes(bus: Arc<dyn Bus>) {
     let subject = format!("{}.stream", unique_prefix("inbox"));
     let mut requests = bus.subscribe(&subject).await.unwrap();
     let mut inbox = bus.subscribe(&first).await.unwrap();
-    bus.publish(Message::new(subject, "go").with_reply(first.clone()))
-        .await
-        .unwrap();
+    bus.publish(Message::new(subject, "go").with_reply(first.clone())).await.unwrap();
     let request = recv(&mut requests).await;
     assert_eq!(request.reply.as_deref(), Some(first.as_str()));
     for chunk in ["one", "two", "three"] {
@@ -611,9 +509,7 @@ pub async fn publish_with_reply_to_nobody(bus: Arc<dyn Bus>) {
     let subject = format!("{}.nobody", unique_prefix("status"));
     let inbox = bus.new_inbox();
     let mut replies = bus.subscribe(&inbox).await.unwrap();
-    bus.publish(Message::new(subject, "hello?").with_reply(inbox.clone()))
-        .await
-        .unwrap();
+    bus.publish(Message::new(subject, "hello?").with_reply(inbox.clone())).await.unwrap();
     let status = recv(&mut replies).await;
     assert_eq!(status.subject, inbox);
     assert!(status.is_no_responders(), "{status:?}");

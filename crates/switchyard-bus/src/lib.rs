@@ -34,10 +34,7 @@ pub mod subject;
 pub use error::{BoxError, BusError};
 pub use memory::{DEFAULT_MAX_PAYLOAD, MemoryBus};
 pub use message::{Message, STATUS_HEADER, STATUS_NO_RESPONDERS};
-pub use nats::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NATS_URL, DEFAULT_SYNC_TIMEOUT, NatsAuth, NatsBus,
-    NatsOptions,
-};
+pub use nats::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NATS_URL, DEFAULT_SYNC_TIMEOUT, NatsAuth, NatsBus, NatsOptions};
 
 /// What a Switchyard node needs from a message bus: core NATS semantics, nothing more.
 ///
@@ -136,17 +133,8 @@ pub struct Subscription {
 
 impl Subscription {
     /// Wraps a backend; used by [`Bus`] implementations.
-    pub fn new(
-        subject: impl Into<String>,
-        queue: Option<String>,
-        backend: impl SubscriptionBackend,
-    ) -> Self {
-        Subscription {
-            subject: subject.into(),
-            queue,
-            backend: Box::new(backend),
-            unsubscribed: false,
-        }
+    pub fn new(subject: impl Into<String>, queue: Option<String>, backend: impl SubscriptionBackend) -> Self {
+        Subscription { subject: subject.into(), queue, backend: Box::new(backend), unsubscribed: false }
     }
 
     /// The subscribed subject pattern.

@@ -71,47 +71,26 @@ impl MemoryBus {
         self.server.read().len()
     }
 
-    fn register(
-        &self,
-        pattern: &str,
-        queue: Option<&str>,
-    ) -> (u64, UnboundedReceiver<Message>) {
+    fn register(&self, pattern: &str, queue: Option<&str>) -> (u64, UnboundedReceiver<Message>) {
         let sid = self.server.next_sid.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::unbounded_channel();
-        self.server.write().insert(Entry {
-            sid,
-            pattern: pattern.to_owned(),
-            queue: queue.map(str::to_owned),
-            sender,
-        });
+        self.server.write().insert(Entry { sid, pattern: pattern.to_owned(), queue: queue.map(str::to_owned), sender });
         (sid, receiver)
     }
 
-    async fn subscribe_inner(
-        &self,
-        pattern: &str,
-        queue: Option<&str>,
-    ) -> Result<Subscription, BusError> {
+    async fn subscribe_inner(&self, pattern: &str, queue: Option<&str>) -> Result<Subscription, BusError> {
         if !is_valid_pattern(pattern) {
-            return Err(BusError::InvalidSubject {
-                subject: pattern.to_owned(),
-            });
+            return Err(BusError::InvalidSubject { subject: pattern.to_owned() });
         }
         if let Some(queue) = queue
             && !is_valid_queue(queue)
         {
-            return Err(BusError::InvalidQueue {
-                queue: queue.to_owned(),
-            });
+            return Err(BusError::InvalidQueue { queue: queue.to_owned() });
         }
         let (sid, receiver) = self.register(pattern, queue);
         let backend = MemorySubscription {
             receiver,
-            registration: Some(Registration {
-                server: Arc::clone(&self.server),
-                sid,
-                pattern: pattern.to_owned(),
-            }),
+            registration: Some(Registration { server: Arc::clone(&self.server), sid, pattern: pattern.to_owned() }),
         };
         Ok(Subscription::new(pattern, queue.map(str::to_owned), backend))
     }
@@ -158,11 +137,7 @@ impl Bus for MemoryBus {
 
         let (sid, mut receiver) = self.register(&inbox, None);
         // Removes the inbox however this future ends, including when the caller drops it.
-        let _registration = Registration {
-            server: Arc::clone(&self.server),
-            sid,
-            pattern: inbox,
-        };
+        let _registration = Registration { server: Arc::clone(&self.server), sid, pattern: inbox };
         self.server.route(message);
 
         match tokio::time::timeout(timeout, receiver.recv()).await {
@@ -270,10 +245,7 @@ impl Server {
         if delivered == 0
             && let Some(reply) = message.reply
         {
-            self.route(
-                Message::new(reply, Bytes::new())
-                    .with_header(STATUS_HEADER, STATUS_NO_RESPONDERS.to_string()),
-            );
+            self.route(Message::new(reply, Bytes::new()).with_header(STATUS_HEADER, STATUS_NO_RESPONDERS.to_string()));
         }
     }
 }
@@ -305,10 +277,7 @@ impl Registry {
             self.queue_turns.insert(queue.clone(), AtomicUsize::new(0));
         }
         if subject::is_literal(&entry.pattern) {
-            self.literal
-                .entry(entry.pattern.clone())
-                .or_default()
-                .push(entry);
+            self.literal.entry(entry.pattern.clone()).or_default().push(entry);
         } else {
             self.wildcard.push(entry);
         }
@@ -331,18 +300,16 @@ impl Registry {
     /// Subscriptions whose pattern matches `subject`, literal ones first, each in the order
     /// they subscribed.
     fn matching<'a>(&'a self, subject: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.literal.get(subject).into_iter().flatten().chain(
-            self.wildcard
-                .iter()
-                .filter(move |entry| subject::matches(&entry.pattern, subject)),
-        )
+        self.literal
+            .get(subject)
+            .into_iter()
+            .flatten()
+            .chain(self.wildcard.iter().filter(move |entry| subject::matches(&entry.pattern, subject)))
     }
 
     /// The member index to try first for the next message of queue group `queue`.
     fn next_in_turn(&self, queue: &str) -> usize {
-        self.queue_turns
-            .get(queue)
-            .map_or(0, |turn| turn.fetch_add(1, Ordering::Relaxed))
+        self.queue_turns.get(queue).map_or(0, |turn| turn.fetch_add(1, Ordering::Relaxed))
     }
 
     fn len(&self) -> usize {
@@ -407,10 +374,7 @@ mod tests {
         assert_ne!(node_a.new_inbox(), node_b.new_inbox());
 
         let mut subscription = node_b.subscribe("events.>").await.unwrap();
-        node_a
-            .publish(Message::new("events.breaker.p1", "open"))
-            .await
-            .unwrap();
+        node_a.publish(Message::new("events.breaker.p1", "open")).await.unwrap();
         let message = subscription.next().await.unwrap();
         assert_eq!(message.subject, "events.breaker.p1");
         assert_eq!(message.payload, Bytes::from_static(b"open"));
@@ -454,17 +418,11 @@ mod tests {
                 }
             }
         });
-        let reply = bus
-            .request(Message::new("svc", "ping"), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let reply = bus.request(Message::new("svc", "ping"), Duration::from_secs(5)).await.unwrap();
         assert_eq!(reply.payload, "pong");
         assert_eq!(bus.subscription_count(), 1);
 
-        let error = bus
-            .request(Message::new("nobody", "ping"), Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let error = bus.request(Message::new("nobody", "ping"), Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(error, BusError::NoResponders { .. }), "{error:?}");
         assert_eq!(bus.subscription_count(), 1);
     }

@@ -39,12 +39,7 @@ pub struct Message {
 impl Message {
     /// A message on `subject` with `payload`, no reply subject and no headers.
     pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
-        Message {
-            subject: subject.into(),
-            reply: None,
-            headers: Vec::new(),
-            payload: payload.into(),
-        }
+        Message { subject: subject.into(), reply: None, headers: Vec::new(), payload: payload.into() }
     }
 
     /// Sets the reply subject.
@@ -63,18 +58,12 @@ impl Message {
 
     /// The first value of header `name`, if any.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// All values of header `name`, in order.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.headers.iter().filter(move |(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// The status code if this is a status message from the bus itself (see [`STATUS_HEADER`]).
@@ -94,35 +83,26 @@ impl Message {
             return self.payload.len();
         }
         let framing = b"NATS/1.0\r\n".len() + b"\r\n".len();
-        let lines: usize = self
-            .headers
-            .iter()
-            .map(|(name, value)| name.len() + b": ".len() + value.len() + b"\r\n".len())
-            .sum();
+        let lines: usize =
+            self.headers.iter().map(|(name, value)| name.len() + b": ".len() + value.len() + b"\r\n".len()).sum();
         self.payload.len() + framing + lines
     }
 
     /// A reply to this message: a message on its reply subject, or `None` when it has none.
     pub fn reply_with(&self, payload: impl Into<Bytes>) -> Option<Message> {
-        self.reply
-            .as_ref()
-            .map(|reply| Message::new(reply.clone(), payload))
+        self.reply.as_ref().map(|reply| Message::new(reply.clone(), payload))
     }
 
     /// Checks what every bus checks before sending: subject syntax, reply syntax, header syntax
     /// and size against `max_payload`.
     pub(crate) fn validate_outgoing(&self, max_payload: usize) -> Result<(), BusError> {
         if !crate::subject::is_valid_subject(&self.subject) {
-            return Err(BusError::InvalidSubject {
-                subject: self.subject.clone(),
-            });
+            return Err(BusError::InvalidSubject { subject: self.subject.clone() });
         }
         if let Some(reply) = &self.reply
             && !crate::subject::is_valid_subject(reply)
         {
-            return Err(BusError::InvalidSubject {
-                subject: reply.clone(),
-            });
+            return Err(BusError::InvalidSubject { subject: reply.clone() });
         }
         for (name, value) in &self.headers {
             if !is_valid_header_name(name) || !is_valid_header_value(value) {
@@ -131,10 +111,7 @@ impl Message {
         }
         let size = self.wire_size();
         if size > max_payload {
-            return Err(BusError::PayloadTooLarge {
-                size,
-                max: max_payload,
-            });
+            return Err(BusError::PayloadTooLarge { size, max: max_payload });
         }
         Ok(())
     }
@@ -187,12 +164,7 @@ mod tests {
     fn wire_size_counts_headers_like_nats() {
         assert_eq!(Message::new("a", vec![0u8; 10]).wire_size(), 10);
         // "NATS/1.0\r\n" (10) + "k: v\r\n" (6) + "\r\n" (2) + payload (10).
-        assert_eq!(
-            Message::new("a", vec![0u8; 10])
-                .with_header("k", "v")
-                .wire_size(),
-            28
-        );
+        assert_eq!(Message::new("a", vec![0u8; 10]).with_header("k", "v").wire_size(), 28);
     }
 
     #[test]
@@ -200,38 +172,22 @@ mod tests {
         let ok = Message::new("a.b", "x").with_reply("r.1").with_header("k", "v");
         assert!(ok.validate_outgoing(100).is_ok());
 
-        let cases = [
-            Message::new("a.*", "x"),
-            Message::new("", "x"),
-            Message::new("a", "x").with_reply("r.>"),
-        ];
+        let cases = [Message::new("a.*", "x"), Message::new("", "x"), Message::new("a", "x").with_reply("r.>")];
         for message in cases {
-            assert!(
-                matches!(
-                    message.validate_outgoing(100),
-                    Err(BusError::InvalidSubject { .. })
-                ),
-                "{message:?}"
-            );
+            assert!(matches!(message.validate_outgoing(100), Err(BusError::InvalidSubject { .. })), "{message:?}");
         }
 
         for (name, value) in [("", "v"), ("a:b", "v"), ("a b", "v"), ("k", "a\r\nb")] {
             let message = Message::new("a", "x").with_header(name, value);
             assert!(
-                matches!(
-                    message.validate_outgoing(100),
-                    Err(BusError::InvalidHeader { .. })
-                ),
+                matches!(message.validate_outgoing(100), Err(BusError::InvalidHeader { .. })),
                 "{name:?}: {value:?}"
             );
         }
 
         assert!(matches!(
             Message::new("a", vec![0u8; 101]).validate_outgoing(100),
-            Err(BusError::PayloadTooLarge {
-                size: 101,
-                max: 100
-            })
+            Err(BusError::PayloadTooLarge { size: 101, max: 100 })
         ));
         assert!(Message::new("a", vec![0u8; 100]).validate_outgoing(100).is_ok());
     }

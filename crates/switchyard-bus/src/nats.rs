@@ -25,9 +25,7 @@ use crate::message::STATUS_HEADER;
 use crate::subject::{is_valid_pattern, is_valid_queue};
 use crate::{Bus, BusError, Message, Subscription, SubscriptionBackend};
 
-pub use options::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NATS_URL, DEFAULT_SYNC_TIMEOUT, NatsAuth, NatsOptions,
-};
+pub use options::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NATS_URL, DEFAULT_SYNC_TIMEOUT, NatsAuth, NatsOptions};
 
 /// A connection to NATS. Cheap to clone: clones share the connection.
 ///
@@ -52,32 +50,19 @@ impl NatsBus {
         install_crypto_provider();
         let servers = options.redacted_servers();
         let client_name = options.name.clone().unwrap_or_default();
-        let connect_options = options
-            .to_connect_options()
-            .await?
-            .event_callback(move |event| log_event(client_name.clone(), event));
+        let connect_options =
+            options.to_connect_options().await?.event_callback(move |event| log_event(client_name.clone(), event));
         let client = connect_options
             .connect(options.servers.as_slice())
             .await
-            .map_err(|error| BusError::Connect {
-                servers: servers.clone(),
-                source: Box::new(error),
-            })?;
+            .map_err(|error| BusError::Connect { servers: servers.clone(), source: Box::new(error) })?;
         tracing::debug!(servers = %servers, "connected to nats");
-        Ok(NatsBus {
-            client,
-            servers,
-            sync_timeout: options.sync_timeout,
-        })
+        Ok(NatsBus { client, servers, sync_timeout: options.sync_timeout })
     }
 
     /// Wraps a client connected elsewhere.
     pub fn from_client(client: async_nats::Client) -> NatsBus {
-        NatsBus {
-            client,
-            servers: String::from("(external client)"),
-            sync_timeout: DEFAULT_SYNC_TIMEOUT,
-        }
+        NatsBus { client, servers: String::from("(external client)"), sync_timeout: DEFAULT_SYNC_TIMEOUT }
     }
 
     async fn subscribed(
@@ -89,15 +74,8 @@ impl NatsBus {
         let subscriber = subscribed.map_err(|error| subscribe_error(subject, error))?;
         sync_with_server(&self.client, self.sync_timeout)
             .await
-            .map_err(|source| BusError::Subscribe {
-                subject: subject.to_owned(),
-                source,
-            })?;
-        let backend = NatsSubscription {
-            subscriber,
-            client: self.client.clone(),
-            sync_timeout: self.sync_timeout,
-        };
+            .map_err(|source| BusError::Subscribe { subject: subject.to_owned(), source })?;
+        let backend = NatsSubscription { subscriber, client: self.client.clone(), sync_timeout: self.sync_timeout };
         Ok(Subscription::new(subject, queue.map(str::to_owned), backend))
     }
 
@@ -122,38 +100,22 @@ impl Bus for NatsBus {
         let max_payload = self.client.max_payload();
         message.validate_outgoing(max_payload)?;
         let size = message.wire_size();
-        let Message {
-            subject,
-            reply,
-            headers,
-            payload,
-        } = message;
+        let Message { subject, reply, headers, payload } = message;
         let headers = header_map(headers)?;
         let result = match (reply, headers) {
             (None, None) => self.client.publish(subject.clone(), payload).await,
-            (None, Some(headers)) => {
-                self.client
-                    .publish_with_headers(subject.clone(), headers, payload)
-                    .await
-            }
-            (Some(reply), None) => {
-                self.client
-                    .publish_with_reply(subject.clone(), reply, payload)
-                    .await
-            }
+            (None, Some(headers)) => self.client.publish_with_headers(subject.clone(), headers, payload).await,
+            (Some(reply), None) => self.client.publish_with_reply(subject.clone(), reply, payload).await,
             (Some(reply), Some(headers)) => {
-                self.client
-                    .publish_with_reply_and_headers(subject.clone(), reply, headers, payload)
-                    .await
+                self.client.publish_with_reply_and_headers(subject.clone(), reply, headers, payload).await
             }
         };
         result.map_err(|error| {
             use async_nats::client::PublishErrorKind;
             match error.kind() {
-                PublishErrorKind::MaxPayloadExceeded => BusError::PayloadTooLarge {
-                    size,
-                    max: self.client.max_payload(),
-                },
+                PublishErrorKind::MaxPayloadExceeded => {
+                    BusError::PayloadTooLarge { size, max: self.client.max_payload() }
+                }
                 PublishErrorKind::InvalidSubject => BusError::InvalidSubject { subject },
                 PublishErrorKind::Send => BusError::Closed,
             }
@@ -164,15 +126,8 @@ impl Bus for NatsBus {
         let max_payload = self.client.max_payload();
         message.validate_outgoing(max_payload)?;
         let size = message.wire_size();
-        let Message {
-            subject,
-            headers,
-            payload,
-            ..
-        } = message;
-        let mut request = async_nats::Request::new()
-            .payload(payload)
-            .timeout(Some(timeout));
+        let Message { subject, headers, payload, .. } = message;
+        let mut request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
         if let Some(headers) = header_map(headers)? {
             request = request.headers(headers);
         }
@@ -183,15 +138,11 @@ impl Bus for NatsBus {
                 Err(match error.kind() {
                     RequestErrorKind::NoResponders => BusError::NoResponders { subject },
                     RequestErrorKind::TimedOut => BusError::Timeout { subject, timeout },
-                    RequestErrorKind::MaxPayloadExceeded => BusError::PayloadTooLarge {
-                        size,
-                        max: self.client.max_payload(),
-                    },
+                    RequestErrorKind::MaxPayloadExceeded => {
+                        BusError::PayloadTooLarge { size, max: self.client.max_payload() }
+                    }
                     RequestErrorKind::InvalidSubject => BusError::InvalidSubject { subject },
-                    _ => BusError::Request {
-                        subject,
-                        source: Box::new(error),
-                    },
+                    _ => BusError::Request { subject, source: Box::new(error) },
                 })
             }
         }
@@ -199,9 +150,7 @@ impl Bus for NatsBus {
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
         if !is_valid_pattern(subject) {
-            return Err(BusError::InvalidSubject {
-                subject: subject.to_owned(),
-            });
+            return Err(BusError::InvalidSubject { subject: subject.to_owned() });
         }
         let subscribed = self.client.subscribe(subject.to_owned()).await;
         self.subscribed(subject, None, subscribed).await
@@ -209,19 +158,12 @@ impl Bus for NatsBus {
 
     async fn queue_subscribe(&self, subject: &str, queue: &str) -> Result<Subscription, BusError> {
         if !is_valid_pattern(subject) {
-            return Err(BusError::InvalidSubject {
-                subject: subject.to_owned(),
-            });
+            return Err(BusError::InvalidSubject { subject: subject.to_owned() });
         }
         if !is_valid_queue(queue) {
-            return Err(BusError::InvalidQueue {
-                queue: queue.to_owned(),
-            });
+            return Err(BusError::InvalidQueue { queue: queue.to_owned() });
         }
-        let subscribed = self
-            .client
-            .queue_subscribe(subject.to_owned(), queue.to_owned())
-            .await;
+        let subscribed = self.client.queue_subscribe(subject.to_owned(), queue.to_owned()).await;
         self.subscribed(subject, Some(queue), subscribed).await
     }
 
@@ -230,9 +172,7 @@ impl Bus for NatsBus {
     }
 
     async fn flush(&self) -> Result<(), BusError> {
-        sync_with_server(&self.client, self.sync_timeout)
-            .await
-            .map_err(|source| BusError::Flush { source })
+        sync_with_server(&self.client, self.sync_timeout).await.map_err(|source| BusError::Flush { source })
     }
 
     fn max_payload(&self) -> usize {
@@ -254,9 +194,7 @@ impl Stream for NatsSubscription {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Message>> {
-        self.subscriber
-            .poll_next_unpin(cx)
-            .map(|message| message.map(from_nats))
+        self.subscriber.poll_next_unpin(cx).map(|message| message.map(from_nats))
     }
 }
 
@@ -266,26 +204,18 @@ impl SubscriptionBackend for NatsSubscription {
         // `async-nats` closes a drained subscription as soon as its UNSUB is written, dropping
         // messages still on their way. A round trip first brings in everything the server
         // routed to us until now; what it routes between then and the UNSUB counts as new.
-        sync_with_server(&self.client, self.sync_timeout)
-            .await
-            .map_err(|source| BusError::Flush { source })?;
+        sync_with_server(&self.client, self.sync_timeout).await.map_err(|source| BusError::Flush { source })?;
         self.subscriber.drain().await.map_err(|_| BusError::Closed)
     }
 
     async fn unsubscribe(&mut self) -> Result<(), BusError> {
-        self.subscriber
-            .unsubscribe()
-            .await
-            .map_err(|_| BusError::Closed)
+        self.subscriber.unsubscribe().await.map_err(|_| BusError::Closed)
     }
 }
 
 /// Waits until the server has processed everything this client sent before, and this client
 /// has received everything the server routed to it before (see the module documentation).
-async fn sync_with_server(
-    client: &async_nats::Client,
-    timeout: Duration,
-) -> Result<(), crate::BoxError> {
+async fn sync_with_server(client: &async_nats::Client, timeout: Duration) -> Result<(), crate::BoxError> {
     let inbox = client.new_inbox();
     let mut echo = client.subscribe(inbox.clone()).await?;
     client.publish(inbox, bytes::Bytes::new()).await?;
@@ -305,8 +235,7 @@ fn header_map(headers: Vec<(String, String)>) -> Result<Option<async_nats::Heade
     for (name, value) in headers {
         let invalid = || BusError::InvalidHeader { name: name.clone() };
         let header_value: async_nats::HeaderValue = value.parse().map_err(|_| invalid())?;
-        let header_name =
-            async_nats::HeaderName::try_from(name.as_str()).map_err(|_| invalid())?;
+        let header_name = async_nats::HeaderName::try_from(name.as_str()).map_err(|_| invalid())?;
         map.append(header_name, header_value);
     }
     Ok(Some(map))
@@ -337,13 +266,8 @@ fn from_nats(message: async_nats::Message) -> Message {
 fn subscribe_error(subject: &str, error: async_nats::SubscribeError) -> BusError {
     use async_nats::client::SubscribeErrorKind;
     match error.kind() {
-        SubscribeErrorKind::InvalidSubject => BusError::InvalidSubject {
-            subject: subject.to_owned(),
-        },
-        _ => BusError::Subscribe {
-            subject: subject.to_owned(),
-            source: Box::new(error),
-        },
+        SubscribeErrorKind::InvalidSubject => BusError::InvalidSubject { subject: subject.to_owned() },
+        _ => BusError::Subscribe { subject: subject.to_owned(), source: Box::new(error) },
     }
 }
 

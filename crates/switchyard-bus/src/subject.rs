@@ -21,10 +21,7 @@ pub const FULL_WILDCARD: &str = ">";
 /// Whether `subject` can be published to (or used as a reply subject): well-formed tokens and
 /// no wildcard token.
 pub fn is_valid_subject(subject: &str) -> bool {
-    has_valid_tokens(subject)
-        && subject
-            .split('.')
-            .all(|token| token != SINGLE_WILDCARD && token != FULL_WILDCARD)
+    has_valid_tokens(subject) && subject.split('.').all(|token| token != SINGLE_WILDCARD && token != FULL_WILDCARD)
 }
 
 /// Whether `pattern` can be subscribed to: well-formed tokens, `>` only as the last token.
@@ -48,9 +45,7 @@ pub fn is_valid_queue(queue: &str) -> bool {
 
 /// Whether a valid `pattern` contains no wildcard token, so it matches only itself.
 pub fn is_literal(pattern: &str) -> bool {
-    pattern
-        .split('.')
-        .all(|token| token != SINGLE_WILDCARD && token != FULL_WILDCARD)
+    pattern.split('.').all(|token| token != SINGLE_WILDCARD && token != FULL_WILDCARD)
 }
 
 /// Whether the subscription `pattern` matches the published `subject`.
@@ -73,9 +68,7 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
 
 /// Non-empty, no empty token (leading, trailing or double dot), no forbidden character.
 fn has_valid_tokens(subject: &str) -> bool {
-    !subject.is_empty()
-        && !subject.chars().any(is_forbidden)
-        && subject.split('.').all(|token| !token.is_empty())
+    !subject.is_empty() && !subject.chars().any(is_forbidden) && subject.split('.').all(|token| !token.is_empty())
 }
 
 /// Characters that would break NATS protocol framing or are never meaningful in a subject.
@@ -90,11 +83,7 @@ mod tests {
     fn check_match(pattern: &str, subject: &str, expected: bool) {
         assert!(is_valid_pattern(pattern), "pattern {pattern:?} should be valid");
         assert!(is_valid_subject(subject), "subject {subject:?} should be valid");
-        assert_eq!(
-            matches(pattern, subject),
-            expected,
-            "matches({pattern:?}, {subject:?})"
-        );
+        assert_eq!(matches(pattern, subject), expected, "matches({pattern:?}, {subject:?})");
     }
 
     #[test]

@@ -51,11 +51,9 @@ impl fmt::Debug for NatsAuth {
         match self {
             NatsAuth::None => f.write_str("None"),
             NatsAuth::Token(_) => f.write_str("Token([REDACTED])"),
-            NatsAuth::UserPassword { user, .. } => f
-                .debug_struct("UserPassword")
-                .field("user", user)
-                .field("password", &"[REDACTED]")
-                .finish(),
+            NatsAuth::UserPassword { user, .. } => {
+                f.debug_struct("UserPassword").field("user", user).field("password", &"[REDACTED]").finish()
+            }
             NatsAuth::NKey { .. } => f.write_str("NKey { seed: [REDACTED] }"),
             NatsAuth::CredsFile(path) => f.debug_tuple("CredsFile").field(path).finish(),
         }
@@ -120,11 +118,7 @@ impl NatsOptions {
 
     /// The server URLs with any password or token replaced by `***`, comma-separated.
     pub fn redacted_servers(&self) -> String {
-        self.servers
-            .iter()
-            .map(|server| redact_url(server))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.servers.iter().map(|server| redact_url(server)).collect::<Vec<_>>().join(",")
     }
 
     /// Rejects options that cannot work, naming the field.
@@ -143,16 +137,10 @@ impl NatsOptions {
         }
         match (&self.tls_client_cert, &self.tls_client_key) {
             (Some(_), None) => {
-                return Err(config(
-                    "tls_client_key",
-                    "a client certificate needs its private key",
-                ));
+                return Err(config("tls_client_key", "a client certificate needs its private key"));
             }
             (None, Some(_)) => {
-                return Err(config(
-                    "tls_client_cert",
-                    "a client key needs its certificate",
-                ));
+                return Err(config("tls_client_cert", "a client key needs its certificate"));
             }
             _ => {}
         }
@@ -162,15 +150,9 @@ impl NatsOptions {
             return Err(config("inbox_prefix", "not a valid subject"));
         }
         match &self.auth {
-            NatsAuth::Token(token) if token.expose_secret().is_empty() => {
-                Err(config("auth.token", "empty"))
-            }
-            NatsAuth::UserPassword { user, .. } if user.is_empty() => {
-                Err(config("auth.user", "empty"))
-            }
-            NatsAuth::NKey { seed } if seed.expose_secret().is_empty() => {
-                Err(config("auth.nkey_seed", "empty"))
-            }
+            NatsAuth::Token(token) if token.expose_secret().is_empty() => Err(config("auth.token", "empty")),
+            NatsAuth::UserPassword { user, .. } if user.is_empty() => Err(config("auth.user", "empty")),
+            NatsAuth::NKey { seed } if seed.expose_secret().is_empty() => Err(config("auth.nkey_seed", "empty")),
             _ => Ok(()),
         }
     }
@@ -179,24 +161,17 @@ impl NatsOptions {
     pub(crate) async fn to_connect_options(&self) -> Result<async_nats::ConnectOptions, BusError> {
         let options = match &self.auth {
             NatsAuth::None => async_nats::ConnectOptions::new(),
-            NatsAuth::Token(token) => {
-                async_nats::ConnectOptions::with_token(token.expose_secret().to_owned())
-            }
+            NatsAuth::Token(token) => async_nats::ConnectOptions::with_token(token.expose_secret().to_owned()),
             NatsAuth::UserPassword { user, password } => {
-                async_nats::ConnectOptions::with_user_and_password(
-                    user.clone(),
-                    password.expose_secret().to_owned(),
-                )
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.expose_secret().to_owned())
             }
-            NatsAuth::NKey { seed } => {
-                async_nats::ConnectOptions::with_nkey(seed.expose_secret().to_owned())
-            }
-            NatsAuth::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|error| BusError::Config {
+            NatsAuth::NKey { seed } => async_nats::ConnectOptions::with_nkey(seed.expose_secret().to_owned()),
+            NatsAuth::CredsFile(path) => {
+                async_nats::ConnectOptions::with_credentials_file(path).await.map_err(|error| BusError::Config {
                     field: "auth.creds_file",
                     reason: format!("cannot read {}: {error}", path.display()),
-                })?,
+                })?
+            }
         };
         let mut options = options
             .connection_timeout(self.connection_timeout)
@@ -247,10 +222,7 @@ impl fmt::Debug for NatsOptions {
 }
 
 fn config(field: &'static str, reason: &str) -> BusError {
-    BusError::Config {
-        field,
-        reason: reason.to_owned(),
-    }
+    BusError::Config { field, reason: reason.to_owned() }
 }
 
 /// `nats://user:secret@host:4222` becomes `nats://user:***@host:4222`, and
@@ -298,20 +270,12 @@ mod tests {
     fn debug_output_has_no_secrets() {
         let cases = [
             NatsAuth::Token("tok-SECRET".into()),
-            NatsAuth::UserPassword {
-                user: "alice".into(),
-                password: "pw-SECRET".into(),
-            },
-            NatsAuth::NKey {
-                seed: "SU-SECRET".into(),
-            },
+            NatsAuth::UserPassword { user: "alice".into(), password: "pw-SECRET".into() },
+            NatsAuth::NKey { seed: "SU-SECRET".into() },
         ];
         for auth in cases {
-            let options = NatsOptions {
-                auth,
-                servers: vec!["nats://bob:url-SECRET@host:4222".into()],
-                ..NatsOptions::default()
-            };
+            let options =
+                NatsOptions { auth, servers: vec!["nats://bob:url-SECRET@host:4222".into()], ..NatsOptions::default() };
             let printed = format!("{options:?} {:#?}", options.auth);
             assert!(!printed.contains("SECRET"), "{printed}");
             assert!(printed.contains("[REDACTED]"), "{printed}");
@@ -324,41 +288,11 @@ mod tests {
             Err(BusError::Config { field: actual, .. }) => assert_eq!(actual, field),
             other => panic!("expected a config error on {field}, got {other:?}"),
         };
-        check(
-            NatsOptions {
-                servers: vec![],
-                ..NatsOptions::default()
-            },
-            "servers",
-        );
-        check(
-            NatsOptions {
-                tls_client_cert: Some("cert.pem".into()),
-                ..NatsOptions::default()
-            },
-            "tls_client_key",
-        );
-        check(
-            NatsOptions {
-                connection_timeout: Duration::ZERO,
-                ..NatsOptions::default()
-            },
-            "connection_timeout",
-        );
-        check(
-            NatsOptions {
-                auth: NatsAuth::Token(String::new().into()),
-                ..NatsOptions::default()
-            },
-            "auth.token",
-        );
-        check(
-            NatsOptions {
-                inbox_prefix: Some("bad prefix".into()),
-                ..NatsOptions::default()
-            },
-            "inbox_prefix",
-        );
+        check(NatsOptions { servers: vec![], ..NatsOptions::default() }, "servers");
+        check(NatsOptions { tls_client_cert: Some("cert.pem".into()), ..NatsOptions::default() }, "tls_client_key");
+        check(NatsOptions { connection_timeout: Duration::ZERO, ..NatsOptions::default() }, "connection_timeout");
+        check(NatsOptions { auth: NatsAuth::Token(String::new().into()), ..NatsOptions::default() }, "auth.token");
+        check(NatsOptions { inbox_prefix: Some("bad prefix".into()), ..NatsOptions::default() }, "inbox_prefix");
         assert!(NatsOptions::default().validate().is_ok());
     }
 }

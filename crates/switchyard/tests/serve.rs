@@ -1,0 +1,136 @@
+//! The `switchyard` binary as an operator runs it: `serve` on the real NATS, `query` and `admin` against it,
+//! SIGTERM, trace-level logs that must not contain the API key, and a bad config's exit code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
+use switchyard_testkit::{eventually, nats_url};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const KEY: &str = "sk-live-VERYSECRET-7f3a9c1d2e4b";
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("switchyard-{}-{name}", std::process::id()))
+}
+
+fn config(mock: &MockServer, namespace: &str) -> String {
+    format!(
+        r#"
+        [node]
+        name = "cli-node"
+        namespace = "{namespace}"
+        [nats]
+        url = "{nats}"
+        [[providers]]
+        name = "main"
+        kind = "openai"
+        base_url = "{openai}"
+        model = "m-main"
+        api_key = "{KEY}"
+        [[providers]]
+        name = "denied"
+        kind = "anthropic"
+        base_url = "{anthropic}"
+        model = "m-denied"
+        api_key = "{KEY}"
+        [[routes]]
+        name = "chat"
+        providers = ["main"]
+        [[routes]]
+        name = "denied"
+        providers = ["denied"]
+        "#,
+        nats = nats_url(),
+        openai = mock.openai_base_url(),
+        anthropic = mock.base_url(),
+    )
+}
+
+fn client(namespace: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("SWITCHYARD_NATS_URL", nats_url())
+        .env("SWITCHYARD_NAMESPACE", namespace)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_the_cli_drains_on_sigterm_and_never_logs_the_key() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    mock.set_behavior("m-denied", Behavior { errors: vec![switchyard_mock::ErrorRule { rate: 1.0, error: MockError::Auth }], ..Behavior::default() });
+    let namespace = format!("cli-{}", std::process::id());
+    let config_path = temp_path("serve.toml");
+    std::fs::write(&config_path, config(&mock, &namespace)).unwrap();
+    let log_path = temp_path("serve.log");
+    let mut node = Command::new(BIN)
+        .args(["serve", "--config", config_path.to_str().unwrap()])
+        .env("RUST_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+
+    let ns = namespace.clone();
+    eventually("the node answers health", Duration::from_secs(20), || {
+        let ns = ns.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || client(&ns, &["admin", "health", "--wait-ms", "300"])).await.ok()?;
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("cli-node")).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    let plain = client(&namespace, &["query", "--route", "chat", "--trace", "hello cli"]);
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "echo: hello cli");
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("main -> success"));
+
+    let streamed = client(&namespace, &["query", "--route", "chat", "--stream", "one two three"]);
+    assert!(streamed.status.success(), "{}", String::from_utf8_lossy(&streamed.stderr));
+    assert_eq!(String::from_utf8_lossy(&streamed.stdout).trim(), "echo: one two three");
+
+    // An upstream 401 travels back as a typed error; its body must not carry our key either.
+    let denied = client(&namespace, &["query", "--route", "denied", "--trace", "let me in"]);
+    assert!(!denied.status.success());
+    let denied_err = String::from_utf8_lossy(&denied.stderr);
+    assert!(denied_err.contains("auth"), "{denied_err}");
+    assert!(!denied_err.contains(KEY));
+
+    // SIGTERM: the node drains and exits cleanly.
+    let term = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "node exited with {status}");
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("TRACE"), "trace logging was not on");
+    assert!(logs.contains("node stopped"));
+    assert!(!logs.contains(KEY), "the API key leaked into the logs");
+    assert!(!logs.contains("VERYSECRET"), "part of the API key leaked into the logs");
+    let _ = std::fs::remove_file(&config_path);
+    let _ = std::fs::remove_file(&log_path);
+    mock.shutdown().await;
+}
+
+#[test]
+fn a_bad_config_exits_64_and_names_the_field() {
+    let path = temp_path("bad.toml");
+    std::fs::write(&path, "[node]\nname = \"x\"\nmax_payload_bytes = 12\n[[routes]]\nname = \"r\"\nproviders = [\"nope\"]\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node.max_payload_bytes"));
+
+    std::fs::write(&path, "[node]\nnmae = \"typo\"\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nmae"));
+    let _ = std::fs::remove_file(&path);
+}
