@@ -1,1 +1,144 @@
-fn main() {}
+//! Switchyard's overhead: the same load sent straight to the mock provider over HTTP, and through a node over
+//! NATS into the same mock. Closed loop at each concurrency; prints a table and ends with one JSON line.
+//!
+//! `cargo bench -p switchyard-benches --bench load -- [--seconds S] [--concurrency 1,64]`
+//! Needs NATS at `SWITCHYARD_NATS_URL` (default nats://127.0.0.1:4222); run `deploy/services.sh` first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+
+use switchyard_benches::{Figures, closed_loop, round3};
+use switchyard_bus::{Bus, Message, NatsBus, NatsOptions};
+use switchyard_mock::{MockConfig, MockServer};
+use switchyard_protocol::ChatMessage;
+use switchyard_protocol::client::{QueryOutcome, QueryRequest};
+use switchyard_protocol::subjects::Subjects;
+use switchyard_runtime::{Node, NodeConfig};
+
+const MODEL: &str = "bench-model";
+
+struct Args {
+    seconds: u64,
+    concurrency: Vec<usize>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args { seconds: 5, concurrency: vec![1, 64] };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--seconds" => args.seconds = it.next().context("--seconds needs a value")?.parse()?,
+            "--concurrency" => {
+                args.concurrency = it
+                    .next()
+                    .context("--concurrency needs a value")?
+                    .split(',')
+                    .map(|c| c.trim().parse())
+                    .collect::<Result<_, _>>()?
+            }
+            _ => {} // cargo bench passes --bench; ignore what is not ours
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let nats = std::env::var("SWITCHYARD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let mock = MockServer::start(MockConfig::default()).await?;
+    let namespace = format!("bench-{}", std::process::id());
+    let config = NodeConfig::from_toml(&format!(
+        r#"
+        [node]
+        name = "bench-node"
+        namespace = "{namespace}"
+        [[providers]]
+        name = "mock"
+        kind = "openai"
+        base_url = "{base}"
+        model = "{MODEL}"
+        max_in_flight = 4096
+        [[routes]]
+        name = "chat"
+        providers = ["mock"]
+        "#,
+        base = mock.openai_base_url()
+    ))?;
+    let node_bus = NatsBus::connect(NatsOptions::new(nats.clone())).await.context("NATS must run")?;
+    let node = Node::start(&config, Arc::new(node_bus)).await?;
+    let client: Arc<dyn Bus> = Arc::new(NatsBus::connect(NatsOptions::new(nats)).await?);
+    let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
+
+    let query = Bytes::from(serde_json::to_vec(&QueryRequest::new(vec![ChatMessage::user("hello bench")]))?);
+    let direct_body = Bytes::from(serde_json::to_vec(&serde_json::json!({
+        "model": MODEL, "messages": [{"role": "user", "content": "hello bench"}]
+    }))?);
+    let url = format!("{}/chat/completions", mock.openai_base_url());
+    let subject = Subjects::new(&namespace).query("chat");
+    let warmup = Duration::from_secs(1);
+    let duration = Duration::from_secs(args.seconds);
+
+    println!("switchyard load benchmark: {}s per run after 1s warm-up, mock answers instantly", args.seconds);
+    println!(
+        "{:>5} {:<11} {:>10} {:>8} {:>9} {:>9} {:>9}",
+        "conc", "path", "requests", "errors", "qps", "p50 ms", "p99 ms"
+    );
+    let mut results = Vec::new();
+    for &concurrency in &args.concurrency {
+        let (http, url, body) = (http.clone(), url.clone(), direct_body.clone());
+        let direct = closed_loop(concurrency, warmup, duration, move || {
+            let request = http.post(&url).header("content-type", "application/json").body(body.clone());
+            async move {
+                match request.send().await {
+                    Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+        print_row(concurrency, "direct-http", &direct);
+
+        let (client, subject, query) = (client.clone(), subject.clone(), query.clone());
+        let through = closed_loop(concurrency, warmup, duration, move || {
+            let (client, message) = (client.clone(), Message::new(subject.clone(), query.clone()));
+            async move {
+                match client.request(message, Duration::from_secs(10)).await {
+                    Ok(reply) => matches!(serde_json::from_slice(&reply.payload), Ok(QueryOutcome::Reply(_))),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+        print_row(concurrency, "switchyard", &through);
+        let overhead_p50 = through.p50_ms - direct.p50_ms;
+        let overhead_p99 = through.p99_ms - direct.p99_ms;
+        println!("{concurrency:>5} overhead    p50 {overhead_p50:+.3} ms, p99 {overhead_p99:+.3} ms");
+        results.push(serde_json::json!({
+            "concurrency": concurrency,
+            "direct": direct.json(),
+            "switchyard": through.json(),
+            "overhead_p50_ms": round3(overhead_p50),
+            "overhead_p99_ms": round3(overhead_p99),
+        }));
+    }
+    node.shutdown().await;
+    mock.shutdown().await;
+    println!("{}", serde_json::json!({ "bench": "load", "seconds": args.seconds, "runs": results }));
+    Ok(())
+}
+
+fn print_row(concurrency: usize, path: &str, f: &Figures) {
+    println!(
+        "{concurrency:>5} {path:<11} {:>10} {:>8} {:>9.0} {:>9.3} {:>9.3}",
+        f.requests, f.errors, f.throughput, f.p50_ms, f.p99_ms
+    );
+}

@@ -126,6 +126,9 @@ impl TestCluster {
             let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), sub.next()).await else {
                 bail!("stream ended without a final frame after {} frames", frames.len());
             };
+            if message.is_no_responders() {
+                bail!("no node serves namespace {}", self.namespace());
+            }
             let frame: StreamFrame = serde_json::from_slice(&message.payload)?;
             let last = !matches!(frame, StreamFrame::Chunk { .. });
             frames.push(frame);
@@ -142,6 +145,9 @@ impl TestCluster {
         self.client.publish(Message::new(self.subjects.admin_health(), Bytes::new()).with_reply(inbox)).await?;
         let mut out = Vec::new();
         while let Ok(Some(message)) = tokio::time::timeout(wait, sub.next()).await {
+            if message.is_no_responders() {
+                break;
+            }
             out.push(serde_json::from_slice(&message.payload)?);
         }
         Ok(out)

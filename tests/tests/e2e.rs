@@ -29,7 +29,10 @@ fn error(outcome: QueryOutcome) -> ErrorReply {
 
 fn failing(status: u16) -> Behavior {
     Behavior {
-        errors: vec![ErrorRule { rate: 1.0, error: MockError::Status { status, retry_after_s: None, retry_after_ms: None } }],
+        errors: vec![ErrorRule {
+            rate: 1.0,
+            error: MockError::Status { status, retry_after_s: None, retry_after_ms: None },
+        }],
         ..Behavior::default()
     }
 }
@@ -167,7 +170,10 @@ async fn bad_inputs_get_typed_errors_and_the_node_keeps_serving() {
     check(cluster.query_raw("chat", Bytes::from_static(b"\xff\xfe")).await.unwrap(), "malformed_json", None);
     check(cluster.query_raw("chat", Bytes::from_static(b"{}")).await.unwrap(), "missing_field", Some("messages"));
     check(
-        cluster.query_raw("chat", Bytes::from_static(br#"{"messages":[{"role":"user","content":"x"}],"temperature":9}"#)).await.unwrap(),
+        cluster
+            .query_raw("chat", Bytes::from_static(br#"{"messages":[{"role":"user","content":"x"}],"temperature":9}"#))
+            .await
+            .unwrap(),
         "invalid_field",
         Some("temperature"),
     );

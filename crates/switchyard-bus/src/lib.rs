@@ -6,7 +6,7 @@
 //! - [`MemoryBus`] is a NATS look-alike inside one process: subject wildcards, queue groups,
 //!   request/reply through inboxes, no-responders, payload limits, FIFO delivery, drain.
 //!
-//! One conformance suite ([`conformance`] and [`bus_conformance_suite!`], behind the `testkit`
+//! One conformance suite (`conformance` and `bus_conformance_suite!`, behind the `testkit`
 //! feature) runs against both, so a component tested on [`MemoryBus`] behaves the same on NATS.
 //! Subjects follow NATS syntax; see [`subject`].
 //!

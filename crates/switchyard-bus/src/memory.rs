@@ -12,6 +12,9 @@
 //! matching subscriber's unbounded channel, so publishers never wait on subscribers and the
 //! order of a publisher's messages is kept. Subscriptions remove themselves when dropped,
 //! drained or unsubscribed; a subscriber found gone while publishing is pruned.
+//!
+//! Unlike a NATS server, the in-memory bus never cuts off a slow subscriber: its channel grows
+//! until it catches up. That suits the demo and tests, not untrusted load.
 
 use std::collections::HashMap;
 use std::pin::Pin;

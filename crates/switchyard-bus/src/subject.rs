@@ -2,7 +2,7 @@
 //!
 //! Both [`crate::MemoryBus`] and [`crate::NatsBus`] validate subjects here before doing anything,
 //! so a subject the in-memory bus accepts is one the NATS server accepts too, and vice versa; the
-//! in-memory bus also uses [`matches`] to route messages.
+//! in-memory bus also uses [`matches()`] to route messages.
 //!
 //! The rules are those of NATS:
 //! - a subject is a list of non-empty tokens separated by `.` (`switchyard.v1.query.chat`);

@@ -1,17 +1,22 @@
 //! The pure core of Switchyard.
 //!
-//! Everything here is deterministic domain logic: how a provider failure is classified, how long to wait before
-//! a retry or a restart, how duplicate queries are recognised, what a call costs. Nothing in this crate performs
-//! I/O, reads a clock or draws a random number: time and randomness come in as arguments, so every rule can be
-//! tested exhaustively without a runtime.
+//! Everything here is deterministic domain logic: how a provider failure is classified, when a provider's breaker
+//! trips and recovers, how long to wait before a retry or a restart, how duplicate queries are recognised, what a
+//! call costs. Nothing in this crate performs I/O, reads a clock or draws a random number: time and randomness
+//! come in as arguments, so every rule can be tested exhaustively without a runtime.
 
 pub mod backoff;
+pub mod breaker;
 pub mod cost;
 pub mod dedup;
 pub mod outcome;
 pub mod restart;
 
 pub use backoff::Backoff;
+pub use breaker::{
+    Breaker, BreakerConfig, BreakerConfigError, BreakerSnapshot, BreakerState, CallOutcome, OperatorAction, Permit,
+    Rejected, RemoteState, SlidingWindow, Transition, TransitionReason,
+};
 pub use cost::Price;
 pub use dedup::{DedupTable, Seen};
 pub use outcome::{FailureClass, Outcome};

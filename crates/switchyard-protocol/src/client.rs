@@ -178,7 +178,13 @@ pub struct ErrorReply {
 impl ErrorReply {
     pub fn new(kind: ErrorType, code: &str, message: impl Into<String>) -> Self {
         Self {
-            error: ErrorBody { kind, code: code.to_owned(), message: message.into(), field: None, retry_after_ms: None },
+            error: ErrorBody {
+                kind,
+                code: code.to_owned(),
+                message: message.into(),
+                field: None,
+                retry_after_ms: None,
+            },
             id: None,
             trace: None,
         }
@@ -280,9 +286,21 @@ mod tests {
         check_err(r#"{"messages": []}"#, "invalid_field", Some("messages"));
         check_err(r#"{"messages": [{"role":"user","content":"hi"}], "bogus": 1}"#, "unknown_field", Some("bogus"));
         check_err(r#"{"messages": [{"role":"robot","content":"hi"}]}"#, "invalid_field", None);
-        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "temperature": 7}"#, "invalid_field", Some("temperature"));
-        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "deadline_ms": 0}"#, "invalid_field", Some("deadline_ms"));
-        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "objective": "vibes"}"#, "invalid_field", Some("objective"));
+        check_err(
+            r#"{"messages": [{"role":"user","content":"hi"}], "temperature": 7}"#,
+            "invalid_field",
+            Some("temperature"),
+        );
+        check_err(
+            r#"{"messages": [{"role":"user","content":"hi"}], "deadline_ms": 0}"#,
+            "invalid_field",
+            Some("deadline_ms"),
+        );
+        check_err(
+            r#"{"messages": [{"role":"user","content":"hi"}], "objective": "vibes"}"#,
+            "invalid_field",
+            Some("objective"),
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub enum ProviderReply {
     },
     Failed(WireFailure),
     /// The provider actor refused without calling upstream.
-    Refused { reason: Refusal },
+    Refused {
+        reason: Refusal,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -145,7 +145,10 @@ impl SupervisorSection {
         RestartPolicy {
             max_restarts: self.max_restarts,
             period: Duration::from_millis(self.period_ms),
-            backoff: Backoff::new(Duration::from_millis(self.backoff_base_ms), Duration::from_millis(self.backoff_max_ms)),
+            backoff: Backoff::new(
+                Duration::from_millis(self.backoff_base_ms),
+                Duration::from_millis(self.backoff_max_ms),
+            ),
         }
     }
 }

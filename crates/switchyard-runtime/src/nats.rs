@@ -19,9 +19,7 @@ pub enum ConnectError {
 }
 
 fn env_secret(field: &'static str, var: &str) -> Result<SecretString, ConnectError> {
-    std::env::var(var)
-        .map(SecretString::from)
-        .map_err(|_| ConnectError::MissingEnv { field, var: var.to_owned() })
+    std::env::var(var).map(SecretString::from).map_err(|_| ConnectError::MissingEnv { field, var: var.to_owned() })
 }
 
 /// Connects with everything the section configures: auth, TLS, and a client name.
@@ -31,8 +29,11 @@ pub async fn connect(section: &NatsSection, name: &str) -> Result<NatsBus, Conne
     } else if let (Some(user), Some(var)) = (&section.user, &section.password_env) {
         NatsAuth::UserPassword { user: user.clone(), password: env_secret("nats.password_env", var)? }
     } else if let Some(path) = &section.nkey_seed_file {
-        let seed = std::fs::read_to_string(path)
-            .map_err(|source| ConnectError::ReadFile { field: "nats.nkey_seed_file", path: path.clone(), source })?;
+        let seed = std::fs::read_to_string(path).map_err(|source| ConnectError::ReadFile {
+            field: "nats.nkey_seed_file",
+            path: path.clone(),
+            source,
+        })?;
         NatsAuth::NKey { seed: SecretString::from(seed.trim().to_owned()) }
     } else if let Some(path) = &section.creds_file {
         NatsAuth::CredsFile(path.clone())

@@ -194,7 +194,10 @@ fn build_providers(sections: &[ProviderSection]) -> Result<Vec<ProviderSpec>, No
                 anthropic_version: "2023-06-01".into(),
                 default_max_tokens: 1024,
             };
-            Ok(ProviderSpec { provider: switchyard_providers::build(settings, http.clone()), max_in_flight: p.max_in_flight })
+            Ok(ProviderSpec {
+                provider: switchyard_providers::build(settings, http.clone()),
+                max_in_flight: p.max_in_flight,
+            })
         })
         .collect()
 }

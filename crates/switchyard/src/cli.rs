@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "Routes LLM queries across providers and keeps answering when they fail")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Routes LLM queries across providers and keeps answering when they fail"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

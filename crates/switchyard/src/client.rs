@@ -44,7 +44,9 @@ pub async fn query(nats: &str, namespace: &str, route: &str, text: &str, options
                 return Ok(());
             }
             QueryOutcome::Error(error) => {
-                if options.trace && let Some(trace) = &error.trace {
+                if options.trace
+                    && let Some(trace) = &error.trace
+                {
                     print_trace(trace);
                 }
                 bail!("{}: {} ({})", serde_json::to_string(&error.error.kind)?, error.error.message, error.error.code);
@@ -59,6 +61,9 @@ pub async fn query(nats: &str, namespace: &str, route: &str, text: &str, options
     loop {
         let message = tokio::time::timeout(wait, frames.next()).await.context("no answer before the deadline")?;
         let Some(message) = message else { bail!("the reply subscription closed") };
+        if message.is_no_responders() {
+            bail!("no node serves namespace `{namespace}`");
+        }
         match serde_json::from_slice::<StreamFrame>(&message.payload)? {
             StreamFrame::Chunk { delta, .. } => {
                 write!(stdout, "{delta}")?;
@@ -73,7 +78,9 @@ pub async fn query(nats: &str, namespace: &str, route: &str, text: &str, options
             }
             StreamFrame::Error(error) => {
                 println!();
-                if options.trace && let Some(trace) = &error.trace {
+                if options.trace
+                    && let Some(trace) = &error.trace
+                {
                     print_trace(trace);
                 }
                 bail!("{} ({})", error.error.message, error.error.code);
@@ -85,7 +92,12 @@ pub async fn query(nats: &str, namespace: &str, route: &str, text: &str, options
 fn print_summary(reply: &QueryReply) {
     eprintln!(
         "-- provider {} model {} | {} in / {} out tokens | ${:.6} | {:.1} ms",
-        reply.provider, reply.model, reply.usage.input_tokens, reply.usage.output_tokens, reply.cost_usd, reply.latency_ms
+        reply.provider,
+        reply.model,
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+        reply.cost_usd,
+        reply.latency_ms
     );
     print_trace(&reply.trace);
 }
@@ -95,7 +107,15 @@ fn print_trace(trace: &Trace) {
     for (i, attempt) in trace.attempts.iter().enumerate() {
         let status = attempt.status.map(|s| format!(" HTTP {s}")).unwrap_or_default();
         let message = attempt.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-        eprintln!("   {}. {} -> {}{} in {:.1} ms{}", i + 1, attempt.provider, attempt.outcome, status, attempt.latency_ms, message);
+        eprintln!(
+            "   {}. {} -> {}{} in {:.1} ms{}",
+            i + 1,
+            attempt.provider,
+            attempt.outcome,
+            status,
+            attempt.latency_ms,
+            message
+        );
     }
 }
 
@@ -116,6 +136,9 @@ pub async fn admin(nats: &str, namespace: &str, command: AdminCommand) -> anyhow
     let until = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let mut answered = 0;
     while let Ok(Some(message)) = tokio::time::timeout_at(until, replies.next()).await {
+        if message.is_no_responders() {
+            break;
+        }
         println!("{}", String::from_utf8_lossy(&message.payload));
         answered += 1;
     }

@@ -47,7 +47,9 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     let config = demo_config(&mock.openai_base_url(), &mock.base_url())?;
 
     println!("Switchyard demo: {nodes} nodes on an in-memory bus, mock providers at {}", mock.base_url());
-    println!("route `chat` = primary ({PRIMARY_MODEL}, OpenAI wire) then secondary ({SECONDARY_MODEL}, Anthropic wire)\n");
+    println!(
+        "route `chat` = primary ({PRIMARY_MODEL}, OpenAI wire) then secondary ({SECONDARY_MODEL}, Anthropic wire)\n"
+    );
     let mut cluster = Vec::new();
     for i in 1..=nodes {
         let mut config = config.clone();
@@ -72,7 +74,9 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     phase("3. the secondary's actor crashes on every node; supervisors restart it");
     let inbox = client.new_inbox();
     let mut acks = client.subscribe(&inbox).await?;
-    client.publish(Message::new(Subjects::default().admin_provider("secondary", "crash"), Bytes::new()).with_reply(inbox)).await?;
+    client
+        .publish(Message::new(Subjects::default().admin_provider("secondary", "crash"), Bytes::new()).with_reply(inbox))
+        .await?;
     for _ in 0..nodes {
         if tokio::time::timeout(Duration::from_secs(2), acks.next()).await.is_err() {
             break;
@@ -98,10 +102,15 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     if let Some(p50) = tally.latencies_ms.get(tally.latencies_ms.len() / 2) {
         println!("  median latency {p50:.2} ms");
     }
-    println!("upstream calls seen by the mock: {PRIMARY_MODEL} {}, {SECONDARY_MODEL} {}", mock.calls(PRIMARY_MODEL), mock.calls(SECONDARY_MODEL));
+    println!(
+        "upstream calls seen by the mock: {PRIMARY_MODEL} {}, {SECONDARY_MODEL} {}",
+        mock.calls(PRIMARY_MODEL),
+        mock.calls(SECONDARY_MODEL)
+    );
     for node in &cluster {
         let health = node.health().await;
-        let restarts: Vec<String> = health.providers.iter().map(|p| format!("{} {} (restarts {})", p.name, p.status, p.restarts)).collect();
+        let restarts: Vec<String> =
+            health.providers.iter().map(|p| format!("{} {} (restarts {})", p.name, p.status, p.restarts)).collect();
         println!("  {}: {}", health.node, restarts.join(", "));
     }
     for node in cluster {
@@ -157,7 +166,8 @@ async fn ask(client: &Arc<dyn Bus>, n: &mut usize, tally: &mut Tally) {
     let outcome = reply.ok().and_then(|m| serde_json::from_slice::<QueryOutcome>(&m.payload).ok());
     match outcome {
         Some(QueryOutcome::Reply(reply)) => {
-            let path: Vec<String> = reply.trace.attempts.iter().map(|a| format!("{} {}", a.provider, mark(&a.outcome))).collect();
+            let path: Vec<String> =
+                reply.trace.attempts.iter().map(|a| format!("{} {}", a.provider, mark(&a.outcome))).collect();
             let failover = reply.trace.attempts.len() > 1;
             tally.answered += 1;
             tally.failovers += usize::from(failover);
@@ -188,7 +198,11 @@ fn mark(outcome: &str) -> String {
 }
 
 fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max { text.to_owned() } else { format!("{}...", text.chars().take(max).collect::<String>()) }
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}...", text.chars().take(max).collect::<String>())
+    }
 }
 
 fn demo_config(openai_base: &str, anthropic_base: &str) -> anyhow::Result<NodeConfig> {

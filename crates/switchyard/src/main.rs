@@ -64,7 +64,8 @@ fn main() -> ExitCode {
 
 async fn serve(path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(path)?;
-    let bus = switchyard_runtime::nats::connect(&config.nats, &config.node.name).await.context("cannot connect to NATS")?;
+    let bus =
+        switchyard_runtime::nats::connect(&config.nats, &config.node.name).await.context("cannot connect to NATS")?;
     let mut node = Node::start(&config, Arc::new(bus)).await?;
     info!(node = node.name(), "serving; SIGTERM or Ctrl-C drains and stops");
     tokio::select! {

@@ -63,7 +63,13 @@ fn client(namespace: &str, args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_the_cli_drains_on_sigterm_and_never_logs_the_key() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    mock.set_behavior("m-denied", Behavior { errors: vec![switchyard_mock::ErrorRule { rate: 1.0, error: MockError::Auth }], ..Behavior::default() });
+    mock.set_behavior(
+        "m-denied",
+        Behavior {
+            errors: vec![switchyard_mock::ErrorRule { rate: 1.0, error: MockError::Auth }],
+            ..Behavior::default()
+        },
+    );
     let namespace = format!("cli-{}", std::process::id());
     let config_path = temp_path("serve.toml");
     std::fs::write(&config_path, config(&mock, &namespace)).unwrap();
@@ -81,7 +87,9 @@ async fn serve_answers_the_cli_drains_on_sigterm_and_never_logs_the_key() {
     eventually("the node answers health", Duration::from_secs(20), || {
         let ns = ns.clone();
         async move {
-            let out = tokio::task::spawn_blocking(move || client(&ns, &["admin", "health", "--wait-ms", "300"])).await.ok()?;
+            let out = tokio::task::spawn_blocking(move || client(&ns, &["admin", "health", "--wait-ms", "300"]))
+                .await
+                .ok()?;
             (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("cli-node")).then_some(())
         }
     })
@@ -123,7 +131,11 @@ async fn serve_answers_the_cli_drains_on_sigterm_and_never_logs_the_key() {
 #[test]
 fn a_bad_config_exits_64_and_names_the_field() {
     let path = temp_path("bad.toml");
-    std::fs::write(&path, "[node]\nname = \"x\"\nmax_payload_bytes = 12\n[[routes]]\nname = \"r\"\nproviders = [\"nope\"]\n").unwrap();
+    std::fs::write(
+        &path,
+        "[node]\nname = \"x\"\nmax_payload_bytes = 12\n[[routes]]\nname = \"r\"\nproviders = [\"nope\"]\n",
+    )
+    .unwrap();
     let out = Command::new(BIN).args(["serve", "--config", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("node.max_payload_bytes"));

@@ -56,26 +56,39 @@ impl Actor for AdminActor {
         Ok(AdminState { args, started: Instant::now() })
     }
 
-    async fn handle(&self, _: ActorRef<AdminMsg>, message: AdminMsg, state: &mut AdminState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<AdminMsg>,
+        message: AdminMsg,
+        state: &mut AdminState,
+    ) -> Result<(), ActorProcessingErr> {
         let AdminMsg::Request(message) = message;
         let Some(reply_to) = message.reply.clone() else { return Ok(()) };
         let args = state.args.clone();
         let started = state.started;
         let subject = message.subject;
         tokio::spawn(async move {
-            let payload = if subject == args.subjects.admin_health() || subject == args.subjects.admin_node(&args.node, "health") {
+            let payload = if subject == args.subjects.admin_health()
+                || subject == args.subjects.admin_node(&args.node, "health")
+            {
                 encode(&health(&args, started).await)
             } else if let Some((provider, command)) = args.subjects.parse_admin_provider(&subject) {
                 match (command, &args.providers) {
                     ("crash", Some(supervisor)) => {
                         let hosted = matches!(
-                            supervisor.call(|port| ProviderSupervisorMsg::Crash(provider.to_owned(), port), Some(ASK_TIMEOUT)).await,
+                            supervisor
+                                .call(|port| ProviderSupervisorMsg::Crash(provider.to_owned(), port), Some(ASK_TIMEOUT))
+                                .await,
                             Ok(CallResult::Success(true))
                         );
                         if !hosted {
                             return;
                         }
-                        encode(&AdminAck { node: args.node.clone(), ok: true, message: format!("crashed provider actor {provider}") })
+                        encode(&AdminAck {
+                            node: args.node.clone(),
+                            ok: true,
+                            message: format!("crashed provider actor {provider}"),
+                        })
                     }
                     _ => return,
                 }

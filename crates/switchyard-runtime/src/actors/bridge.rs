@@ -62,7 +62,10 @@ impl Actor for BusBridge {
         let provider_drain = CancellationToken::new();
         let mut calls = Vec::new();
         for provider in &args.providers {
-            let sub = args.bus.queue_subscribe(&args.subjects.provider_call(provider), &args.subjects.provider_queue(provider)).await?;
+            let sub = args
+                .bus
+                .queue_subscribe(&args.subjects.provider_call(provider), &args.subjects.provider_queue(provider))
+                .await?;
             let (bus, directory, name) = (args.bus.clone(), args.directory.clone(), provider.clone());
             calls.push(pump(sub, provider_drain.clone(), move |message| {
                 let (bus, directory, name) = (bus.clone(), directory.clone(), name.clone());
@@ -71,7 +74,8 @@ impl Actor for BusBridge {
         }
         let queries = match args.router {
             Some(router) => {
-                let sub = args.bus.queue_subscribe(&args.subjects.query_wildcard(), &args.subjects.router_queue()).await?;
+                let sub =
+                    args.bus.queue_subscribe(&args.subjects.query_wildcard(), &args.subjects.router_queue()).await?;
                 Some(pump(sub, query_drain.clone(), move |message| {
                     let _ = router.cast(RouterMsg::Query(message));
                     async {}
@@ -88,7 +92,12 @@ impl Actor for BusBridge {
         Ok(BridgeState { query_drain, provider_drain, queries, calls, admin })
     }
 
-    async fn handle(&self, _: ActorRef<BridgeMsg>, message: BridgeMsg, state: &mut BridgeState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<BridgeMsg>,
+        message: BridgeMsg,
+        state: &mut BridgeState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             BridgeMsg::DrainQueries(port) => {
                 state.query_drain.cancel();

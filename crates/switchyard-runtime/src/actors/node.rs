@@ -19,7 +19,9 @@ use switchyard_protocol::subjects::Subjects;
 
 use super::admin::{AdminActor, AdminArgs};
 use super::bridge::{BridgeArgs, BridgeMsg, BusBridge};
-use super::provider_supervisor::{ProviderDirectory, ProviderSpec, ProviderSupervisor, ProviderSupervisorArgs, ProviderSupervisorMsg};
+use super::provider_supervisor::{
+    ProviderDirectory, ProviderSpec, ProviderSupervisor, ProviderSupervisorArgs, ProviderSupervisorMsg,
+};
 use super::router::{RouterActor, RouterArgs, RouterMsg};
 
 pub struct NodeSupervisor;
@@ -101,12 +103,24 @@ impl Actor for NodeSupervisor {
             draining: args.draining,
         };
         let (admin, _) = Actor::spawn_linked(None, AdminActor, admin_args.clone(), myself.get_cell()).await?;
-        let bridge_args = BridgeArgs { bus: args.bus, subjects: args.subjects, router: router.clone(), providers: hosted, directory, admin };
+        let bridge_args = BridgeArgs {
+            bus: args.bus,
+            subjects: args.subjects,
+            router: router.clone(),
+            providers: hosted,
+            directory,
+            admin,
+        };
         let (bridge, _) = Actor::spawn_linked(None, BusBridge, bridge_args, myself.get_cell()).await?;
         Ok(NodeState { children: NodeChildren { router, providers, bridge, admin: admin_args } })
     }
 
-    async fn handle(&self, _: ActorRef<NodeMsg>, message: NodeMsg, state: &mut NodeState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<NodeMsg>,
+        message: NodeMsg,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             NodeMsg::Children(port) => {
                 let _ = port.send(state.children.clone());

@@ -48,9 +48,16 @@ struct Stats {
 
 pub enum ProviderMsg {
     /// A call from a router; the answer goes to `reply_to`.
-    Call { call: ProviderCall, reply_to: String },
+    Call {
+        call: ProviderCall,
+        reply_to: String,
+    },
     /// A call task ended.
-    Finished { outcome: Outcome, latency: Duration, error: Option<String> },
+    Finished {
+        outcome: Outcome,
+        latency: Duration,
+        error: Option<String>,
+    },
     Health(RpcReplyPort<ProviderHealth>),
     /// Fail on purpose, so operators and tests can exercise supervision.
     Crash,
@@ -61,7 +68,11 @@ impl Actor for ProviderActor {
     type State = ProviderState;
     type Arguments = ProviderArgs;
 
-    async fn pre_start(&self, _: ActorRef<ProviderMsg>, args: ProviderArgs) -> Result<ProviderState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<ProviderMsg>,
+        args: ProviderArgs,
+    ) -> Result<ProviderState, ActorProcessingErr> {
         Ok(ProviderState {
             provider: args.provider,
             bus: args.bus,

@@ -55,7 +55,10 @@ pub enum RouterMsg {
     /// A client's query, straight from the bus.
     Query(Message),
     /// A query task finished; `key` is its de-duplication key, when it had one.
-    Completed { key: Option<String>, answer: Arc<Answer> },
+    Completed {
+        key: Option<String>,
+        answer: Arc<Answer>,
+    },
     Health(RpcReplyPort<RouterHealth>),
 }
 
@@ -130,7 +133,8 @@ impl RouterState {
             return;
         };
         if message.payload.len() > self.max_payload_bytes {
-            let text = format!("payload of {} bytes exceeds the limit of {}", message.payload.len(), self.max_payload_bytes);
+            let text =
+                format!("payload of {} bytes exceeds the limit of {}", message.payload.len(), self.max_payload_bytes);
             return self.reject(reply_to, ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text)).await;
         }
         let route = self.ctx.subjects.route_of(&message.subject).unwrap_or_default();
@@ -174,7 +178,8 @@ impl RouterState {
         self.in_flight += 1;
         let ctx = self.ctx.clone();
         let route = route.to_owned();
-        let span = info_span!("query", route = %route, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
+        let span =
+            info_span!("query", route = %route, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
         tokio::spawn(
             async move {
                 let answer = run_query(&ctx, &route, &providers, &request, &reply_to, deadline).await;
