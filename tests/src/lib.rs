@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use futures::StreamExt;
 
 use switchyard_bus::{Bus, Message, NatsBus, NatsOptions};
 use switchyard_mock::{MockConfig, MockServer};

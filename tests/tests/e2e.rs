@@ -135,7 +135,6 @@ async fn a_crashed_provider_actor_is_restarted_and_serves_again() {
     let mut acks = cluster.client.subscribe(&inbox).await.unwrap();
     let crash = Message::new(cluster.subjects.admin_provider("primary", "crash"), Bytes::new()).with_reply(inbox);
     cluster.client.publish(crash).await.unwrap();
-    use futures::StreamExt;
     let ack = tokio::time::timeout(Duration::from_secs(5), acks.next()).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&ack.payload).contains("crashed provider actor primary"));
 

@@ -5,6 +5,10 @@
 //! chunks, then one `done` or `error` frame. Requests are validated here, so a bad one is refused with a typed
 //! error that names the field.
 
+// A typed error is itself the reply a client receives; it is built once per rejected query and moved once,
+// so the size of `Result<_, ErrorReply>` does not matter here.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -59,8 +63,6 @@ impl QueryRequest {
     }
 
     /// Checks what serde cannot: non-empty messages, ranges, lengths.
-    // The error is the reply itself; it is built once per rejected query, so its size does not matter.
-    #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ErrorReply> {
         let invalid = |field: &str, message: &str| {
             Err(ErrorReply::new(ErrorType::InvalidRequest, "invalid_field", message).with_field(field))

@@ -5,6 +5,9 @@
 //! trace. A failure that is the request's own fault ends the journey at once; so does any failure after stream
 //! chunks reached the client (a stream is never retried after its first chunk).
 
+// An answer is a reply either way: both sides are large and both are moved exactly once, to the client.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
