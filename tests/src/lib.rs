@@ -50,6 +50,11 @@ pub fn cluster_config(mock: &MockServer, namespace: &str, node: &str) -> anyhow:
         input_price_per_mtok = 1.0
         output_price_per_mtok = 2.0
         timeout_ms = 5000
+        [providers.breaker]
+        window_calls = 10
+        minimum_calls = 4
+        open_wait_base_ms = 300
+        open_wait_max_ms = 1000
         [[providers]]
         name = "secondary"
         kind = "anthropic"

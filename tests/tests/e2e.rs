@@ -238,3 +238,47 @@ async fn shutdown_finishes_queries_in_flight_then_stops_taking_new_ones() {
     assert!(late.is_err(), "a stopped node must not answer");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_provider_trips_its_breaker_and_is_left_alone_until_the_probe() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+    // Four failures in the window trip the breaker (minimum_calls = 4, threshold 50 %).
+    for i in 0..4 {
+        let answer = reply(cluster.query("chat", &ask(&format!("tripping {i}"))).await.unwrap());
+        assert_eq!(answer.provider, "secondary");
+    }
+    let calls_at_trip = cluster.mock.calls(PRIMARY_MODEL);
+    assert_eq!(calls_at_trip, 4);
+    let health = cluster.nodes[0].health().await;
+    let primary = health.providers.iter().find(|p| p.name == "primary").unwrap();
+    assert_eq!(primary.breaker, "open");
+
+    // While open, the dead provider is not called at all: queries fall back without touching it.
+    for i in 0..10 {
+        let answer = reply(cluster.query("chat", &ask(&format!("while open {i}"))).await.unwrap());
+        assert_eq!(answer.provider, "secondary");
+        assert_eq!(answer.trace.attempts[0].outcome, "refused_breaker_open");
+    }
+    assert_eq!(cluster.mock.calls(PRIMARY_MODEL), calls_at_trip, "an open breaker must not call upstream");
+
+    // A route with no fallback gets a fast typed error with a retry hint.
+    let refused = error(cluster.query("solo", &ask("nothing else")).await.unwrap());
+    assert_eq!(refused.error.kind, ErrorType::NoProviderAvailable);
+    assert!(refused.error.retry_after_ms.is_some_and(|ms| ms > 0 && ms <= 1000));
+
+    // The provider heals; after the open interval one probe goes through and closes the breaker.
+    cluster.mock.clear_behavior(PRIMARY_MODEL);
+    let answer = eventually("the half-open probe closes the breaker", Duration::from_secs(5), || async {
+        match cluster.query("solo", &ask("probe")).await.ok()? {
+            QueryOutcome::Reply(reply) => Some(reply),
+            QueryOutcome::Error(_) => None,
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.provider, "primary");
+    let health = cluster.nodes[0].health().await;
+    assert_eq!(health.providers.iter().find(|p| p.name == "primary").unwrap().breaker, "closed");
+    cluster.shutdown().await;
+}

@@ -18,6 +18,12 @@ pub struct ProviderHealth {
     pub refused: u64,
     pub ewma_latency_ms: f64,
     pub last_error: Option<String>,
+    /// The local circuit breaker: `closed`, `open`, `half_open`, `forced_open`, `disabled`, `metrics_only`.
+    pub breaker: String,
+    pub breaker_epoch: u64,
+    pub failure_rate: Option<f64>,
+    /// The provider answered 401/403: its key or account needs an operator.
+    pub misconfigured: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -49,6 +49,8 @@ pub enum Refusal {
     Overloaded,
     /// The provider actor is being restarted by its supervisor.
     Restarting,
+    /// The provider's circuit breaker is open; try again after this long.
+    BreakerOpen { retry_after_ms: u64 },
 }
 
 impl Refusal {
@@ -56,6 +58,7 @@ impl Refusal {
         match self {
             Refusal::Overloaded => "overloaded",
             Refusal::Restarting => "restarting",
+            Refusal::BreakerOpen { .. } => "breaker_open",
         }
     }
 }

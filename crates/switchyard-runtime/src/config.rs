@@ -11,7 +11,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use switchyard_core::{Backoff, Price, RestartPolicy};
+use switchyard_core::{Backoff, BreakerConfig, Price, RestartPolicy, SlidingWindow};
 use switchyard_protocol::subjects::is_valid_token;
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +184,65 @@ pub struct ProviderSection {
     pub timeout_ms: u64,
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+/// The circuit breaker of one provider (see `switchyard_core::breaker` for the policy).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Count-based window: the last N calls.
+    pub window_calls: u32,
+    /// Calls in the window before any rate is computed.
+    pub minimum_calls: u32,
+    /// Percent of failures that opens the breaker (>=).
+    pub failure_rate_threshold: f64,
+    /// Percent of slow calls that opens the breaker (>=).
+    pub slow_call_rate_threshold: f64,
+    pub slow_call_ms: u64,
+    /// First open interval; doubles with consecutive opens up to `open_wait_max_ms`.
+    pub open_wait_base_ms: u64,
+    pub open_wait_max_ms: u64,
+    /// Calls let through while half-open.
+    pub half_open_permits: u32,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        let core = BreakerConfig::default();
+        Self {
+            window_calls: match core.window {
+                SlidingWindow::Count { calls } => calls,
+                SlidingWindow::Time { .. } => 100,
+            },
+            minimum_calls: core.minimum_calls,
+            failure_rate_threshold: core.failure_rate_threshold,
+            slow_call_rate_threshold: core.slow_call_rate_threshold,
+            slow_call_ms: core.slow_call_duration.as_millis() as u64,
+            open_wait_base_ms: core.open_wait.base.as_millis() as u64,
+            open_wait_max_ms: core.open_wait.max.as_millis() as u64,
+            half_open_permits: core.half_open_permits,
+        }
+    }
+}
+
+impl BreakerSection {
+    pub fn to_core(&self) -> BreakerConfig {
+        BreakerConfig {
+            window: SlidingWindow::Count { calls: self.window_calls },
+            minimum_calls: self.minimum_calls,
+            failure_rate_threshold: self.failure_rate_threshold,
+            slow_call_rate_threshold: self.slow_call_rate_threshold,
+            slow_call_duration: Duration::from_millis(self.slow_call_ms),
+            open_wait: Backoff::new(
+                Duration::from_millis(self.open_wait_base_ms),
+                Duration::from_millis(self.open_wait_max_ms),
+            ),
+            half_open_permits: self.half_open_permits,
+            ..BreakerConfig::default()
+        }
+    }
 }
 
 fn default_timeout_ms() -> u64 {
@@ -275,6 +334,9 @@ impl NodeConfig {
             }
             if p.max_in_flight == 0 {
                 return Err(invalid(field("max_in_flight"), "must be positive"));
+            }
+            if let Err(e) = p.breaker.to_core().validate() {
+                return Err(invalid(field(&format!("breaker.{}", e.field)), e.reason));
             }
         }
         let mut routes = HashSet::new();

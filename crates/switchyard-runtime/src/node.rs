@@ -197,6 +197,7 @@ fn build_providers(sections: &[ProviderSection]) -> Result<Vec<ProviderSpec>, No
             Ok(ProviderSpec {
                 provider: switchyard_providers::build(settings, http.clone()),
                 max_in_flight: p.max_in_flight,
+                breaker: p.breaker.to_core(),
             })
         })
         .collect()

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use switchyard_bus::{Bus, BusError, Message};
 use switchyard_core::FailureClass;
 use switchyard_protocol::client::{Attempt, ErrorReply, ErrorType, QueryReply, QueryRequest, StreamFrame, Trace};
-use switchyard_protocol::internal::{ProviderCall, ProviderReply, StreamTarget, WireFailureClass};
+use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailureClass};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec, Json};
 
@@ -123,6 +123,9 @@ pub async fn run_query(
             Ok(Ok(ProviderReply::Refused { reason })) => {
                 attempt.outcome = format!("refused_{}", reason.as_str());
                 trace.attempts.push(attempt);
+                if let Refusal::BreakerOpen { retry_after_ms } = reason {
+                    retry_after = Some(retry_after.map_or(retry_after_ms, |r| r.min(retry_after_ms)));
+                }
             }
             Ok(Err(decode)) => {
                 attempt.outcome = "bad_reply".into();

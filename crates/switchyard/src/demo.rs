@@ -1,9 +1,10 @@
 //! `switchyard demo`: the embedded default. A small cluster in one process, nothing external needed.
 //!
 //! Three nodes share an in-memory bus; two mock providers (one OpenAI-compatible, one Anthropic-compatible)
-//! run on loopback in this process. The script: healthy traffic, an outage of the primary provider (queries fail
-//! over), a crashed provider actor (its supervisor restarts it), recovery. Each query prints one line; a summary
-//! closes the run.
+//! run on loopback in this process. The script: healthy traffic; an outage of the primary provider (queries fail
+//! over, and each node's breaker trips so the dead provider is no longer called); a crashed provider actor (its
+//! supervisor restarts it); recovery (a half-open probe closes each breaker). Each query prints one line; a
+//! summary closes the run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,8 +88,9 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
         ask(&client, &mut n, &mut tally).await;
     }
 
-    phase("4. recovery: the primary is healthy again");
+    phase("4. recovery: the primary is healthy again; each node's breaker lets one probe through");
     mock.clear_behavior(PRIMARY_MODEL);
+    wait_until_probing(&cluster).await;
     for _ in 0..queries {
         ask(&client, &mut n, &mut tally).await;
     }
@@ -109,8 +111,11 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     );
     for node in &cluster {
         let health = node.health().await;
-        let restarts: Vec<String> =
-            health.providers.iter().map(|p| format!("{} {} (restarts {})", p.name, p.status, p.restarts)).collect();
+        let restarts: Vec<String> = health
+            .providers
+            .iter()
+            .map(|p| format!("{} {} (restarts {}, breaker {})", p.name, p.status, p.restarts, p.breaker))
+            .collect();
         println!("  {}: {}", health.node, restarts.join(", "));
     }
     for node in cluster {
@@ -136,6 +141,22 @@ async fn wait_until_restarted(cluster: &[Node]) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!("   not every `secondary` actor was back within 2 s");
+}
+
+/// Waits (up to 5 s) until no node's `primary` breaker is still in its open interval.
+async fn wait_until_probing(cluster: &[Node]) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let mut open = false;
+        for node in cluster {
+            let health = node.health().await;
+            open |= health.providers.iter().any(|p| p.name == "primary" && p.breaker == "open");
+        }
+        if !open {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn phase(title: &str) {
@@ -174,7 +195,7 @@ async fn ask(client: &Arc<dyn Bus>, n: &mut usize, tally: &mut Tally) {
             *tally.by_provider.entry(reply.provider.clone()).or_default() += 1;
             tally.latencies_ms.push(started.elapsed().as_secs_f64() * 1000.0);
             println!(
-                "q{n:02} {:<7} {:<38} {:>6.2} ms  {}{}",
+                "q{n:02} {:<7} {:<46} {:>6.2} ms  {}{}",
                 reply.trace.node,
                 path.join(" -> "),
                 reply.latency_ms,
@@ -219,6 +240,11 @@ fn demo_config(openai_base: &str, anthropic_base: &str) -> anyhow::Result<NodeCo
         input_price_per_mtok = 0.15
         output_price_per_mtok = 0.60
         timeout_ms = 2000
+        [providers.breaker]
+        window_calls = 10
+        minimum_calls = 3
+        open_wait_base_ms = 300
+        open_wait_max_ms = 2000
         [[providers]]
         name = "secondary"
         kind = "anthropic"

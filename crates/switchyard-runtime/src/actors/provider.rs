@@ -1,8 +1,12 @@
-//! `ProviderActor`: one per provider and node; owns the provider's client, in-flight limit and statistics.
+//! `ProviderActor`: one per provider and node; owns the provider's client, circuit breaker, in-flight limit and
+//! statistics.
 //!
-//! The actor never awaits the upstream call inside `handle`: it admits or refuses a call, spawns the call as a
-//! task, and learns its outcome from a `Finished` message. The task publishes the provider's answer (and, for a
-//! streaming query, the chunks) straight to the bus, so a crash of this actor never loses a call in flight.
+//! The actor never awaits the upstream call inside `handle`: it admits or refuses a call (in-flight limit, then
+//! the breaker, which refuses without touching the network while open), spawns the call as a task, and learns its
+//! outcome from a `Finished` message that also carries the breaker permit back. The task publishes the
+//! provider's answer (and, for a streaming query, the chunks) straight to the bus, so a crash of this actor never
+//! loses a call in flight. A restarted actor starts with a fresh, closed breaker (cluster-wide state, which would
+//! rehydrate it, is not built yet).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,10 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use switchyard_bus::{Bus, Message};
-use switchyard_core::{FailureClass, Outcome};
+use switchyard_core::{Breaker, BreakerConfig, CallOutcome, FailureClass, Outcome, Permit};
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_protocol::client::StreamFrame;
 use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailure};
@@ -26,6 +30,7 @@ pub struct ProviderArgs {
     pub provider: Arc<dyn LlmProvider>,
     pub bus: Arc<dyn Bus>,
     pub max_in_flight: usize,
+    pub breaker: BreakerConfig,
 }
 
 pub struct ProviderState {
@@ -33,6 +38,7 @@ pub struct ProviderState {
     bus: Arc<dyn Bus>,
     max_in_flight: usize,
     in_flight: usize,
+    breaker: Breaker,
     stats: Stats,
 }
 
@@ -52,8 +58,9 @@ pub enum ProviderMsg {
         call: ProviderCall,
         reply_to: String,
     },
-    /// A call task ended.
+    /// A call task ended; the breaker permit comes back with its outcome.
     Finished {
+        permit: Permit,
         outcome: Outcome,
         latency: Duration,
         error: Option<String>,
@@ -78,6 +85,7 @@ impl Actor for ProviderActor {
             bus: args.bus,
             max_in_flight: args.max_in_flight,
             in_flight: 0,
+            breaker: Breaker::new(args.breaker)?,
             stats: Stats::default(),
         })
     }
@@ -90,12 +98,21 @@ impl Actor for ProviderActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ProviderMsg::Call { call, reply_to } => {
-                if state.in_flight >= state.max_in_flight {
-                    state.stats.refused += 1;
-                    let reply = ProviderReply::Refused { reason: Refusal::Overloaded };
-                    publish_reply(state.bus.as_ref(), reply_to, &reply).await;
-                    return Ok(());
-                }
+                let admitted = if state.in_flight >= state.max_in_flight {
+                    Err(Refusal::Overloaded)
+                } else {
+                    state.breaker.try_acquire(Instant::now()).map_err(|rejected| Refusal::BreakerOpen {
+                        retry_after_ms: rejected.retry_after.as_millis().max(1) as u64,
+                    })
+                };
+                let permit = match admitted {
+                    Ok(permit) => permit,
+                    Err(reason) => {
+                        state.stats.refused += 1;
+                        publish_reply(state.bus.as_ref(), reply_to, &ProviderReply::Refused { reason }).await;
+                        return Ok(());
+                    }
+                };
                 state.in_flight += 1;
                 state.stats.calls += 1;
                 let provider = state.provider.clone();
@@ -106,16 +123,23 @@ impl Actor for ProviderActor {
                     let latency = started.elapsed();
                     publish_reply(bus.as_ref(), reply_to, &reply).await;
                     let (outcome, error) = match &reply {
-                        ProviderReply::Completed { .. } => (Outcome::Success, None),
                         ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
-                        ProviderReply::Refused { reason } => (Outcome::Success, Some(reason.as_str().to_owned())),
+                        _ => (Outcome::Success, None),
                     };
-                    // The actor may have been restarted meanwhile; then nobody needs the statistics.
-                    let _ = myself.cast(ProviderMsg::Finished { outcome, latency, error });
+                    // The actor may have been restarted meanwhile; then nobody needs the outcome.
+                    let _ = myself.cast(ProviderMsg::Finished { permit, outcome, latency, error });
                 });
             }
-            ProviderMsg::Finished { outcome, latency, error } => {
+            ProviderMsg::Finished { permit, outcome, latency, error } => {
                 state.in_flight = state.in_flight.saturating_sub(1);
+                let now = Instant::now();
+                let call = CallOutcome { outcome, duration: latency };
+                if let Some(t) = state.breaker.on_outcome(permit, call, now, rand::random::<f64>()) {
+                    let open_ms = t.open_until.map(|until| until.saturating_duration_since(now).as_millis() as u64);
+                    let (from, to) = (t.from.as_str(), t.to.as_str());
+                    let provider = state.provider.name();
+                    info!(provider, from, to, epoch = t.epoch, open_ms, reason = ?t.reason, "breaker transition");
+                }
                 let ms = latency.as_secs_f64() * 1000.0;
                 let stats = &mut state.stats;
                 stats.ewma_latency_ms =
@@ -130,6 +154,7 @@ impl Actor for ProviderActor {
             }
             ProviderMsg::Health(port) => {
                 let stats = &state.stats;
+                let breaker = state.breaker.snapshot(Instant::now());
                 let _ = port.send(ProviderHealth {
                     name: state.provider.name().to_owned(),
                     model: state.provider.model().to_owned(),
@@ -142,6 +167,10 @@ impl Actor for ProviderActor {
                     refused: stats.refused,
                     ewma_latency_ms: stats.ewma_latency_ms,
                     last_error: stats.last_error.clone(),
+                    breaker: breaker.state.as_str().to_owned(),
+                    breaker_epoch: breaker.epoch,
+                    failure_rate: breaker.failure_rate,
+                    misconfigured: breaker.misconfigured,
                 });
             }
             ProviderMsg::Crash => {

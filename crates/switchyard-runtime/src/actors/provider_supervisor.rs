@@ -14,7 +14,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tracing::{error, info, warn};
 
 use switchyard_bus::Bus;
-use switchyard_core::{RestartDecision, RestartPolicy, RestartTracker};
+use switchyard_core::{BreakerConfig, RestartDecision, RestartPolicy, RestartTracker};
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_providers::LlmProvider;
 
@@ -44,6 +44,7 @@ impl ProviderDirectory {
 pub struct ProviderSpec {
     pub provider: Arc<dyn LlmProvider>,
     pub max_in_flight: usize,
+    pub breaker: BreakerConfig,
 }
 
 pub struct ProviderSupervisor;
@@ -92,6 +93,7 @@ impl ProviderSupervisorState {
             provider: child.spec.provider.clone(),
             bus: self.bus.clone(),
             max_in_flight: child.spec.max_in_flight,
+            breaker: child.spec.breaker,
         };
         match Actor::spawn_linked(None, ProviderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -187,6 +189,10 @@ impl Actor for ProviderSupervisor {
                                 refused: 0,
                                 ewma_latency_ms: 0.0,
                                 last_error: None,
+                                breaker: "unknown".into(),
+                                breaker_epoch: 0,
+                                failure_rate: None,
+                                misconfigured: false,
                             },
                         };
                         health.status = match status {

@@ -1,0 +1,430 @@
+//! The cluster's shared breaker state in Redis.
+//!
+//! Why it looks the way it does:
+//! - Every transition is one Lua script (see [`scripts`]) that reads Redis `TIME`, so node clocks never matter
+//!   and two nodes can never both win a race: Redis runs one script at a time.
+//! - Keys live under a configurable prefix (default `switchyard:v1:`) with one hash tag per provider:
+//!   `cb:{p}` (hash: state, epoch, opens, open_until_ms, probe_owner, probe_until_ms, misconfigured, window_s),
+//!   `cb:{p}:b:<second>` (hash s/f/slow/h) and `cb:{p}:nodes:<second>` (set of nodes that reported trouble).
+//!   A script names only `cb:{p}` in `KEYS` and derives the bucket keys from it; they share its hash slot, so the
+//!   scripts run unchanged on Redis Cluster. Escalation counters: `esc:{cascade}:<stage>:<bucket second>`.
+//! - Scripts run through `redis::Script` (EVALSHA, falling back to loading the script after a restart).
+//! - Every call is bounded by [`RedisOptions::call_timeout`] (50 ms by default) and fails with
+//!   [`StateError::Timeout`] or [`StateError::Unavailable`]; the `ConnectionManager` reconnects in the background,
+//!   so a paused or restarting Redis never blocks a caller for longer than the bound.
+//! - URLs may carry ACL credentials (`redis://user:password@host`) and use TLS (`rediss://`); `Debug` output and
+//!   errors show them with the password replaced by `***`.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+mod options;
+pub mod scripts;
+
+pub use options::{DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, RedisOptions};
+use options::{client, redact_url};
+
+use crate::types::{ESCALATION_BUCKET, ESCALATION_RETENTION, RawBreaker, escalation_bucket_count, ms};
+use crate::{
+    BreakerState, BreakerStore, ClusterView, EscalationCounts, OpenWait, OutcomeBatch, ProbeDecision, ReportEffect,
+    ReportOutcome, StateError, TripPolicy, Update, validate_name,
+};
+
+/// The production [`BreakerStore`]: Lua scripts on Redis through an auto-reconnecting connection.
+///
+/// Clones share the connection (commands are pipelined on it).
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: ConnectionManager,
+    redacted_url: String,
+    key_prefix: String,
+    call_timeout: Duration,
+    /// Added to Redis `TIME` in every script; only the test harness moves it (see `shift_clock`).
+    clock_offset_ms: AtomicU64,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    report: redis::Script,
+    rate_limited: redis::Script,
+    acquire_probe: redis::Script,
+    probe_result: redis::Script,
+    command: redis::Script,
+    get: redis::Script,
+    escalation_add: redis::Script,
+    escalation_rate: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        use scripts::*;
+        Scripts {
+            report: redis::Script::new(REPORT.source),
+            rate_limited: redis::Script::new(RATE_LIMITED.source),
+            acquire_probe: redis::Script::new(ACQUIRE_PROBE.source),
+            probe_result: redis::Script::new(PROBE_RESULT.source),
+            command: redis::Script::new(COMMAND.source),
+            get: redis::Script::new(GET.source),
+            escalation_add: redis::Script::new(ESCALATION_ADD.source),
+            escalation_rate: redis::Script::new(ESCALATION_RATE.source),
+        }
+    }
+}
+
+/// What every breaker script returns: effect, now, state, epoch, opens, open_until, owner, probe_until, misconf.
+type Reply = (String, u64, String, u64, u64, u64, String, u64, u64);
+
+impl RedisStore {
+    /// Connects to `url` (`redis://` or `rediss://`, ACL user and password in the URL) and waits, at most
+    /// `options.connect_timeout`, until Redis answers. Fails with [`StateError::Connect`] (the URL redacted) when
+    /// it does not, or [`StateError::Config`] for unusable options. Later outages are survived: see
+    /// [`RedisStore::connect_lazy`].
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, StateError> {
+        let client = client(url, &options)?;
+        let connect_error = |source: crate::BoxError| StateError::Connect { url: redact_url(url), source };
+        // One direct attempt first: it reports the real cause (refused, bad password, TLS) instead of a timeout
+        // hidden behind the manager's retries.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.connect_timeout));
+        let attempt = async {
+            let mut connection = client.get_multiplexed_async_connection_with_config(&config).await?;
+            redis::cmd("PING").query_async::<()>(&mut connection).await
+        };
+        match tokio::time::timeout(options.connect_timeout, attempt).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(connect_error(Box::new(error))),
+            Err(elapsed) => return Err(connect_error(Box::new(elapsed))),
+        }
+        let store = Self::build(client, url, &options)?;
+        let mut connection = store.inner.connection.clone();
+        let ping = async move { redis::cmd("PING").query_async::<()>(&mut connection).await };
+        match tokio::time::timeout(options.connect_timeout, ping).await {
+            Ok(Ok(())) => Ok(store),
+            Ok(Err(error)) => Err(connect_error(Box::new(error))),
+            Err(elapsed) => Err(connect_error(Box::new(elapsed))),
+        }
+    }
+
+    /// Like [`RedisStore::connect`] but without waiting for Redis: the connection is made in the background and
+    /// calls fail with [`StateError::Timeout`] or [`StateError::Unavailable`] until it is up. For a node that
+    /// must start while Redis is down. Fails only on an unusable URL or options.
+    pub async fn connect_lazy(url: &str, options: RedisOptions) -> Result<Self, StateError> {
+        let client = client(url, &options)?;
+        let store = Self::build(client, url, &options)?;
+        // The manager connects on first use; drive that first connection now, in the background.
+        let mut connection = store.inner.connection.clone();
+        let bound = options.connect_timeout;
+        tokio::spawn(async move {
+            let ping = async move { redis::cmd("PING").query_async::<()>(&mut connection).await };
+            if let Ok(Err(error)) = tokio::time::timeout(bound, ping).await {
+                tracing::debug!(%error, "redis not reachable yet");
+            }
+        });
+        Ok(store)
+    }
+
+    fn build(client: redis::Client, url: &str, options: &RedisOptions) -> Result<Self, StateError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.call_timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(options.reconnect_max_delay);
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|error| StateError::Connect { url: redact_url(url), source: Box::new(error) })?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                connection,
+                redacted_url: redact_url(url),
+                key_prefix: options.key_prefix.clone(),
+                call_timeout: options.call_timeout,
+                clock_offset_ms: AtomicU64::new(0),
+                scripts: Scripts::new(),
+            }),
+        })
+    }
+
+    /// The URL this store connects to, with any password replaced by `***`.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted_url
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.key_prefix
+    }
+
+    /// The key of `provider`'s breaker hash (the bucket keys extend it with `:b:<second>` and
+    /// `:nodes:<second>`).
+    pub fn breaker_key(&self, provider: &str) -> String {
+        format!("{}cb:{{{provider}}}", self.inner.key_prefix)
+    }
+
+    /// The base key of `cascade`'s `stage` escalation counters (buckets extend it with `:<bucket second>`).
+    pub fn escalation_key(&self, cascade: &str, stage: u32) -> String {
+        format!("{}esc:{{{cascade}}}:{stage}", self.inner.key_prefix)
+    }
+
+    /// Moves this store's view of time forward by `by` (added to Redis `TIME` in every script). Test-only: it
+    /// lets the conformance suite advance time on a real Redis. Clones share the shift; separate stores do not.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn shift_clock(&self, by: Duration) {
+        self.inner.clock_offset_ms.fetch_add(ms(by), Ordering::SeqCst);
+    }
+
+    fn offset(&self) -> u64 {
+        self.inner.clock_offset_ms.load(Ordering::SeqCst)
+    }
+
+    /// Runs one Redis exchange under the call bound, mapping failures to [`StateError`].
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        exchange: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StateError> {
+        let timeout = self.inner.call_timeout;
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(map_error(operation, timeout, error)),
+            Err(_) => Err(StateError::Timeout { operation, timeout }),
+        }
+    }
+
+    /// Runs a breaker script on `provider`'s key with `args` after the clock offset.
+    async fn breaker_script(
+        &self,
+        operation: &'static str,
+        script: &redis::Script,
+        provider: &str,
+        args: &[String],
+    ) -> Result<(String, ClusterView), StateError> {
+        validate_name("provider", provider)?;
+        let mut invocation = script.key(self.breaker_key(provider));
+        invocation.arg(self.offset());
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.inner.connection.clone();
+        let reply: Reply = self.bounded(operation, invocation.invoke_async(&mut connection)).await?;
+        parse_reply(operation, provider, reply)
+    }
+
+    async fn command(&self, provider: &str, command: &'static str) -> Result<Update, StateError> {
+        let (_, view) = self.breaker_script(command, &self.inner.scripts.command, provider, &[command.into()]).await?;
+        Ok(Update { changed: true, view })
+    }
+}
+
+fn map_error(operation: &'static str, timeout: Duration, error: RedisError) -> StateError {
+    if error.is_timeout() {
+        return StateError::Timeout { operation, timeout };
+    }
+    match error.kind() {
+        ErrorKind::Io
+        | ErrorKind::AuthenticationFailed
+        | ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown,
+        ) => StateError::Unavailable { operation, source: Box::new(error) },
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
+            StateError::Protocol { operation, detail: error.to_string() }
+        }
+        _ => StateError::Backend { operation, detail: error.to_string() },
+    }
+}
+
+fn parse_reply(operation: &'static str, provider: &str, reply: Reply) -> Result<(String, ClusterView), StateError> {
+    let (effect, now, state, epoch, opens, open_until_ms, probe_owner, probe_until_ms, misconfigured) = reply;
+    let state = BreakerState::from_name(&state)
+        .ok_or_else(|| StateError::Protocol { operation, detail: format!("unknown breaker state {state:?}") })?;
+    let raw = RawBreaker {
+        state: Some(state),
+        epoch,
+        opens,
+        open_until_ms,
+        probe_owner,
+        probe_until_ms,
+        misconfigured: misconfigured != 0,
+    };
+    Ok((effect, raw.view(provider, now)))
+}
+
+fn unexpected(operation: &'static str, effect: &str) -> StateError {
+    StateError::Protocol { operation, detail: format!("unexpected effect {effect:?}") }
+}
+
+#[async_trait::async_trait]
+impl BreakerStore for RedisStore {
+    async fn report(
+        &self,
+        provider: &str,
+        node: &str,
+        batch: OutcomeBatch,
+        policy: &TripPolicy,
+    ) -> Result<ReportOutcome, StateError> {
+        validate_name("node", node)?;
+        policy.validate()?;
+        let args = [
+            node.to_owned(),
+            batch.epoch.to_string(),
+            batch.successes.to_string(),
+            batch.failures.to_string(),
+            batch.slow_calls.to_string(),
+            batch.hard_errors.to_string(),
+            policy.window_secs().to_string(),
+            policy.failure_rate_threshold.to_string(),
+            policy.slow_call_rate_threshold.unwrap_or(-1.0).to_string(),
+            policy.minimum_calls.to_string(),
+            policy.min_reporting_nodes.to_string(),
+            policy.hard_error_minimum.to_string(),
+            ms(policy.wait.base).to_string(),
+            ms(policy.wait.max).to_string(),
+            ms(policy.wait.jitter).to_string(),
+        ];
+        let (effect, view) = self.breaker_script("report", &self.inner.scripts.report, provider, &args).await?;
+        let effect = match effect.as_str() {
+            "counted" => ReportEffect::Counted,
+            "tripped" => ReportEffect::Tripped { hard_error: false },
+            "tripped_hard" => ReportEffect::Tripped { hard_error: true },
+            "stale" => ReportEffect::Stale,
+            "ignored" => ReportEffect::Ignored,
+            other => return Err(unexpected("report", other)),
+        };
+        Ok(ReportOutcome { effect, view })
+    }
+
+    async fn rate_limited(&self, provider: &str, retry_after: Duration) -> Result<Update, StateError> {
+        let args = [ms(retry_after).to_string()];
+        let script = &self.inner.scripts.rate_limited;
+        let (effect, view) = self.breaker_script("rate_limited", script, provider, &args).await?;
+        Ok(Update { changed: effect == "changed", view })
+    }
+
+    async fn acquire_probe(&self, provider: &str, node: &str, lease: Duration) -> Result<ProbeDecision, StateError> {
+        validate_name("node", node)?;
+        if ms(lease) == 0 {
+            return Err(StateError::config("lease", "must be at least 1 ms"));
+        }
+        let args = [node.to_owned(), ms(lease).to_string()];
+        let script = &self.inner.scripts.acquire_probe;
+        let (effect, view) = self.breaker_script("acquire_probe", script, provider, &args).await?;
+        match effect.as_str() {
+            "granted" => Ok(ProbeDecision::Granted(view)),
+            "refused" => Ok(ProbeDecision::Refused(view)),
+            other => Err(unexpected("acquire_probe", other)),
+        }
+    }
+
+    async fn probe_result(
+        &self,
+        provider: &str,
+        node: &str,
+        epoch: u64,
+        success: bool,
+        wait: &OpenWait,
+    ) -> Result<Update, StateError> {
+        validate_name("node", node)?;
+        wait.validate()?;
+        let args = [
+            node.to_owned(),
+            epoch.to_string(),
+            if success { "1" } else { "0" }.to_owned(),
+            ms(wait.base).to_string(),
+            ms(wait.max).to_string(),
+            ms(wait.jitter).to_string(),
+        ];
+        let script = &self.inner.scripts.probe_result;
+        let (effect, view) = self.breaker_script("probe_result", script, provider, &args).await?;
+        Ok(Update { changed: effect == "changed", view })
+    }
+
+    async fn get(&self, provider: &str) -> Result<ClusterView, StateError> {
+        Ok(self.breaker_script("get", &self.inner.scripts.get, provider, &[]).await?.1)
+    }
+
+    async fn get_many(&self, providers: &[&str]) -> Result<Vec<ClusterView>, StateError> {
+        for provider in providers {
+            validate_name("provider", provider)?;
+        }
+        // One script per provider (a script may only touch one hash slot), all in flight at once on the
+        // multiplexed connection, under one bound.
+        let offset = self.offset();
+        let reads = providers.iter().map(|provider| {
+            let mut connection = self.inner.connection.clone();
+            let key = self.breaker_key(provider);
+            async move {
+                let mut invocation = self.inner.scripts.get.key(key);
+                invocation.arg(offset);
+                invocation.invoke_async::<Reply>(&mut connection).await
+            }
+        });
+        let replies = self.bounded("get_many", futures::future::try_join_all(reads)).await?;
+        providers.iter().zip(replies).map(|(provider, reply)| Ok(parse_reply("get_many", provider, reply)?.1)).collect()
+    }
+
+    async fn force_open(&self, provider: &str) -> Result<Update, StateError> {
+        self.command(provider, "force_open").await
+    }
+
+    async fn disable(&self, provider: &str) -> Result<Update, StateError> {
+        self.command(provider, "disable").await
+    }
+
+    async fn reset(&self, provider: &str) -> Result<Update, StateError> {
+        self.command(provider, "reset").await
+    }
+
+    async fn add_escalations(&self, cascade: &str, stage: u32, counts: EscalationCounts) -> Result<(), StateError> {
+        validate_name("cascade", cascade)?;
+        let mut invocation = self.inner.scripts.escalation_add.key(self.escalation_key(cascade, stage));
+        invocation
+            .arg(self.offset())
+            .arg(counts.total)
+            .arg(counts.escalated)
+            .arg(ESCALATION_BUCKET.as_secs())
+            .arg(ms(ESCALATION_RETENTION + ESCALATION_BUCKET));
+        let mut connection = self.inner.connection.clone();
+        self.bounded("add_escalations", invocation.invoke_async::<u64>(&mut connection)).await?;
+        Ok(())
+    }
+
+    async fn escalation_rate(
+        &self,
+        cascade: &str,
+        stage: u32,
+        window: Duration,
+    ) -> Result<EscalationCounts, StateError> {
+        validate_name("cascade", cascade)?;
+        // The script computes the bucket starts from Redis TIME; the count is the same as the memory store's.
+        let buckets = escalation_bucket_count(window)?;
+        let mut invocation = self.inner.scripts.escalation_rate.key(self.escalation_key(cascade, stage));
+        invocation.arg(self.offset()).arg(ESCALATION_BUCKET.as_secs()).arg(buckets);
+        let mut connection = self.inner.connection.clone();
+        let (total, escalated): (u64, u64) =
+            self.bounded("escalation_rate", invocation.invoke_async(&mut connection)).await?;
+        Ok(EscalationCounts { total, escalated })
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.redacted_url)
+            .field("key_prefix", &self.inner.key_prefix)
+            .field("call_timeout", &self.inner.call_timeout)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,58 @@
+//! The Lua scripts, one per transition, each with a versioned name. A script's text starts with its name
+//! (`-- switchyard_breaker_report_v1`), so it is recognisable in `SCRIPT`, `SLOWLOG` and `MONITOR` output.
+//! Changing a script's behaviour means a new version in its name, since nodes of two releases may share a
+//! Redis during a rolling upgrade.
+
+/// A named Lua script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LuaScript {
+    /// The versioned name, such as `switchyard_breaker_report_v1`.
+    pub name: &'static str,
+    /// The full source sent to Redis: the name, the shared prelude, the script's body.
+    pub source: &'static str,
+}
+
+macro_rules! lua {
+    ($name:literal, $file:literal) => {
+        LuaScript {
+            name: $name,
+            source: concat!("-- ", $name, "\n", include_str!("../scripts/common.lua"), include_str!($file)),
+        }
+    };
+}
+
+/// Adds a batch of outcomes and decides a cluster trip.
+pub const REPORT: LuaScript = lua!("switchyard_breaker_report_v1", "../scripts/report.lua");
+/// Opens or extends a 429 cooldown.
+pub const RATE_LIMITED: LuaScript = lua!("switchyard_breaker_rate_limited_v1", "../scripts/rate_limited.lua");
+/// Grants the half-open probe lease to one node.
+pub const ACQUIRE_PROBE: LuaScript = lua!("switchyard_breaker_acquire_probe_v1", "../scripts/acquire_probe.lua");
+/// Closes or re-opens after the probe.
+pub const PROBE_RESULT: LuaScript = lua!("switchyard_breaker_probe_result_v1", "../scripts/probe_result.lua");
+/// Operator commands: force_open, disable, reset.
+pub const COMMAND: LuaScript = lua!("switchyard_breaker_command_v1", "../scripts/command.lua");
+/// Reads a breaker with Redis `TIME`.
+pub const GET: LuaScript = lua!("switchyard_breaker_get_v1", "../scripts/get.lua");
+/// Adds escalation counts to the current time bucket.
+pub const ESCALATION_ADD: LuaScript = lua!("switchyard_escalation_add_v1", "../scripts/escalation_add.lua");
+/// Sums escalation counts over a window.
+pub const ESCALATION_RATE: LuaScript = lua!("switchyard_escalation_rate_v1", "../scripts/escalation_rate.lua");
+
+/// Every script, for tooling that preloads or inspects them.
+pub const ALL: [LuaScript; 8] =
+    [REPORT, RATE_LIMITED, ACQUIRE_PROBE, PROBE_RESULT, COMMAND, GET, ESCALATION_ADD, ESCALATION_RATE];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_is_named_and_versioned() {
+        for script in ALL {
+            assert!(script.name.starts_with("switchyard_") && script.name.ends_with("_v1"), "{}", script.name);
+            assert!(script.source.starts_with(&format!("-- {}\n", script.name)));
+        }
+        let names: std::collections::BTreeSet<_> = ALL.iter().map(|script| script.name).collect();
+        assert_eq!(names.len(), ALL.len());
+    }
+}

@@ -1,0 +1,26 @@
+-- KEYS[1] breaker hash. ARGV: offset, retry_after_ms.
+--
+-- A 429 cooldown: open until max(open_until, now + retry_after). Extends, never shortens; changes (and bumps the
+-- epoch) only when the state changes or the deadline moves. Forced-open and disabled breakers are left alone.
+local key = KEYS[1]
+local now = now_ms()
+local b = load_breaker(key)
+local until_ms = now + tonumber(ARGV[2])
+
+if b.state == 'forced_open' or b.state == 'disabled' then
+  return reply('unchanged', now, b)
+end
+if b.state == 'open' then
+  if until_ms <= b.open_until_ms then
+    return reply('unchanged', now, b)
+  end
+  b.open_until_ms = until_ms
+  b.epoch = b.epoch + 1
+else
+  -- closed or half_open: open (a half-open probe lease is dropped)
+  transition(b, 'open')
+  b.open_until_ms = math.max(b.open_until_ms, until_ms)
+  clear_probe(b)
+end
+save_breaker(key, b)
+return reply('changed', now, b)

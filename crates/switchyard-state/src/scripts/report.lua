@@ -1,0 +1,79 @@
+-- KEYS[1] breaker hash. ARGV: offset, node, epoch, successes, failures, slow_calls, hard_errors, window_s,
+-- failure_rate_threshold, slow_call_rate_threshold (-1: off), minimum_calls, min_reporting_nodes,
+-- hard_error_minimum, wait_base_ms, wait_max_ms, jitter_ms.
+--
+-- Adds the batch to the current second's bucket (hash s/f/slow/h) and, when it has bad outcomes, the node to the
+-- second's set; then, if the breaker is closed, decides a trip over the window (see `TripPolicy`).
+local key = KEYS[1]
+local now = now_ms()
+local node = ARGV[2]
+local epoch = tonumber(ARGV[3])
+local s, f, slow, h = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local window = tonumber(ARGV[8])
+
+local b = load_breaker(key)
+if epoch < b.epoch then
+  return reply('stale', now, b)
+end
+if b.state == 'open' or b.state == 'half_open' or b.state == 'forced_open' then
+  return reply('ignored', now, b)
+end
+
+local second = math.floor(now / 1000)
+local ttl = (window + 1) * 1000
+local bucket = key .. ':b:' .. second
+redis.call('HINCRBY', bucket, 's', s)
+redis.call('HINCRBY', bucket, 'f', f)
+redis.call('HINCRBY', bucket, 'slow', slow)
+redis.call('HINCRBY', bucket, 'h', h)
+redis.call('PEXPIRE', bucket, ttl)
+if f > 0 or slow > 0 or h > 0 then
+  local nodes = key .. ':nodes:' .. second
+  redis.call('SADD', nodes, node)
+  redis.call('PEXPIRE', nodes, ttl)
+end
+redis.call('HSET', key, 'window_s', window)
+if b.state ~= 'closed' then
+  return reply('counted', now, b)
+end
+
+local S, F, SLOW, H = 0, 0, 0, 0
+local node_sets = {}
+for i = 0, window - 1 do
+  local v = redis.call('HMGET', key .. ':b:' .. (second - i), 's', 'f', 'slow', 'h')
+  S = S + tonumber(v[1] or '0')
+  F = F + tonumber(v[2] or '0')
+  SLOW = SLOW + tonumber(v[3] or '0')
+  H = H + tonumber(v[4] or '0')
+  node_sets[#node_sets + 1] = key .. ':nodes:' .. (second - i)
+end
+local nodes = #redis.call('SUNION', unpack(node_sets))
+
+local threshold, slow_threshold = tonumber(ARGV[9]), tonumber(ARGV[10])
+local minimum_calls, min_nodes, hard_minimum = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local trip, hard = false, false
+if hard_minimum > 0 and H >= hard_minimum then
+  trip, hard = true, true
+else
+  local calls = S + F + H
+  if calls >= minimum_calls and nodes >= min_nodes then
+    if F + H >= threshold * calls then
+      trip = true
+    elseif slow_threshold > 0 and SLOW >= slow_threshold * calls then
+      trip = true
+    end
+  end
+end
+if not trip then
+  return reply('counted', now, b)
+end
+
+open_for_next(b, now, tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]))
+if hard then
+  b.misconfigured = 1
+end
+save_breaker(key, b)
+if hard then
+  return reply('tripped_hard', now, b)
+end
+return reply('tripped', now, b)
