@@ -86,10 +86,7 @@ impl LlmProvider for AnthropicProvider {
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, ProviderError> {
         let upstream = &self.upstream;
-        let response = upstream.post(self.headers(false)?, &self.body(request, false), false).await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(|err| upstream.transport_error(&err))?;
+        let (status, headers, bytes) = upstream.post_whole(self.headers(false)?, &self.body(request, false)).await?;
         let parsed = match serde_json::from_slice::<MessageResponse>(&bytes) {
             Ok(parsed) if parsed.kind.as_deref() != Some("error") => parsed,
             _ => return Err(upstream.error_response(status, &headers, &String::from_utf8_lossy(&bytes))),

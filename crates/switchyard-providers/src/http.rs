@@ -100,6 +100,19 @@ impl Upstream {
         Err(self.error_response(status, &headers, &text))
     }
 
+    /// POSTs `body` for a non-streaming answer and reads it whole: `(status, headers, body)` of a 2xx response.
+    pub(crate) async fn post_whole(
+        &self,
+        headers: HeaderMap,
+        body: &serde_json::Value,
+    ) -> Result<(u16, HeaderMap, bytes::Bytes), ProviderError> {
+        let response = self.post(headers, body, false).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(|err| self.transport_error(&err))?;
+        Ok((status, headers, bytes))
+    }
+
     /// Classifies an error response (or a 2xx whose body is not an answer) into a [`ProviderError`].
     pub(crate) fn error_response(&self, status: u16, headers: &HeaderMap, body: &str) -> ProviderError {
         let key = self.settings.api_key.as_ref();
