@@ -153,6 +153,16 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// An operator state (forced open, disabled): no deadline, no probe.
+    fn operator_state(&self, provider: &str, state: BreakerState) -> Result<Update, StateError> {
+        self.change(provider, |entry, _| {
+            entry.transition(state);
+            entry.breaker.open_until_ms = 0;
+            entry.clear_probe();
+            true
+        })
+    }
+
     /// An empty store on the system clock.
     pub fn new() -> Self {
         MemoryStore::with_clock(Arc::new(SystemClock))
@@ -353,21 +363,11 @@ impl BreakerStore for MemoryStore {
     }
 
     async fn force_open(&self, provider: &str) -> Result<Update, StateError> {
-        self.change(provider, |entry, _| {
-            entry.transition(BreakerState::ForcedOpen);
-            entry.breaker.open_until_ms = 0;
-            entry.clear_probe();
-            true
-        })
+        self.operator_state(provider, BreakerState::ForcedOpen)
     }
 
     async fn disable(&self, provider: &str) -> Result<Update, StateError> {
-        self.change(provider, |entry, _| {
-            entry.transition(BreakerState::Disabled);
-            entry.breaker.open_until_ms = 0;
-            entry.clear_probe();
-            true
-        })
+        self.operator_state(provider, BreakerState::Disabled)
     }
 
     async fn reset(&self, provider: &str) -> Result<Update, StateError> {
