@@ -22,8 +22,12 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own story; only errors should interrupt it.
-    let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
+    // A node logs its life at info; the demo and the clients print their own output, so only problems interrupt it.
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Demo { .. } => "error",
+        Command::Query { .. } | Command::Admin { .. } => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)
