@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 
-use switchyard_bus::{Bus, Message, NatsBus, NatsOptions};
+use switchyard_bus::{Bus, Message, NatsBus, NatsOptions, gather, request_many};
 use switchyard_mock::{MockConfig, MockServer};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::admin::NodeHealth;
@@ -121,10 +121,8 @@ impl TestCluster {
     pub async fn stream(&self, route: &str, request: &QueryRequest) -> anyhow::Result<Vec<StreamFrame>> {
         let mut request = request.clone();
         request.stream = true;
-        let inbox = self.client.new_inbox();
-        let mut sub = self.client.subscribe(&inbox).await?;
         let payload = Bytes::from(serde_json::to_vec(&request)?);
-        self.client.publish(Message::new(self.subjects.query(route), payload).with_reply(inbox)).await?;
+        let mut sub = request_many(self.client.as_ref(), Message::new(self.subjects.query(route), payload)).await?;
         let mut frames = Vec::new();
         loop {
             let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), sub.next()).await else {
@@ -144,17 +142,9 @@ impl TestCluster {
 
     /// Gathers the health of every node that answers within `wait`.
     pub async fn health(&self, wait: Duration) -> anyhow::Result<Vec<NodeHealth>> {
-        let inbox = self.client.new_inbox();
-        let mut sub = self.client.subscribe(&inbox).await?;
-        self.client.publish(Message::new(self.subjects.admin_health(), Bytes::new()).with_reply(inbox)).await?;
-        let mut out = Vec::new();
-        while let Ok(Some(message)) = tokio::time::timeout(wait, sub.next()).await {
-            if message.is_no_responders() {
-                break;
-            }
-            out.push(serde_json::from_slice(&message.payload)?);
-        }
-        Ok(out)
+        let ask = Message::new(self.subjects.admin_health(), Bytes::new());
+        let replies = gather(self.client.as_ref(), ask, wait, usize::MAX).await?;
+        Ok(replies.iter().map(|m| serde_json::from_slice(&m.payload)).collect::<Result<_, _>>()?)
     }
 
     pub async fn shutdown(self) {

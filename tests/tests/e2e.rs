@@ -131,12 +131,10 @@ async fn a_crashed_provider_actor_is_restarted_and_serves_again() {
     let cluster = TestCluster::start(1).await.unwrap();
     reply(cluster.query("solo", &ask("before")).await.unwrap());
 
-    let inbox = cluster.client.new_inbox();
-    let mut acks = cluster.client.subscribe(&inbox).await.unwrap();
-    let crash = Message::new(cluster.subjects.admin_provider("primary", "crash"), Bytes::new()).with_reply(inbox);
-    cluster.client.publish(crash).await.unwrap();
-    let ack = tokio::time::timeout(Duration::from_secs(5), acks.next()).await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&ack.payload).contains("crashed provider actor primary"));
+    let crash = Message::new(cluster.subjects.admin_provider("primary", "crash"), Bytes::new());
+    let acks = switchyard_bus::gather(cluster.client.as_ref(), crash, Duration::from_secs(5), 1).await.unwrap();
+    assert_eq!(acks.len(), 1, "the node hosting the provider acknowledges");
+    assert!(String::from_utf8_lossy(&acks[0].payload).contains("crashed provider actor primary"));
 
     let node = &cluster.nodes[0];
     eventually("the provider actor restarted", Duration::from_secs(5), || async {

@@ -97,6 +97,17 @@ impl Entry {
         self.bad_nodes.clear();
     }
 
+    /// Closes the breaker for good: a successful probe or an operator reset. Forgets opens, deadline, probe and
+    /// the outcome buckets.
+    fn close(&mut self) {
+        self.transition(BreakerState::Closed);
+        self.breaker.opens = 0;
+        self.breaker.open_until_ms = 0;
+        self.breaker.misconfigured = false;
+        self.clear_probe();
+        self.clear_buckets();
+    }
+
     fn clear_probe(&mut self) {
         self.breaker.probe_owner.clear();
         self.breaker.probe_until_ms = 0;
@@ -324,12 +335,7 @@ impl BreakerStore for MemoryStore {
                 return false;
             }
             if success {
-                entry.transition(BreakerState::Closed);
-                entry.breaker.opens = 0;
-                entry.breaker.open_until_ms = 0;
-                entry.breaker.misconfigured = false;
-                entry.clear_probe();
-                entry.clear_buckets();
+                entry.close();
             } else {
                 entry.open_for_next(now, wait);
             }
@@ -372,12 +378,7 @@ impl BreakerStore for MemoryStore {
 
     async fn reset(&self, provider: &str) -> Result<Update, StateError> {
         self.change(provider, |entry, _| {
-            entry.transition(BreakerState::Closed);
-            entry.breaker.opens = 0;
-            entry.breaker.open_until_ms = 0;
-            entry.breaker.misconfigured = false;
-            entry.clear_probe();
-            entry.clear_buckets();
+            entry.close();
             true
         })
     }

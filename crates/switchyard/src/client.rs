@@ -54,9 +54,7 @@ pub async fn query(nats: &str, namespace: &str, route: &str, text: &str, options
         }
     }
 
-    let inbox = bus.new_inbox();
-    let mut frames = bus.subscribe(&inbox).await?;
-    bus.publish(Message::new(subjects.query(route), payload).with_reply(inbox)).await?;
+    let mut frames = switchyard_bus::request_many(&bus, Message::new(subjects.query(route), payload)).await?;
     let mut stdout = std::io::stdout();
     loop {
         let message = tokio::time::timeout(wait, frames.next()).await.context("no answer before the deadline")?;
@@ -130,19 +128,12 @@ pub async fn admin(nats: &str, namespace: &str, command: AdminCommand) -> anyhow
         AdminCommand::Health { node: None, wait_ms } => (subjects.admin_health(), *wait_ms),
         AdminCommand::CrashProvider { provider } => (subjects.admin_provider(provider, "crash"), 500),
     };
-    let inbox = bus.new_inbox();
-    let mut replies = bus.subscribe(&inbox).await?;
-    bus.publish(Message::new(subject, Bytes::new()).with_reply(inbox)).await?;
-    let until = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    let mut answered = 0;
-    while let Ok(Some(message)) = tokio::time::timeout_at(until, replies.next()).await {
-        if message.is_no_responders() {
-            break;
-        }
+    let wait = Duration::from_millis(wait_ms);
+    let replies = switchyard_bus::gather(&bus, Message::new(subject, Bytes::new()), wait, usize::MAX).await?;
+    for message in &replies {
         println!("{}", String::from_utf8_lossy(&message.payload));
-        answered += 1;
     }
-    if answered == 0 {
+    if replies.is_empty() {
         bail!("no node answered within {wait_ms} ms");
     }
     Ok(())

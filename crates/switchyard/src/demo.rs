@@ -16,6 +16,7 @@ use bytes::Bytes;
 use switchyard_bus::{Bus, MemoryBus, Message};
 use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
 use switchyard_protocol::ChatMessage;
+use switchyard_protocol::admin::NodeHealth;
 use switchyard_protocol::client::{QueryOutcome, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::{Node, NodeConfig};
@@ -73,24 +74,28 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     }
 
     phase("3. the secondary's actor crashes on every node; supervisors restart it");
-    let inbox = client.new_inbox();
-    let mut acks = client.subscribe(&inbox).await?;
-    client
-        .publish(Message::new(Subjects::default().admin_provider("secondary", "crash"), Bytes::new()).with_reply(inbox))
-        .await?;
-    for _ in 0..nodes {
-        if tokio::time::timeout(Duration::from_secs(2), acks.next()).await.is_err() {
-            break;
-        }
+    let crash = Message::new(Subjects::default().admin_provider("secondary", "crash"), Bytes::new());
+    switchyard_bus::gather(client.as_ref(), crash, Duration::from_secs(2), nodes).await?;
+    let restarted = wait_for_nodes(&cluster, Duration::from_secs(2), |health| {
+        health.providers.iter().any(|p| p.name == "secondary" && p.status == "running" && p.restarts > 0)
+    })
+    .await;
+    if restarted {
+        println!("   every node restarted its `secondary` actor");
+    } else {
+        println!("   not every `secondary` actor was back within 2 s");
     }
-    wait_until_restarted(&cluster).await;
     for _ in 0..queries {
         ask(&client, &mut n, &mut tally).await;
     }
 
     phase("4. recovery: the primary is healthy again; each node's breaker lets one probe through");
     mock.clear_behavior(PRIMARY_MODEL);
-    wait_until_probing(&cluster).await;
+    // Each node's breaker lets a probe through once its open interval is over.
+    wait_for_nodes(&cluster, Duration::from_secs(5), |health| {
+        health.providers.iter().all(|p| p.name != "primary" || p.breaker != "open")
+    })
+    .await;
     for _ in 0..queries {
         ask(&client, &mut n, &mut tally).await;
     }
@@ -125,38 +130,20 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits (up to 2 s) until every node's `secondary` actor runs again after its restart.
-async fn wait_until_restarted(cluster: &[Node]) {
-    let until = Instant::now() + Duration::from_secs(2);
+/// Polls every node's health until `done` holds for each (true), or `timeout` passes (false).
+async fn wait_for_nodes(cluster: &[Node], timeout: Duration, done: impl Fn(&NodeHealth) -> bool) -> bool {
+    let until = Instant::now() + timeout;
     while Instant::now() < until {
         let mut all = true;
         for node in cluster {
-            let health = node.health().await;
-            all &= health.providers.iter().any(|p| p.name == "secondary" && p.status == "running" && p.restarts > 0);
+            all &= done(&node.health().await);
         }
         if all {
-            println!("   every node restarted its `secondary` actor");
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("   not every `secondary` actor was back within 2 s");
-}
-
-/// Waits (up to 5 s) until no node's `primary` breaker is still in its open interval.
-async fn wait_until_probing(cluster: &[Node]) {
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until {
-        let mut open = false;
-        for node in cluster {
-            let health = node.health().await;
-            open |= health.providers.iter().any(|p| p.name == "primary" && p.breaker == "open");
-        }
-        if !open {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    false
 }
 
 fn phase(title: &str) {
