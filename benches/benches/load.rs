@@ -16,7 +16,7 @@ use switchyard_mock::{MockConfig, MockServer};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::client::{QueryOutcome, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
-use switchyard_runtime::{Node, NodeConfig};
+use switchyard_runtime::{Node, NodeConfig, SharedState};
 
 const MODEL: &str = "bench-model";
 
@@ -74,7 +74,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         base = mock.openai_base_url()
     ))?;
     let node_bus = NatsBus::connect(NatsOptions::new(nats.clone())).await.context("NATS must run")?;
-    let node = Node::start(&config, Arc::new(node_bus)).await?;
+    let node = Node::start(&config, Arc::new(node_bus), SharedState::default()).await?;
     let client: Arc<dyn Bus> = Arc::new(NatsBus::connect(NatsOptions::new(nats)).await?);
     let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
 

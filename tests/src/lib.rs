@@ -15,7 +15,8 @@ use switchyard_protocol::ChatMessage;
 use switchyard_protocol::admin::NodeHealth;
 use switchyard_protocol::client::{QueryOutcome, QueryRequest, StreamFrame};
 use switchyard_protocol::subjects::Subjects;
-use switchyard_runtime::{Node, NodeConfig};
+use switchyard_runtime::{Node, NodeConfig, SharedState};
+use switchyard_state::{RedisOptions, RedisStore};
 
 /// Model served by the `primary` provider (OpenAI wire format).
 pub const PRIMARY_MODEL: &str = "model-a";
@@ -97,7 +98,12 @@ impl TestCluster {
         let mut started = Vec::new();
         for i in 1..=nodes {
             let config = cluster_config(&mock, &namespace, &format!("node-{i}"))?;
-            started.push(Node::start(&config, connect().await?).await?);
+            // Each node has its own Redis connection, as separate processes would.
+            let options =
+                RedisOptions { key_prefix: format!("switchyard:test:{namespace}:"), ..RedisOptions::default() };
+            let store =
+                RedisStore::connect(&switchyard_testkit::redis_url(), options).await.context("Redis must run")?;
+            started.push(Node::start(&config, connect().await?, SharedState::from_store(store)).await?);
         }
         Ok(Self { mock, nodes: started, subjects: Subjects::new(&namespace), client: connect().await? })
     }

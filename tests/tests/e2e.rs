@@ -190,18 +190,30 @@ async fn bad_inputs_get_typed_errors_and_the_node_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_id_inside_its_deadline_is_answered_once() {
-    // De-duplication is per node (see the closing note of issue 2): one node here.
-    let cluster = TestCluster::start(1).await.unwrap();
-    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior { latency: Latency::Fixed { ms: 300 }, ..Behavior::default() });
-    let mut request = ask("only once");
-    request.id = Some("idem-1".into());
-    // Two concurrent copies (one joins the other) and one after the answer (served from the kept answer).
-    let (a, b) = tokio::join!(cluster.query("chat", &request), cluster.query("chat", &request));
-    let c = cluster.query("chat", &request).await;
-    let answers: Vec<QueryReply> = [a, b, c].into_iter().map(|o| reply(o.unwrap())).collect();
-    assert!(answers.iter().all(|r| r.content == "echo: only once" && r.id.as_deref() == Some("idem-1")));
-    assert_eq!(cluster.mock.calls(PRIMARY_MODEL), 1, "the provider must be called once");
+async fn the_same_id_inside_its_deadline_is_answered_once_across_nodes() {
+    // Two nodes in the queue group: copies of one id land on either node, and still cost one upstream call.
+    let cluster = TestCluster::start(2).await.unwrap();
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior { latency: Latency::Fixed { ms: 200 }, ..Behavior::default() });
+    let ids: Vec<String> = (0..6).map(|i| format!("idem-{i}")).collect();
+    let copies = ids.iter().flat_map(|id| {
+        let mut request = ask(&format!("only once {id}"));
+        request.id = Some(id.clone());
+        let cluster = &cluster;
+        (0..3).map(move |_| {
+            let request = request.clone();
+            async move { (request.id.clone(), cluster.query("chat", &request).await) }
+        })
+    });
+    for (id, outcome) in futures::future::join_all(copies).await {
+        let answer = reply(outcome.unwrap());
+        assert_eq!(answer.id, id);
+        assert_eq!(answer.content, format!("echo: only once {}", id.unwrap()));
+    }
+    // A copy after the answer gets the kept answer.
+    let mut late = ask("only once idem-0");
+    late.id = Some("idem-0".into());
+    assert_eq!(reply(cluster.query("chat", &late).await.unwrap()).content, "echo: only once idem-0");
+    assert_eq!(cluster.mock.calls(PRIMARY_MODEL), 6, "one upstream call per id, whichever node got the copies");
     cluster.shutdown().await;
 }
 

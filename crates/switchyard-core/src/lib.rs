@@ -11,6 +11,7 @@ pub mod cost;
 pub mod dedup;
 pub mod outcome;
 pub mod restart;
+pub mod retry;
 
 pub use backoff::Backoff;
 pub use breaker::{
@@ -21,3 +22,7 @@ pub use cost::Price;
 pub use dedup::{DedupTable, Seen};
 pub use outcome::{FailureClass, Outcome};
 pub use restart::{RestartDecision, RestartPolicy, RestartTracker};
+pub use retry::{
+    FallbackChains, RetryBudget, RetryBudgetConfig, RetryBudgetSnapshot, RetryConfigError, RetryDecision, RetryOn,
+    RetryPolicy,
+};

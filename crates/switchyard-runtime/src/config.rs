@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub node: NodeSection,
     #[serde(default)]
     pub nats: NatsSection,
+    /// Shared cluster state; without it a node keeps everything to itself (idempotency is per node).
+    #[serde(default)]
+    pub redis: Option<RedisSection>,
     #[serde(default)]
     pub supervisor: SupervisorSection,
     #[serde(default)]
@@ -123,6 +126,38 @@ impl Default for NatsSection {
             tls_key_file: None,
         }
     }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://` or `rediss://`; an ACL user and password may be in the URL, which is then better given
+    /// through `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the URL (so a password stays out of the file).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Bound on every Redis call.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub call_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for RedisSection {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSection").field("key_prefix", &self.key_prefix).finish_non_exhaustive()
+    }
+}
+
+fn default_key_prefix() -> String {
+    "switchyard:v1:".into()
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    50
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,6 +338,17 @@ impl NodeConfig {
         }
         if node.max_in_flight_queries == 0 {
             return Err(invalid("node.max_in_flight_queries", "must be positive"));
+        }
+        if let Some(redis) = &self.redis {
+            match (&redis.url, &redis.url_env) {
+                (Some(url), None) if url.starts_with("redis://") || url.starts_with("rediss://") => {}
+                (Some(_), None) => return Err(invalid("redis.url", "must start with redis:// or rediss://")),
+                (None, Some(_)) => {}
+                _ => return Err(invalid("redis.url", "set exactly one of url and url_env")),
+            }
+            if redis.call_timeout_ms == 0 || redis.call_timeout_ms > 5_000 {
+                return Err(invalid("redis.call_timeout_ms", "must be between 1 and 5000"));
+            }
         }
         if self.supervisor.backoff_base_ms == 0 {
             return Err(invalid("supervisor.backoff_base_ms", "must be positive"));

@@ -15,6 +15,8 @@ pub mod config;
 pub mod nats;
 pub mod node;
 pub mod query;
+pub mod state;
 
 pub use config::{ConfigError, NodeConfig, Role};
 pub use node::{Node, NodeError, ShutdownReport};
+pub use state::SharedState;

@@ -22,6 +22,7 @@ use crate::actors::node::{NodeArgs, NodeChildren, NodeMsg, NodeSupervisor};
 use crate::actors::provider_supervisor::ProviderSpec;
 use crate::actors::router::RouterMsg;
 use crate::config::{NodeConfig, ProviderKindConfig, ProviderSection, Role};
+use crate::state::SharedState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -50,8 +51,8 @@ pub struct ShutdownReport {
 }
 
 impl Node {
-    /// Builds the provider clients, then starts the actor tree on `bus`.
-    pub async fn start(config: &NodeConfig, bus: Arc<dyn Bus>) -> Result<Node, NodeError> {
+    /// Builds the provider clients, then starts the actor tree on `bus`, sharing `shared` with the cluster.
+    pub async fn start(config: &NodeConfig, bus: Arc<dyn Bus>, shared: SharedState) -> Result<Node, NodeError> {
         let name = if config.node.name.is_empty() {
             format!("node-{}", &Uuid::new_v4().simple().to_string()[..8])
         } else {
@@ -83,6 +84,7 @@ impl Node {
             default_deadline: Duration::from_millis(config.node.default_deadline_ms),
             max_in_flight_queries: config.node.max_in_flight_queries,
             draining: draining.clone(),
+            idempotency: shared.idempotency,
         };
         let spawn_err = |e: &dyn std::fmt::Display| NodeError::Spawn { reason: e.to_string() };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.map_err(|e| spawn_err(&e))?;

@@ -39,6 +39,7 @@ use std::time::Duration;
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
 mod error;
+pub mod idempotency;
 mod memory;
 mod redis;
 mod types;
@@ -47,6 +48,7 @@ pub use self::redis::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, scripts,
 };
 pub use error::{BoxError, StateError};
+pub use idempotency::{Claim, IdempotencyStore};
 pub use memory::{Clock, ManualClock, MemoryStore, SystemClock};
 pub use types::{
     BreakerState, ClusterView, ESCALATION_BUCKET, ESCALATION_RETENTION, EscalationCounts, MAX_NAME_LEN, MAX_WINDOW,

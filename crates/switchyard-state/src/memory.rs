@@ -6,6 +6,8 @@
 //! the state, so several "nodes" in one process agree exactly as nodes sharing a Redis do. Time comes from an
 //! injected [`Clock`]; tests use [`ManualClock`] and move it by hand.
 
+mod idempotency;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -151,6 +153,7 @@ impl Entry {
 #[derive(Debug, Default)]
 struct Inner {
     breakers: HashMap<String, Entry>,
+    claims: HashMap<String, idempotency::Claimed>,
     escalations: HashMap<(String, u32), BTreeMap<u64, Expiring<EscalationCounts>>>,
 }
 

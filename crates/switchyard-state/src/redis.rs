@@ -24,6 +24,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+mod idempotency;
 mod options;
 pub mod scripts;
 
@@ -63,6 +64,7 @@ struct Scripts {
     get: redis::Script,
     escalation_add: redis::Script,
     escalation_rate: redis::Script,
+    idempotency_claim: redis::Script,
 }
 
 impl Scripts {
@@ -77,6 +79,7 @@ impl Scripts {
             get: redis::Script::new(GET.source),
             escalation_add: redis::Script::new(ESCALATION_ADD.source),
             escalation_rate: redis::Script::new(ESCALATION_RATE.source),
+            idempotency_claim: redis::Script::new(IDEMPOTENCY_CLAIM.source),
         }
     }
 }

@@ -19,7 +19,8 @@ use switchyard_protocol::ChatMessage;
 use switchyard_protocol::admin::NodeHealth;
 use switchyard_protocol::client::{QueryOutcome, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
-use switchyard_runtime::{Node, NodeConfig};
+use switchyard_runtime::{Node, NodeConfig, SharedState};
+use switchyard_state::MemoryStore;
 
 const PRIMARY_MODEL: &str = "gpt-4o-mini";
 const SECONDARY_MODEL: &str = "claude-3-5-haiku";
@@ -46,6 +47,8 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     let nodes = nodes.clamp(1, 9);
     let mock = MockServer::start(MockConfig::default()).await.context("cannot start the mock provider")?;
     let bus = MemoryBus::new();
+    // The nodes share one in-memory store, as real nodes share Redis.
+    let shared = SharedState::from_store(MemoryStore::new());
     let config = demo_config(&mock.openai_base_url(), &mock.base_url())?;
 
     println!("Switchyard demo: {nodes} nodes on an in-memory bus, mock providers at {}", mock.base_url());
@@ -56,7 +59,7 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     for i in 1..=nodes {
         let mut config = config.clone();
         config.node.name = format!("node-{i}");
-        cluster.push(Node::start(&config, Arc::new(bus.clone())).await?);
+        cluster.push(Node::start(&config, Arc::new(bus.clone()), shared.clone()).await?);
     }
     let client: Arc<dyn Bus> = Arc::new(bus.clone());
     let mut tally = Tally::default();

@@ -70,7 +70,11 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(path)?;
     let bus =
         switchyard_runtime::nats::connect(&config.nats, &config.node.name).await.context("cannot connect to NATS")?;
-    let mut node = Node::start(&config, Arc::new(bus)).await?;
+    let shared = match &config.redis {
+        Some(redis) => switchyard_runtime::state::connect(redis).await.context("cannot set up Redis")?,
+        None => switchyard_runtime::SharedState::default(),
+    };
+    let mut node = Node::start(&config, Arc::new(bus), shared).await?;
     info!(node = node.name(), "serving; SIGTERM or Ctrl-C drains and stops");
     tokio::select! {
         _ = shutdown_signal() => {

@@ -16,6 +16,7 @@ use tracing::error;
 use switchyard_bus::Bus;
 use switchyard_core::RestartPolicy;
 use switchyard_protocol::subjects::Subjects;
+use switchyard_state::IdempotencyStore;
 
 use super::admin::{AdminActor, AdminArgs};
 use super::bridge::{BridgeArgs, BridgeMsg, BusBridge};
@@ -38,6 +39,7 @@ pub struct NodeArgs {
     pub default_deadline: Duration,
     pub max_in_flight_queries: usize,
     pub draining: Arc<AtomicBool>,
+    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
 }
 
 /// The node's children, for the node handle and the admin actor.
@@ -88,6 +90,7 @@ impl Actor for NodeSupervisor {
                     max_payload_bytes: args.max_payload_bytes,
                     default_deadline: args.default_deadline,
                     max_in_flight: args.max_in_flight_queries,
+                    idempotency: args.idempotency.clone(),
                 };
                 Some(Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0)
             }

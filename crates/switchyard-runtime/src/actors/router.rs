@@ -3,7 +3,9 @@
 //! The actor is the single owner of the node's query book-keeping: it refuses bad input with typed errors
 //! (oversized, malformed, unknown route, invalid fields), sheds load past the in-flight limit, and de-duplicates
 //! by idempotency key: a query whose `id` is already being answered waits for that answer, and one whose answer
-//! is still within its deadline gets it again, without a second upstream call.
+//! is still within its deadline gets it again, without a second upstream call. Within a node this is the
+//! in-memory table; across nodes (the queue group may hand a retry to another node) a claim in the shared
+//! idempotency store decides which node runs the query (`query::answer_once`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +20,9 @@ use switchyard_core::{DedupTable, Seen};
 use switchyard_protocol::admin::RouterHealth;
 use switchyard_protocol::client::{ErrorReply, ErrorType, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
+use switchyard_state::IdempotencyStore;
 
-use crate::query::{Answer, QueryContext, render, run_query};
+use crate::query::{Answer, QueryContext, answer_once, render, run_query};
 
 pub struct RouterActor;
 
@@ -32,6 +35,8 @@ pub struct RouterArgs {
     pub max_payload_bytes: usize,
     pub default_deadline: Duration,
     pub max_in_flight: usize,
+    /// Cluster-wide idempotency; without it, de-duplication is per node.
+    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
 }
 
 /// Somebody waiting for a de-duplicated answer: where to send it, and in which form.
@@ -48,6 +53,7 @@ pub struct RouterState {
     max_in_flight: usize,
     in_flight: usize,
     dedup: DedupTable<Waiter, Arc<Answer>>,
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
     health: RouterHealth,
 }
 
@@ -78,6 +84,7 @@ impl Actor for RouterActor {
             max_in_flight: args.max_in_flight,
             in_flight: 0,
             dedup: DedupTable::new(),
+            idempotency: args.idempotency,
             health: RouterHealth { routes: names, ..RouterHealth::default() },
         })
     }
@@ -177,12 +184,17 @@ impl RouterState {
 
         self.in_flight += 1;
         let ctx = self.ctx.clone();
+        let store = self.idempotency.clone();
         let route = route.to_owned();
         let span =
             info_span!("query", route = %route, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
         tokio::spawn(
             async move {
-                let answer = run_query(&ctx, &route, &providers, &request, &reply_to, deadline).await;
+                let run = || run_query(&ctx, &route, &providers, &request, &reply_to, deadline);
+                let answer = match (&store, &key) {
+                    (Some(store), Some(key)) => answer_once(store.as_ref(), key, &ctx.node, deadline, run).await,
+                    _ => run().await,
+                };
                 if let Err(error) = ctx.bus.publish(Message::new(reply_to, render(&answer, request.stream))).await {
                     warn!(%error, "cannot publish reply");
                 }

@@ -38,9 +38,24 @@ pub const ESCALATION_ADD: LuaScript = lua!("switchyard_escalation_add_v1", "../s
 /// Sums escalation counts over a window.
 pub const ESCALATION_RATE: LuaScript = lua!("switchyard_escalation_rate_v1", "../scripts/escalation_rate.lua");
 
+/// Claims an idempotency key (no breaker prelude: it reads no time and returns no breaker).
+pub const IDEMPOTENCY_CLAIM: LuaScript = LuaScript {
+    name: "switchyard_idempotency_claim_v1",
+    source: concat!("-- switchyard_idempotency_claim_v1\n", include_str!("../scripts/idempotency_claim.lua")),
+};
+
 /// Every script, for tooling that preloads or inspects them.
-pub const ALL: [LuaScript; 8] =
-    [REPORT, RATE_LIMITED, ACQUIRE_PROBE, PROBE_RESULT, COMMAND, GET, ESCALATION_ADD, ESCALATION_RATE];
+pub const ALL: [LuaScript; 9] = [
+    REPORT,
+    RATE_LIMITED,
+    ACQUIRE_PROBE,
+    PROBE_RESULT,
+    COMMAND,
+    GET,
+    ESCALATION_ADD,
+    ESCALATION_RATE,
+    IDEMPOTENCY_CLAIM,
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,45 @@
+//! The shared cluster state a node uses, connected from the `[redis]` section of its configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_state::{IdempotencyStore, RedisOptions, RedisStore, StateError};
+
+use crate::config::RedisSection;
+
+/// The stores a node shares with the rest of its cluster. What is `None` stays node-local.
+#[derive(Clone, Default)]
+pub struct SharedState {
+    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+}
+
+impl SharedState {
+    /// Everything in one store (a `RedisStore` in production, a `MemoryStore` in the demo and tests).
+    pub fn from_store<S: IdempotencyStore + Clone>(store: S) -> Self {
+        SharedState { idempotency: Some(Arc::new(store)) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateConnectError {
+    #[error("environment variable `{var}` named by `redis.url_env` is not set")]
+    MissingEnv { var: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Connects without waiting for Redis: a node starts (and serves) while Redis is down, and every call is
+/// bounded by `call_timeout_ms` until it is back.
+pub async fn connect(section: &RedisSection) -> Result<SharedState, StateConnectError> {
+    let url = match (&section.url, &section.url_env) {
+        (Some(url), _) => url.clone(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| StateConnectError::MissingEnv { var: var.clone() })?,
+        (None, None) => return Ok(SharedState::default()),
+    };
+    let options = RedisOptions {
+        key_prefix: section.key_prefix.clone(),
+        call_timeout: Duration::from_millis(section.call_timeout_ms),
+        ..RedisOptions::default()
+    };
+    Ok(SharedState::from_store(RedisStore::connect_lazy(&url, options).await?))
+}

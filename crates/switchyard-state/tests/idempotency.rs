@@ -1,0 +1,47 @@
+//! The idempotency checks against both stores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_state::idempotency::conformance::{check_all, check_one_owner};
+use switchyard_state::{IdempotencyStore, ManualClock, MemoryStore, RedisOptions, RedisStore};
+
+fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().elapsed().map(|d| d.as_nanos()).unwrap_or(0)
+    )
+}
+
+#[tokio::test]
+async fn memory_store_claims_answers_and_expires() {
+    let clock = ManualClock::new(1_000_000);
+    let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+    let ttl = Duration::from_secs(30);
+    check_all(&store, "mem", ttl, || {
+        let clock = clock.clone();
+        async move { clock.advance(Duration::from_secs(31)) }
+    })
+    .await;
+    check_one_owner(Arc::new(store), "mem").await;
+}
+
+#[tokio::test]
+async fn redis_store_claims_answers_and_expires() {
+    let prefix = format!("switchyard:test:{}:", unique("idem"));
+    let options = RedisOptions { key_prefix: prefix.clone(), ..RedisOptions::default() };
+    let store = RedisStore::connect(&switchyard_testkit::redis_url(), options).await.expect("Redis must run");
+    let ttl = Duration::from_millis(300);
+    check_all(&store, "redis", ttl, || tokio::time::sleep(Duration::from_millis(400))).await;
+    check_one_owner(Arc::new(store.clone()) as Arc<dyn IdempotencyStore>, "redis").await;
+    // The race key has a 5 s TTL; remove it rather than leave it behind.
+    let client = redis::Client::open(switchyard_testkit::redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut connection).await.unwrap();
+    }
+}
