@@ -216,10 +216,7 @@ mod tests {
         // New requests in second 2 earn retries while the old retries still count.
         assert_eq!(grants(&mut b, at(2_500), 6), 3);
         // Second 3: second 0 (4 requests, 2 retries) leaves the window; 6 requests and 3 retries remain.
-        assert_eq!(
-            b.snapshot(at(3_000)),
-            RetryBudgetSnapshot { requests: 6, retries: 3, limit: 3, available: 0 }
-        );
+        assert_eq!(b.snapshot(at(3_000)), RetryBudgetSnapshot { requests: 6, retries: 3, limit: 3, available: 0 });
         // Second 5: everything has left the window; two fresh requests earn one retry.
         assert_eq!(b.snapshot(at(5_000)), RetryBudgetSnapshot { requests: 0, retries: 0, limit: 0, available: 0 });
         assert_eq!(grants(&mut b, at(5_000), 2), 1);

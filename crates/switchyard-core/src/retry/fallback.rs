@@ -37,9 +37,11 @@ impl FallbackChains {
         if self.generic.is_empty() {
             return refuse("generic", "must name at least the primary provider");
         }
-        for (field, chain) in
-            [("generic", &self.generic), ("context_window", &self.context_window), ("content_policy", &self.content_policy)]
-        {
+        for (field, chain) in [
+            ("generic", &self.generic),
+            ("context_window", &self.context_window),
+            ("content_policy", &self.content_policy),
+        ] {
             if chain.iter().any(String::is_empty) {
                 return refuse(field, "must not contain an empty provider name");
             }
@@ -141,7 +143,10 @@ mod tests {
         let check = |chains: FallbackChains, field: &str| assert_eq!(chains.validate().unwrap_err().field, field);
         check(FallbackChains::default(), "generic");
         check(FallbackChains { max_depth: 0, ..chains(3) }, "max_depth");
-        check(FallbackChains { content_policy: names("a").into_iter().chain([String::new()]).collect(), ..chains(3) }, "content_policy");
+        check(
+            FallbackChains { content_policy: names("a").into_iter().chain([String::new()]).collect(), ..chains(3) },
+            "content_policy",
+        );
         assert!(chains(3).validate().is_ok());
     }
 }
