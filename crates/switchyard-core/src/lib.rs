@@ -6,20 +6,27 @@
 //! come in as arguments, so every rule can be tested exhaustively without a runtime.
 
 pub mod backoff;
+pub mod balance;
 pub mod breaker;
 pub mod cost;
 pub mod dedup;
+pub mod gate;
 pub mod outcome;
 pub mod restart;
 pub mod retry;
 
 pub use backoff::Backoff;
+pub use balance::{
+    BalanceConfigError, BalanceStrategy, Balancer, BalancerConfig, BalancerSnapshot, GroupMember, MemberSnapshot, Pick,
+    TieBreak,
+};
 pub use breaker::{
     Breaker, BreakerConfig, BreakerConfigError, BreakerSnapshot, BreakerState, CallOutcome, OperatorAction, Permit,
     Rejected, RemoteState, SlidingWindow, Transition, TransitionReason,
 };
 pub use cost::Price;
 pub use dedup::{DedupTable, Seen};
+pub use gate::{ClusterGate, ClusterPhase, GateDecision};
 pub use outcome::{FailureClass, Outcome};
 pub use restart::{RestartDecision, RestartPolicy, RestartTracker};
 pub use retry::{

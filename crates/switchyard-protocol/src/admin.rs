@@ -24,6 +24,9 @@ pub struct ProviderHealth {
     pub failure_rate: Option<f64>,
     /// The provider answered 401/403: its key or account needs an operator.
     pub misconfigured: bool,
+    /// The cluster's breaker for this provider, as this node knows it (`closed` without shared state).
+    pub cluster_breaker: String,
+    pub cluster_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -42,6 +45,8 @@ pub struct NodeHealth {
     pub roles: Vec<String>,
     pub uptime_ms: u64,
     pub draining: bool,
+    /// Shared state (Redis) is unreachable: the node serves with its local breakers.
+    pub degraded: bool,
     pub router: Option<RouterHealth>,
     pub providers: Vec<ProviderHealth>,
 }

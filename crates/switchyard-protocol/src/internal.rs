@@ -114,6 +114,21 @@ impl From<WireFailureClass> for FailureClass {
     }
 }
 
+/// A breaker transition of the cluster, pushed to every node on `<ns>.v1.events.breaker.<p>` (bincode).
+///
+/// The shared store is the truth; events only make nodes learn of a transition faster than their 1 s poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerEvent {
+    pub provider: String,
+    /// `closed`, `open`, `half_open`, `forced_open`, `disabled`.
+    pub state: String,
+    pub epoch: u64,
+    /// Time left in the open interval when the event was sent.
+    pub open_remaining_ms: u64,
+    /// The node whose report or probe caused the transition.
+    pub origin: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

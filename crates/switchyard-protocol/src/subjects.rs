@@ -70,6 +70,11 @@ impl Subjects {
         format!("{}.events.breaker.{provider}", self.root)
     }
 
+    /// What every node subscribes to for breaker transitions.
+    pub fn breaker_event_wildcard(&self) -> String {
+        format!("{}.events.breaker.*", self.root)
+    }
+
     /// What every node subscribes to for operator commands and inspection.
     pub fn admin_wildcard(&self) -> String {
         format!("{}.admin.>", self.root)

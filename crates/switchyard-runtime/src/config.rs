@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use switchyard_core::{Backoff, BreakerConfig, Price, RestartPolicy, SlidingWindow};
 use switchyard_protocol::subjects::is_valid_token;
+use switchyard_state::{OpenWait, TripPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,6 +39,8 @@ pub struct NodeConfig {
     /// Shared cluster state; without it a node keeps everything to itself (idempotency is per node).
     #[serde(default)]
     pub redis: Option<RedisSection>,
+    #[serde(default)]
+    pub cluster: ClusterSection,
     #[serde(default)]
     pub supervisor: SupervisorSection,
     #[serde(default)]
@@ -160,6 +163,34 @@ fn default_redis_timeout_ms() -> u64 {
     50
 }
 
+/// How nodes agree on breakers through the shared store (used only with `[redis]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Distinct nodes that must report failures before the cluster trips (hard errors excepted).
+    pub min_reporting_nodes: u32,
+    /// The cluster's failure-rate window.
+    pub window_secs: u64,
+    /// How often outcomes with failures are reported.
+    pub flush_interval_ms: u64,
+    /// How often the store is read as a backstop for lost events.
+    pub poll_interval_ms: u64,
+    /// How long a node holds the half-open probe lease.
+    pub probe_lease_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            min_reporting_nodes: 2,
+            window_secs: 10,
+            flush_interval_ms: 100,
+            poll_interval_ms: 1000,
+            probe_lease_ms: 5000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisorSection {
@@ -263,6 +294,23 @@ impl Default for BreakerSection {
 }
 
 impl BreakerSection {
+    /// The cluster's trip policy for this provider: the same thresholds and waits as the local breaker, over the
+    /// cluster's window and with its reporting-node rule.
+    pub fn trip_policy(&self, cluster: &ClusterSection) -> TripPolicy {
+        TripPolicy {
+            window: Duration::from_secs(cluster.window_secs),
+            failure_rate_threshold: (self.failure_rate_threshold / 100.0).clamp(f64::MIN_POSITIVE, 1.0),
+            slow_call_rate_threshold: None,
+            minimum_calls: u64::from(self.minimum_calls),
+            min_reporting_nodes: cluster.min_reporting_nodes,
+            hard_error_minimum: 1,
+            wait: OpenWait::new(
+                Duration::from_millis(self.open_wait_base_ms),
+                Duration::from_millis(self.open_wait_max_ms),
+            ),
+        }
+    }
+
     pub fn to_core(&self) -> BreakerConfig {
         BreakerConfig {
             window: SlidingWindow::Count { calls: self.window_calls },
@@ -348,6 +396,22 @@ impl NodeConfig {
             }
             if redis.call_timeout_ms == 0 || redis.call_timeout_ms > 5_000 {
                 return Err(invalid("redis.call_timeout_ms", "must be between 1 and 5000"));
+            }
+        }
+        let cluster = &self.cluster;
+        if cluster.min_reporting_nodes == 0 {
+            return Err(invalid("cluster.min_reporting_nodes", "must be at least 1"));
+        }
+        if cluster.window_secs == 0 || cluster.window_secs > 3600 {
+            return Err(invalid("cluster.window_secs", "must be between 1 and 3600"));
+        }
+        for (field, value) in [
+            ("cluster.flush_interval_ms", cluster.flush_interval_ms),
+            ("cluster.poll_interval_ms", cluster.poll_interval_ms),
+            ("cluster.probe_lease_ms", cluster.probe_lease_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be positive"));
             }
         }
         if self.supervisor.backoff_base_ms == 0 {

@@ -18,9 +18,10 @@ use switchyard_providers::{ApiKeySource, ProviderKind, ProviderSettings};
 
 use crate::actors::admin;
 use crate::actors::bridge::BridgeMsg;
-use crate::actors::node::{NodeArgs, NodeChildren, NodeMsg, NodeSupervisor};
+use crate::actors::node::{ClusterBreakers, NodeArgs, NodeChildren, NodeMsg, NodeSupervisor};
 use crate::actors::provider_supervisor::ProviderSpec;
 use crate::actors::router::RouterMsg;
+use crate::actors::state_sync::SyncSettings;
 use crate::config::{NodeConfig, ProviderKindConfig, ProviderSection, Role};
 use crate::state::SharedState;
 
@@ -85,6 +86,17 @@ impl Node {
             max_in_flight_queries: config.node.max_in_flight_queries,
             draining: draining.clone(),
             idempotency: shared.idempotency,
+            breakers: shared.breakers.filter(|_| config.has_role(Role::Providers)).map(|store| {
+                let policies =
+                    config.providers.iter().map(|p| (p.name.clone(), p.breaker.trip_policy(&config.cluster))).collect();
+                let settings = SyncSettings {
+                    flush_interval: Duration::from_millis(config.cluster.flush_interval_ms),
+                    poll_interval: Duration::from_millis(config.cluster.poll_interval_ms),
+                    probe_lease: Duration::from_millis(config.cluster.probe_lease_ms),
+                };
+                ClusterBreakers { store, policies, settings }
+            }),
+            degraded: Arc::new(AtomicBool::new(false)),
         };
         let spawn_err = |e: &dyn std::fmt::Display| NodeError::Spawn { reason: e.to_string() };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.map_err(|e| spawn_err(&e))?;
@@ -200,6 +212,7 @@ fn build_providers(sections: &[ProviderSection]) -> Result<Vec<ProviderSpec>, No
                 provider: switchyard_providers::build(settings, http.clone()),
                 max_in_flight: p.max_in_flight,
                 breaker: p.breaker.to_core(),
+                cluster: None,
             })
         })
         .collect()

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_state::{IdempotencyStore, RedisOptions, RedisStore, StateError};
+use switchyard_state::{BreakerStore, IdempotencyStore, RedisOptions, RedisStore, StateError};
 
 use crate::config::RedisSection;
 
@@ -11,12 +11,13 @@ use crate::config::RedisSection;
 #[derive(Clone, Default)]
 pub struct SharedState {
     pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    pub breakers: Option<Arc<dyn BreakerStore>>,
 }
 
 impl SharedState {
     /// Everything in one store (a `RedisStore` in production, a `MemoryStore` in the demo and tests).
-    pub fn from_store<S: IdempotencyStore + Clone>(store: S) -> Self {
-        SharedState { idempotency: Some(Arc::new(store)) }
+    pub fn from_store<S: IdempotencyStore + BreakerStore + Clone>(store: S) -> Self {
+        SharedState { idempotency: Some(Arc::new(store.clone())), breakers: Some(Arc::new(store)) }
     }
 }
 

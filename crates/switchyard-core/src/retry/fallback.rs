@@ -21,7 +21,8 @@ pub struct FallbackChains {
     pub context_window: Vec<String>,
     /// Tried first after `ContentPolicy`.
     pub content_policy: Vec<String>,
-    /// The most providers one request may try, the primary included. Default: 3.
+    /// The most providers one request may try, the primary included, and those skipped without a call (an open
+    /// breaker) too: the cap bounds the walk, not only the calls. Default: 3.
     pub max_depth: usize,
 }
 

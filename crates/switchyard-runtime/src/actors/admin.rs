@@ -36,6 +36,7 @@ pub struct AdminArgs {
     pub router: Option<ActorRef<RouterMsg>>,
     pub providers: Option<ActorRef<ProviderSupervisorMsg>>,
     pub draining: Arc<AtomicBool>,
+    pub degraded: Arc<AtomicBool>,
 }
 
 pub struct AdminState {
@@ -129,6 +130,7 @@ pub async fn health(args: &AdminArgs, started: Instant) -> NodeHealth {
         roles: args.roles.clone(),
         uptime_ms: started.elapsed().as_millis() as u64,
         draining: args.draining.load(Ordering::Relaxed),
+        degraded: args.degraded.load(Ordering::Relaxed),
         router,
         providers,
     }

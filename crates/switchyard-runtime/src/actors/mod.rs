@@ -7,3 +7,4 @@ pub mod node;
 pub mod provider;
 pub mod provider_supervisor;
 pub mod router;
+pub mod state_sync;

@@ -16,7 +16,10 @@ use tracing::error;
 use switchyard_bus::Bus;
 use switchyard_core::RestartPolicy;
 use switchyard_protocol::subjects::Subjects;
-use switchyard_state::IdempotencyStore;
+use switchyard_state::{BreakerStore, IdempotencyStore, TripPolicy};
+
+use super::provider::ClusterLink;
+use super::state_sync::{ClusterGates, StateSync, StateSyncArgs, SyncSettings};
 
 use super::admin::{AdminActor, AdminArgs};
 use super::bridge::{BridgeArgs, BridgeMsg, BusBridge};
@@ -40,6 +43,15 @@ pub struct NodeArgs {
     pub max_in_flight_queries: usize,
     pub draining: Arc<AtomicBool>,
     pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    pub breakers: Option<ClusterBreakers>,
+    pub degraded: Arc<AtomicBool>,
+}
+
+/// Cluster-wide breakers: the shared store, each provider's trip policy, the sync timings.
+pub struct ClusterBreakers {
+    pub store: Arc<dyn BreakerStore>,
+    pub policies: HashMap<String, TripPolicy>,
+    pub settings: SyncSettings,
 }
 
 /// The node's children, for the node handle and the admin actor.
@@ -68,7 +80,26 @@ impl Actor for NodeSupervisor {
         let directory = ProviderDirectory::default();
         let mut hosted = Vec::new();
         let providers = match args.specs {
-            Some(specs) => {
+            Some(mut specs) => {
+                if let Some(ClusterBreakers { store, policies, settings }) = args.breakers {
+                    let gates = ClusterGates::new(specs.iter().map(|s| s.provider.name()));
+                    let sync_args = StateSyncArgs {
+                        node: args.node.clone(),
+                        store,
+                        bus: args.bus.clone(),
+                        subjects: args.subjects.clone(),
+                        directory: directory.clone(),
+                        gates: gates.clone(),
+                        policies,
+                        settings,
+                        degraded: args.degraded.clone(),
+                    };
+                    let (sync, _) = Actor::spawn_linked(None, StateSync, sync_args, myself.get_cell()).await?;
+                    for spec in &mut specs {
+                        spec.cluster =
+                            gates.get(spec.provider.name()).map(|gate| ClusterLink { gate, sync: sync.clone() });
+                    }
+                }
                 hosted = specs.iter().map(|s| s.provider.name().to_owned()).collect();
                 let sup_args = ProviderSupervisorArgs {
                     specs,
@@ -104,6 +135,7 @@ impl Actor for NodeSupervisor {
             router: router.clone(),
             providers: providers.clone(),
             draining: args.draining,
+            degraded: args.degraded,
         };
         let (admin, _) = Actor::spawn_linked(None, AdminActor, admin_args.clone(), myself.get_cell()).await?;
         let bridge_args = BridgeArgs {

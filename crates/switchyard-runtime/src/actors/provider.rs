@@ -1,14 +1,15 @@
-//! `ProviderActor`: one per provider and node; owns the provider's client, circuit breaker, in-flight limit and
-//! statistics.
+//! `ProviderActor`: one per provider and node; owns the provider's client, local circuit breaker, in-flight limit
+//! and statistics, and obeys the cluster's breaker for its provider.
 //!
 //! The actor never awaits the upstream call inside `handle`: it admits or refuses a call (in-flight limit, then
-//! the breaker, which refuses without touching the network while open), spawns the call as a task, and learns its
-//! outcome from a `Finished` message that also carries the breaker permit back. The task publishes the
-//! provider's answer (and, for a streaming query, the chunks) straight to the bus, so a crash of this actor never
-//! loses a call in flight. A restarted actor starts with a fresh, closed breaker (cluster-wide state, which would
-//! rehydrate it, is not built yet).
+//! the cluster's gate, then the local breaker; an open breaker refuses without touching the network), spawns the
+//! call as a task, and learns its outcome from a `Finished` message that carries the admission back. The task
+//! publishes the provider's answer (and, for a streaming query, the chunks) straight to the bus, so a crash of
+//! this actor never loses a call in flight. Outcomes go on to `StateSync`, which shares them with the cluster.
+//! The cluster gate is kept by the node, so a restarted actor finds its provider's cluster state unchanged; its
+//! local breaker starts closed.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,12 +18,17 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
 
 use switchyard_bus::{Bus, Message};
-use switchyard_core::{Breaker, BreakerConfig, CallOutcome, FailureClass, Outcome, Permit};
+use switchyard_core::{
+    Breaker, BreakerConfig, BreakerState, CallOutcome, ClusterGate, ClusterPhase, FailureClass, GateDecision, Outcome,
+    Permit,
+};
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_protocol::client::StreamFrame;
 use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailure};
 use switchyard_protocol::{Bincode, Codec, Json};
 use switchyard_providers::{LlmProvider, ProviderError, StreamEvent};
+
+use super::state_sync::StateSyncMsg;
 
 pub struct ProviderActor;
 
@@ -31,6 +37,22 @@ pub struct ProviderArgs {
     pub bus: Arc<dyn Bus>,
     pub max_in_flight: usize,
     pub breaker: BreakerConfig,
+    /// The cluster's breaker for this provider and where outcomes go, when the node shares state.
+    pub cluster: Option<ClusterLink>,
+}
+
+/// This provider's cluster gate (kept by the node, so it survives a restart of this actor) and the node's
+/// `StateSync`.
+#[derive(Clone)]
+pub struct ClusterLink {
+    pub gate: Arc<Mutex<ClusterGate>>,
+    pub sync: ActorRef<StateSyncMsg>,
+}
+
+impl ClusterLink {
+    fn with<T>(&self, f: impl FnOnce(&mut ClusterGate) -> T) -> T {
+        f(&mut self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 pub struct ProviderState {
@@ -39,6 +61,7 @@ pub struct ProviderState {
     max_in_flight: usize,
     in_flight: usize,
     breaker: Breaker,
+    cluster: Option<ClusterLink>,
     stats: Stats,
 }
 
@@ -52,19 +75,27 @@ struct Stats {
     ewma_latency_ms: f64,
 }
 
+/// How a call was let through: by the local breaker, or as the cluster's probe.
+pub enum Admission {
+    Local(Permit),
+    Probe { epoch: u64 },
+}
+
 pub enum ProviderMsg {
     /// A call from a router; the answer goes to `reply_to`.
     Call {
         call: ProviderCall,
         reply_to: String,
     },
-    /// A call task ended; the breaker permit comes back with its outcome.
+    /// A call task ended; its admission comes back with its outcome.
     Finished {
-        permit: Permit,
+        admission: Admission,
         outcome: Outcome,
         latency: Duration,
         error: Option<String>,
     },
+    /// The cluster's breaker closed: the local one starts afresh too.
+    ClusterClosed,
     Health(RpcReplyPort<ProviderHealth>),
     /// Fail on purpose, so operators and tests can exercise supervision.
     Crash,
@@ -86,6 +117,7 @@ impl Actor for ProviderActor {
             max_in_flight: args.max_in_flight,
             in_flight: 0,
             breaker: Breaker::new(args.breaker)?,
+            cluster: args.cluster,
             stats: Stats::default(),
         })
     }
@@ -98,15 +130,8 @@ impl Actor for ProviderActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ProviderMsg::Call { call, reply_to } => {
-                let admitted = if state.in_flight >= state.max_in_flight {
-                    Err(Refusal::Overloaded)
-                } else {
-                    state.breaker.try_acquire(Instant::now()).map_err(|rejected| Refusal::BreakerOpen {
-                        retry_after_ms: rejected.retry_after.as_millis().max(1) as u64,
-                    })
-                };
-                let permit = match admitted {
-                    Ok(permit) => permit,
+                let admission = match state.admit(Instant::now()) {
+                    Ok(admission) => admission,
                     Err(reason) => {
                         state.stats.refused += 1;
                         publish_reply(state.bus.as_ref(), reply_to, &ProviderReply::Refused { reason }).await;
@@ -127,19 +152,12 @@ impl Actor for ProviderActor {
                         _ => (Outcome::Success, None),
                     };
                     // The actor may have been restarted meanwhile; then nobody needs the outcome.
-                    let _ = myself.cast(ProviderMsg::Finished { permit, outcome, latency, error });
+                    let _ = myself.cast(ProviderMsg::Finished { admission, outcome, latency, error });
                 });
             }
-            ProviderMsg::Finished { permit, outcome, latency, error } => {
+            ProviderMsg::Finished { admission, outcome, latency, error } => {
                 state.in_flight = state.in_flight.saturating_sub(1);
-                let now = Instant::now();
-                let call = CallOutcome { outcome, duration: latency };
-                if let Some(t) = state.breaker.on_outcome(permit, call, now, rand::random::<f64>()) {
-                    let open_ms = t.open_until.map(|until| until.saturating_duration_since(now).as_millis() as u64);
-                    let (from, to) = (t.from.as_str(), t.to.as_str());
-                    let provider = state.provider.name();
-                    info!(provider, from, to, epoch = t.epoch, open_ms, reason = ?t.reason, "breaker transition");
-                }
+                state.record(admission, outcome, latency);
                 let ms = latency.as_secs_f64() * 1000.0;
                 let stats = &mut state.stats;
                 stats.ewma_latency_ms =
@@ -152,9 +170,16 @@ impl Actor for ProviderActor {
                     }
                 }
             }
+            ProviderMsg::ClusterClosed => {
+                state.breaker.reset(Instant::now());
+            }
             ProviderMsg::Health(port) => {
                 let stats = &state.stats;
                 let breaker = state.breaker.snapshot(Instant::now());
+                let (cluster_phase, cluster_epoch) = state
+                    .cluster
+                    .as_ref()
+                    .map_or((ClusterPhase::Closed, 0), |link| link.with(|gate| (gate.phase(), gate.epoch())));
                 let _ = port.send(ProviderHealth {
                     name: state.provider.name().to_owned(),
                     model: state.provider.model().to_owned(),
@@ -171,6 +196,8 @@ impl Actor for ProviderActor {
                     breaker_epoch: breaker.epoch,
                     failure_rate: breaker.failure_rate,
                     misconfigured: breaker.misconfigured,
+                    cluster_breaker: cluster_phase.as_str().to_owned(),
+                    cluster_epoch,
                 });
             }
             ProviderMsg::Crash => {
@@ -179,6 +206,65 @@ impl Actor for ProviderActor {
             }
         }
         Ok(())
+    }
+}
+
+impl ProviderState {
+    /// The cluster's gate first (an open cluster breaker refuses; its probe bypasses the local breaker), then the
+    /// local breaker.
+    fn admit(&mut self, now: Instant) -> Result<Admission, Refusal> {
+        if self.in_flight >= self.max_in_flight {
+            return Err(Refusal::Overloaded);
+        }
+        let refuse =
+            |retry_after: Duration| Refusal::BreakerOpen { retry_after_ms: retry_after.as_millis().max(1) as u64 };
+        if let Some(link) = &self.cluster {
+            match link.with(|gate| gate.admit(now)) {
+                GateDecision::Probe { epoch } => return Ok(Admission::Probe { epoch }),
+                GateDecision::Refuse { retry_after } => return Err(refuse(retry_after)),
+                GateDecision::Admit => {}
+            }
+        }
+        self.breaker.try_acquire(now).map(Admission::Local).map_err(|rejected| refuse(rejected.retry_after))
+    }
+
+    /// Feeds an outcome to the local breaker and to the cluster.
+    fn record(&mut self, admission: Admission, outcome: Outcome, latency: Duration) {
+        let now = Instant::now();
+        let provider = self.provider.name();
+        let mut local_trip = false;
+        match admission {
+            Admission::Local(permit) => {
+                let call = CallOutcome { outcome, duration: latency };
+                if let Some(t) = self.breaker.on_outcome(permit, call, now, rand::random::<f64>()) {
+                    let open_ms = t.open_until.map(|until| until.saturating_duration_since(now).as_millis() as u64);
+                    let (from, to) = (t.from.as_str(), t.to.as_str());
+                    info!(provider, from, to, epoch = t.epoch, open_ms, reason = ?t.reason, "breaker transition");
+                    local_trip = matches!(t.to, BreakerState::Open { .. });
+                }
+            }
+            Admission::Probe { epoch } => {
+                let success = match outcome {
+                    Outcome::Success => Some(true),
+                    Outcome::Failure(
+                        FailureClass::Retryable | FailureClass::RateLimited { .. } | FailureClass::Fatal { auth: true },
+                    ) => Some(false),
+                    // The request's own fault, or a cancellation: says nothing about the provider.
+                    Outcome::Failure(_) => None,
+                };
+                info!(provider, epoch, ?success, "cluster probe finished");
+                if let Some(link) = &self.cluster {
+                    let message = StateSyncMsg::ProbeResult { provider: provider.to_owned(), epoch, success };
+                    let _ = link.sync.cast(message);
+                }
+                return;
+            }
+        }
+        if let Some(link) = &self.cluster {
+            let epoch = link.with(|gate| gate.epoch());
+            let message = StateSyncMsg::Outcome { provider: provider.to_owned(), epoch, outcome, local_trip };
+            let _ = link.sync.cast(message);
+        }
     }
 }
 

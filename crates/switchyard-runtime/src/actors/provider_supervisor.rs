@@ -18,7 +18,7 @@ use switchyard_core::{BreakerConfig, RestartDecision, RestartPolicy, RestartTrac
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_providers::LlmProvider;
 
-use super::provider::{ProviderActor, ProviderArgs, ProviderMsg};
+use super::provider::{ClusterLink, ProviderActor, ProviderArgs, ProviderMsg};
 
 /// Which actor currently serves each provider on this node; shared with the bus bridge.
 #[derive(Clone, Default)]
@@ -45,6 +45,7 @@ pub struct ProviderSpec {
     pub provider: Arc<dyn LlmProvider>,
     pub max_in_flight: usize,
     pub breaker: BreakerConfig,
+    pub cluster: Option<ClusterLink>,
 }
 
 pub struct ProviderSupervisor;
@@ -94,6 +95,7 @@ impl ProviderSupervisorState {
             bus: self.bus.clone(),
             max_in_flight: child.spec.max_in_flight,
             breaker: child.spec.breaker,
+            cluster: child.spec.cluster.clone(),
         };
         match Actor::spawn_linked(None, ProviderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -193,6 +195,8 @@ impl Actor for ProviderSupervisor {
                                 breaker_epoch: 0,
                                 failure_rate: None,
                                 misconfigured: false,
+                                cluster_breaker: "unknown".into(),
+                                cluster_epoch: 0,
                             },
                         };
                         health.status = match status {

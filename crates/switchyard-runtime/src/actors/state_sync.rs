@@ -1,0 +1,476 @@
+//! `StateSync`: keeps this node's copy of the cluster's breakers in step with the shared store.
+//!
+//! - Outcomes of provider calls arrive one message per call and are batched per provider; a batch goes to the
+//!   store only when it holds a failure (every ~100 ms, at once on a local trip), so a healthy provider costs no
+//!   Redis command per query. Successes ride along with the next bad batch, which keeps the cluster's rate honest.
+//! - The store's answer decides cluster trips (threshold **and** at least two reporting nodes, hard errors
+//!   excepted); a trip is pushed to every node on `events.breaker.<p>` and applied to this node's gate at once.
+//! - Past an open deadline every node asks for the probe lease; the one that gets it lets one call through, and
+//!   its outcome closes or re-opens the breaker for everyone.
+//! - Every second a poll of the store is the backstop for lost events. A failing store marks the node degraded
+//!   (it keeps its local breakers and still applies events); the first good poll clears it. A store that lost its
+//!   memory (epoch 0 after a restart) is adopted: local breakers take over until it learns again.
+//!
+//! The gates themselves are shared with the provider actors (`ClusterGates`), so a restarted provider actor
+//! finds its provider's cluster state where it left it. All store calls run in tasks; their results come back
+//! as messages, so a slow Redis never blocks this mailbox.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use switchyard_bus::{Bus, Message};
+use switchyard_core::{ClusterGate, ClusterPhase, FailureClass, Outcome};
+use switchyard_protocol::internal::BreakerEvent;
+use switchyard_protocol::subjects::Subjects;
+use switchyard_protocol::{Bincode, Codec};
+use switchyard_state::{
+    BreakerState, BreakerStore, ClusterView, OutcomeBatch, ProbeDecision, ReportEffect, StateError, TripPolicy,
+};
+
+use super::provider::ProviderMsg;
+use super::provider_supervisor::ProviderDirectory;
+
+/// Every provider's cluster gate on this node, shared by `StateSync` and the provider actors.
+#[derive(Clone, Default)]
+pub struct ClusterGates(Arc<HashMap<String, Arc<Mutex<ClusterGate>>>>);
+
+impl ClusterGates {
+    pub fn new<'a>(providers: impl IntoIterator<Item = &'a str>) -> Self {
+        ClusterGates(Arc::new(providers.into_iter().map(|p| (p.to_owned(), Arc::default())).collect()))
+    }
+
+    pub fn get(&self, provider: &str) -> Option<Arc<Mutex<ClusterGate>>> {
+        self.0.get(provider).cloned()
+    }
+
+    /// Runs `f` on `provider`'s gate (a poisoned lock is recovered: a gate is always consistent).
+    pub fn with<T>(&self, provider: &str, f: impl FnOnce(&mut ClusterGate) -> T) -> Option<T> {
+        let gate = self.0.get(provider)?;
+        let mut guard = gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(f(&mut guard))
+    }
+}
+
+/// Timings of the synchronisation.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncSettings {
+    pub flush_interval: Duration,
+    pub poll_interval: Duration,
+    pub probe_lease: Duration,
+}
+
+pub struct StateSync;
+
+pub struct StateSyncArgs {
+    pub node: String,
+    pub store: Arc<dyn BreakerStore>,
+    pub bus: Arc<dyn Bus>,
+    pub subjects: Subjects,
+    pub directory: ProviderDirectory,
+    pub gates: ClusterGates,
+    pub policies: HashMap<String, TripPolicy>,
+    pub settings: SyncSettings,
+    pub degraded: Arc<AtomicBool>,
+}
+
+pub struct StateSyncState {
+    args: StateSyncArgs,
+    pending: HashMap<String, OutcomeBatch>,
+    flushing: bool,
+    polling: bool,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub enum StateSyncMsg {
+    /// One call's outcome; `local_trip` asks for an immediate flush.
+    Outcome {
+        provider: String,
+        epoch: u64,
+        outcome: Outcome,
+        local_trip: bool,
+    },
+    /// The cluster's probe ended; `None` when its outcome says nothing about the provider's health.
+    ProbeResult {
+        provider: String,
+        epoch: u64,
+        success: Option<bool>,
+    },
+    FlushTick,
+    Flushed(Vec<(String, Result<switchyard_state::ReportOutcome, StateError>)>),
+    PollTick,
+    Polled(Result<Vec<ClusterView>, StateError>),
+    /// A view learnt from a store call; `announce` pushes it to the other nodes.
+    View {
+        view: ClusterView,
+        announce: bool,
+    },
+    Event(BreakerEvent),
+    TryProbe {
+        provider: String,
+        epoch: u64,
+    },
+    StoreFailed(StateError),
+}
+
+impl Actor for StateSync {
+    type Msg = StateSyncMsg;
+    type State = StateSyncState;
+    type Arguments = StateSyncArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<StateSyncMsg>,
+        args: StateSyncArgs,
+    ) -> Result<StateSyncState, ActorProcessingErr> {
+        let mut tasks = Vec::new();
+        let mut events = args.bus.subscribe(&args.subjects.breaker_event_wildcard()).await?;
+        let me = myself.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(message) = events.next().await {
+                match Bincode::decode::<BreakerEvent>(&message.payload) {
+                    Ok(event) => {
+                        let _ = me.cast(StateSyncMsg::Event(event));
+                    }
+                    Err(error) => debug!(%error, "ignoring a malformed breaker event"),
+                }
+            }
+        }));
+        tasks.push(ticker(myself.clone(), args.settings.flush_interval, || StateSyncMsg::FlushTick));
+        tasks.push(ticker(myself.clone(), args.settings.poll_interval, || StateSyncMsg::PollTick));
+        // Rehydrate at once rather than after the first poll interval.
+        let _ = myself.cast(StateSyncMsg::PollTick);
+        Ok(StateSyncState { args, pending: HashMap::new(), flushing: false, polling: false, tasks })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<StateSyncMsg>,
+        message: StateSyncMsg,
+        state: &mut StateSyncState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            StateSyncMsg::Outcome { provider, epoch, outcome, local_trip } => {
+                state.record(&provider, epoch, outcome, &myself);
+                if local_trip {
+                    state.flush(&myself);
+                }
+            }
+            StateSyncMsg::ProbeResult { provider, epoch, success } => {
+                state.probe_result(&myself, provider, epoch, success)
+            }
+            StateSyncMsg::FlushTick => state.flush(&myself),
+            StateSyncMsg::Flushed(results) => {
+                state.flushing = false;
+                for (provider, result) in results {
+                    match result {
+                        Ok(outcome) => {
+                            let announce = matches!(outcome.effect, ReportEffect::Tripped { .. });
+                            if announce {
+                                info!(provider = %provider, epoch = outcome.view.epoch, "cluster breaker tripped");
+                            }
+                            state.apply(&myself, outcome.view, announce).await;
+                        }
+                        Err(error) => state.store_failed(error),
+                    }
+                }
+            }
+            StateSyncMsg::PollTick => state.poll(&myself),
+            StateSyncMsg::Polled(result) => {
+                state.polling = false;
+                match result {
+                    Ok(views) => {
+                        if state.args.degraded.swap(false, Ordering::Relaxed) {
+                            info!(node = %state.args.node, "shared state reachable again");
+                            state.set_degraded(false);
+                        }
+                        for view in views {
+                            state.reconcile(&myself, view).await;
+                        }
+                    }
+                    Err(error) => state.store_failed(error),
+                }
+            }
+            StateSyncMsg::View { view, announce } => state.apply(&myself, view, announce).await,
+            StateSyncMsg::Event(event) => {
+                if event.origin != state.args.node {
+                    state.apply_event(&myself, event);
+                }
+            }
+            StateSyncMsg::TryProbe { provider, epoch } => state.try_probe(&myself, provider, epoch),
+            StateSyncMsg::StoreFailed(error) => state.store_failed(error),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _: ActorRef<StateSyncMsg>, state: &mut StateSyncState) -> Result<(), ActorProcessingErr> {
+        for task in &state.tasks {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+fn ticker(actor: ActorRef<StateSyncMsg>, every: Duration, message: fn() -> StateSyncMsg) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if actor.cast(message()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// The phase of a view on this node's clock.
+fn phase_of(view: &ClusterView, now: Instant) -> ClusterPhase {
+    match view.state {
+        BreakerState::Closed => ClusterPhase::Closed,
+        BreakerState::Open => ClusterPhase::Open { until: now + view.open_remaining },
+        BreakerState::HalfOpen => ClusterPhase::HalfOpen,
+        BreakerState::ForcedOpen => ClusterPhase::ForcedOpen,
+        BreakerState::Disabled => ClusterPhase::Disabled,
+    }
+}
+
+fn phase_of_event(event: &BreakerEvent, now: Instant) -> Option<ClusterPhase> {
+    Some(match event.state.as_str() {
+        "closed" => ClusterPhase::Closed,
+        "open" => ClusterPhase::Open { until: now + Duration::from_millis(event.open_remaining_ms) },
+        "half_open" => ClusterPhase::HalfOpen,
+        "forced_open" => ClusterPhase::ForcedOpen,
+        "disabled" => ClusterPhase::Disabled,
+        _ => return None,
+    })
+}
+
+impl StateSyncState {
+    fn record(&mut self, provider: &str, epoch: u64, outcome: Outcome, _myself: &ActorRef<StateSyncMsg>) {
+        let batch = self.pending.entry(provider.to_owned()).or_insert_with(|| OutcomeBatch::new(epoch));
+        if batch.epoch != epoch {
+            // Outcomes of an older cluster state say nothing about the new one.
+            if epoch < batch.epoch {
+                return;
+            }
+            *batch = OutcomeBatch::new(epoch);
+        }
+        match outcome {
+            Outcome::Success => batch.successes += 1,
+            Outcome::Failure(FailureClass::Retryable) => batch.failures += 1,
+            Outcome::Failure(FailureClass::Fatal { auth: true }) => {
+                batch.failures += 1;
+                batch.hard_errors += 1;
+            }
+            Outcome::Failure(FailureClass::RateLimited { retry_after }) => {
+                let store = self.args.store.clone();
+                let (provider, me) = (provider.to_owned(), _myself.clone());
+                let cooldown = retry_after.unwrap_or(Duration::ZERO).max(Duration::from_secs(1));
+                tokio::spawn(async move {
+                    let message = match store.rate_limited(&provider, cooldown).await {
+                        Ok(update) => StateSyncMsg::View { view: update.view, announce: update.changed },
+                        Err(error) => StateSyncMsg::StoreFailed(error),
+                    };
+                    let _ = me.cast(message);
+                });
+            }
+            // The request's own fault, or a cancellation: says nothing about the provider.
+            Outcome::Failure(_) => {}
+        }
+    }
+
+    /// Reports every batch that holds trouble; healthy batches wait (no store command while all is well).
+    fn flush(&mut self, myself: &ActorRef<StateSyncMsg>) {
+        if self.flushing {
+            return;
+        }
+        let due: Vec<(String, OutcomeBatch)> = self
+            .pending
+            .iter()
+            .filter(|(_, b)| b.failures > 0 || b.hard_errors > 0)
+            .map(|(p, b)| (p.clone(), *b))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for (provider, batch) in &due {
+            self.pending.insert(provider.clone(), OutcomeBatch::new(batch.epoch));
+        }
+        self.flushing = true;
+        let (store, node, me) = (self.args.store.clone(), self.args.node.clone(), myself.clone());
+        let policies = self.args.policies.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::with_capacity(due.len());
+            for (provider, batch) in due {
+                let policy = policies.get(&provider).cloned().unwrap_or_default();
+                results.push((provider.clone(), store.report(&provider, &node, batch, &policy).await));
+            }
+            let _ = me.cast(StateSyncMsg::Flushed(results));
+        });
+    }
+
+    fn poll(&mut self, myself: &ActorRef<StateSyncMsg>) {
+        if self.polling {
+            return;
+        }
+        self.polling = true;
+        let (store, me) = (self.args.store.clone(), myself.clone());
+        let providers: Vec<String> = self.args.policies.keys().cloned().collect();
+        tokio::spawn(async move {
+            let names: Vec<&str> = providers.iter().map(String::as_str).collect();
+            let _ = me.cast(StateSyncMsg::Polled(store.get_many(&names).await));
+        });
+    }
+
+    fn store_failed(&mut self, error: StateError) {
+        if !self.args.degraded.swap(true, Ordering::Relaxed) {
+            warn!(node = %self.args.node, %error, "shared state unreachable, serving with local breakers");
+            self.set_degraded(true);
+        }
+    }
+
+    fn set_degraded(&self, degraded: bool) {
+        for provider in self.args.policies.keys() {
+            self.args.gates.with(provider, |gate| gate.set_degraded(degraded));
+        }
+    }
+
+    /// Applies a view to this node's gate; announces it when it is news we caused.
+    async fn apply(&mut self, myself: &ActorRef<StateSyncMsg>, view: ClusterView, announce: bool) {
+        let now = Instant::now();
+        let phase = phase_of(&view, now);
+        let applied = self.args.gates.with(&view.provider, |gate| {
+            let was_closed = gate.phase() == ClusterPhase::Closed;
+            (gate.apply(phase, view.epoch), was_closed)
+        });
+        let Some((true, was_closed)) = applied else { return };
+        self.after_change(myself, &view.provider, phase, view.epoch, was_closed);
+        if announce {
+            let event = BreakerEvent {
+                provider: view.provider.clone(),
+                state: view.state.as_str().to_owned(),
+                epoch: view.epoch,
+                open_remaining_ms: view.open_remaining.as_millis() as u64,
+                origin: self.args.node.clone(),
+            };
+            if let Ok(bytes) = Bincode::encode(&event) {
+                let subject = self.args.subjects.breaker_event(&view.provider);
+                if let Err(error) = self.args.bus.publish(Message::new(subject, Bytes::from(bytes))).await {
+                    warn!(%error, "cannot publish breaker event");
+                }
+            }
+        }
+    }
+
+    /// The poll's view: applied like any other, except that a store which lost its memory is adopted.
+    async fn reconcile(&mut self, myself: &ActorRef<StateSyncMsg>, view: ClusterView) {
+        let known = self.args.gates.with(&view.provider, |gate| gate.epoch()).unwrap_or_default();
+        if view.epoch == 0 && known > 0 {
+            warn!(provider = %view.provider, known, "shared state lost its breaker, local breakers take over");
+            self.args.gates.with(&view.provider, |gate| *gate = ClusterGate::default());
+            self.notify_closed(&view.provider);
+            return;
+        }
+        let phase = phase_of(&view, Instant::now());
+        // A lease held elsewhere: try again when it expires.
+        if let (ClusterPhase::HalfOpen, Some(lease)) = (phase, &view.probe)
+            && lease.owner != self.args.node
+        {
+            let left = Duration::from_millis(lease.until_ms.saturating_sub(view.now_ms));
+            let (provider, epoch) = (view.provider.clone(), view.epoch);
+            myself.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch });
+        }
+        self.apply(myself, view, false).await;
+    }
+
+    fn apply_event(&mut self, myself: &ActorRef<StateSyncMsg>, event: BreakerEvent) {
+        let now = Instant::now();
+        let Some(phase) = phase_of_event(&event, now) else { return };
+        let applied = self.args.gates.with(&event.provider, |gate| {
+            let was_closed = gate.phase() == ClusterPhase::Closed;
+            (gate.apply(phase, event.epoch), was_closed)
+        });
+        if let Some((true, was_closed)) = applied {
+            debug!(provider = %event.provider, state = %event.state, epoch = event.epoch, origin = %event.origin, "breaker event applied");
+            self.after_change(myself, &event.provider, phase, event.epoch, was_closed);
+        }
+    }
+
+    /// Follow-ups of a new cluster state: schedule the probe attempt, or let the local breaker start afresh.
+    fn after_change(
+        &mut self,
+        myself: &ActorRef<StateSyncMsg>,
+        provider: &str,
+        phase: ClusterPhase,
+        epoch: u64,
+        was_closed: bool,
+    ) {
+        self.pending.remove(provider);
+        match phase {
+            ClusterPhase::Open { until } => {
+                let provider = provider.to_owned();
+                let wait = until.saturating_duration_since(Instant::now());
+                myself.send_after(wait, move || StateSyncMsg::TryProbe { provider, epoch });
+            }
+            ClusterPhase::Closed if !was_closed => self.notify_closed(provider),
+            _ => {}
+        }
+    }
+
+    fn notify_closed(&self, provider: &str) {
+        if let Some(actor) = self.args.directory.get(provider) {
+            let _ = actor.cast(ProviderMsg::ClusterClosed);
+        }
+    }
+
+    fn try_probe(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64) {
+        let wants = self.args.gates.with(&provider, |gate| gate.epoch() == epoch && gate.wants_probe(Instant::now()));
+        if wants != Some(true) {
+            return;
+        }
+        let (store, node, me, lease) =
+            (self.args.store.clone(), self.args.node.clone(), myself.clone(), self.args.settings.probe_lease);
+        let gates = self.args.gates.clone();
+        tokio::spawn(async move {
+            match store.acquire_probe(&provider, &node, lease).await {
+                Ok(ProbeDecision::Granted(view)) => {
+                    let epoch = view.epoch;
+                    let until = Instant::now() + lease;
+                    gates.with(&provider, |gate| {
+                        gate.apply(ClusterPhase::HalfOpen, epoch);
+                        gate.grant_probe(epoch, until);
+                    });
+                    debug!(provider = %provider, epoch, "probe lease granted");
+                }
+                Ok(ProbeDecision::Refused(view)) => {
+                    // Someone else probes, or the state moved on: reconcile with what the store says.
+                    let _ = me.cast(StateSyncMsg::Polled(Ok(vec![view])));
+                }
+                Err(error) => {
+                    let _ = me.cast(StateSyncMsg::StoreFailed(error));
+                }
+            }
+        });
+    }
+
+    fn probe_result(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64, success: Option<bool>) {
+        self.args.gates.with(&provider, |gate| gate.probe_done());
+        let Some(success) = success else { return };
+        let wait = self.args.policies.get(&provider).map(|p| p.wait).unwrap_or_default();
+        let (store, node, me) = (self.args.store.clone(), self.args.node.clone(), myself.clone());
+        tokio::spawn(async move {
+            let message = match store.probe_result(&provider, &node, epoch, success, &wait).await {
+                Ok(update) => StateSyncMsg::View { view: update.view, announce: update.changed },
+                Err(error) => StateSyncMsg::StoreFailed(error),
+            };
+            let _ = me.cast(message);
+        });
+    }
+}
