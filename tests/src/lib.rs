@@ -34,6 +34,11 @@ pub struct TestCluster {
 
 /// A configuration for one node of a test cluster: routes `chat` = primary then secondary, `solo` = primary.
 pub fn cluster_config(mock: &MockServer, namespace: &str, node: &str) -> anyhow::Result<NodeConfig> {
+    cluster_config_with(&mock.openai_base_url(), &mock.base_url(), namespace, node)
+}
+
+/// [`cluster_config`] with the primary's and the secondary's base URLs given.
+pub fn cluster_config_with(openai: &str, anthropic: &str, namespace: &str, node: &str) -> anyhow::Result<NodeConfig> {
     let toml = format!(
         r#"
         [node]
@@ -69,9 +74,10 @@ pub fn cluster_config(mock: &MockServer, namespace: &str, node: &str) -> anyhow:
         [[routes]]
         name = "solo"
         providers = ["primary"]
-        "#,
-        openai = mock.openai_base_url(),
-        anthropic = mock.base_url(),
+        [cluster]
+        poll_interval_ms = 200
+        probe_lease_ms = 2000
+        "#
     );
     Ok(NodeConfig::from_toml(&toml)?)
 }
@@ -91,21 +97,42 @@ pub fn ask(text: &str) -> QueryRequest {
 }
 
 impl TestCluster {
-    /// Starts a mock provider and `nodes` nodes, each with its own NATS connection.
+    /// Starts a mock provider and `nodes` nodes, each with its own NATS and Redis connections.
     pub async fn start(nodes: usize) -> anyhow::Result<Self> {
+        Self::start_with(nodes, &switchyard_testkit::redis_url(), |_, config| config).await
+    }
+
+    /// Starts a cluster on the Redis at `redis_url`; `adjust` may change each node's configuration (node `i` is
+    /// `node-{i}`, from 1).
+    pub async fn start_with(
+        nodes: usize,
+        redis_url: &str,
+        adjust: impl Fn(usize, NodeConfig) -> NodeConfig,
+    ) -> anyhow::Result<Self> {
         let mock = MockServer::start(MockConfig::default()).await?;
         let namespace = unique_namespace();
         let mut started = Vec::new();
         for i in 1..=nodes {
-            let config = cluster_config(&mock, &namespace, &format!("node-{i}"))?;
-            // Each node has its own Redis connection, as separate processes would.
+            let config = adjust(i, cluster_config(&mock, &namespace, &format!("node-{i}"))?);
+            // Each node has its own Redis connection, as separate processes would; lazily, so a node also starts
+            // while Redis is down.
             let options =
                 RedisOptions { key_prefix: format!("switchyard:test:{namespace}:"), ..RedisOptions::default() };
-            let store =
-                RedisStore::connect(&switchyard_testkit::redis_url(), options).await.context("Redis must run")?;
+            let store = RedisStore::connect_lazy(redis_url, options).await?;
             started.push(Node::start(&config, connect().await?, SharedState::from_store(store)).await?);
         }
         Ok(Self { mock, nodes: started, subjects: Subjects::new(&namespace), client: connect().await? })
+    }
+
+    /// Each node's view of `provider`'s cluster breaker.
+    pub async fn cluster_breakers(&self, provider: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let health = node.health().await;
+            let state = health.providers.iter().find(|p| p.name == provider).map(|p| p.cluster_breaker.clone());
+            out.push(state.unwrap_or_default());
+        }
+        out
     }
 
     pub fn namespace(&self) -> &str {

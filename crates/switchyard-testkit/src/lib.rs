@@ -78,7 +78,11 @@ impl ServerProcess {
 
     /// Starts a private `redis-server` on a free loopback port, keeping nothing on disk.
     pub fn redis() -> anyhow::Result<Self> {
-        let port = free_port()?;
+        Self::redis_on(free_port()?)
+    }
+
+    /// Starts a private `redis-server` on `port` (to restart one that was killed, on the same address).
+    pub fn redis_on(port: u16) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())

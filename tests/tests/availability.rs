@@ -1,0 +1,271 @@
+//! Availability across the cluster (issue 3): breakers the nodes agree on, through the real Redis and NATS,
+//! with three nodes that each have their own connections.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask};
+use switchyard_mock::{Behavior, ErrorRule, MockConfig, MockError, MockServer};
+use switchyard_protocol::client::QueryOutcome;
+use switchyard_testkit::{ServerProcess, eventually};
+
+fn failing(status: u16) -> Behavior {
+    Behavior {
+        errors: vec![ErrorRule {
+            rate: 1.0,
+            error: MockError::Status { status, retry_after_s: None, retry_after_ms: None },
+        }],
+        ..Behavior::default()
+    }
+}
+
+fn answered(outcome: &anyhow::Result<QueryOutcome>) -> bool {
+    matches!(outcome, Ok(QueryOutcome::Reply(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_down_provider_trips_the_whole_cluster_and_then_sees_only_probes() {
+    let cluster = TestCluster::start(3).await.unwrap();
+    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+
+    // Drive traffic until every node refuses the dead provider; every query is still answered, by the fallback.
+    // A sampler watches the nodes' gates meanwhile, to time how fast a trip spreads.
+    let tripped = std::sync::atomic::AtomicBool::new(false);
+    let (mut sent, mut ok) = (0u32, 0u32);
+    let traffic = async {
+        while !tripped.load(std::sync::atomic::Ordering::Relaxed) {
+            sent += 1;
+            ok += u32::from(answered(&cluster.query("chat", &ask(&format!("q{sent}"))).await));
+            assert!(sent < 500, "the cluster never tripped");
+        }
+    };
+    let sampler = async {
+        let mut first_open: Option<Instant> = None;
+        loop {
+            let states = cluster.cluster_breakers("primary").await;
+            let now = Instant::now();
+            if first_open.is_none() && states.iter().any(|s| s != "closed") {
+                first_open = Some(now);
+            }
+            if states.iter().all(|s| s == "open") {
+                tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+                return now - first_open.unwrap_or(now);
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let ((), propagation) = tokio::join!(traffic, sampler);
+    eprintln!("cluster trip after {sent} queries; from the first node to all 3 refusing: {propagation:?}");
+
+    // While open, only the cluster's probes reach the provider: at most one per open interval (300 ms growing to
+    // 1 s here), however many queries and nodes.
+    let calls_at_trip = cluster.mock.calls(PRIMARY_MODEL);
+    let window = Duration::from_millis(2500);
+    let started = Instant::now();
+    while started.elapsed() < window {
+        sent += 1;
+        ok += u32::from(answered(&cluster.query("chat", &ask(&format!("q{sent}"))).await));
+    }
+    let probes = cluster.mock.calls(PRIMARY_MODEL) - calls_at_trip;
+    eprintln!("{probes} probe calls in {window:?} while the provider was down, {sent} queries, {ok} answered");
+    // Intervals after the trip: 300 ms, 600 ms, 1 s, 1 s ... (jittered down by up to 20 %): at most 5 in 2.5 s.
+    assert!(probes >= 1, "a probe must test the provider after the open interval");
+    assert!(probes <= 5, "{probes} calls reached the dead provider: more than one probe per interval");
+    assert!(f64::from(ok) / f64::from(sent) >= 0.995, "{ok} of {sent} answered");
+
+    // The provider heals: the next probe closes the breaker for everyone.
+    cluster.mock.clear_behavior(PRIMARY_MODEL);
+    eventually("every node sees the cluster breaker closed", Duration::from_secs(10), || async {
+        let _ = cluster.query("chat", &ask("heal")).await;
+        cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed").then_some(())
+    })
+    .await
+    .unwrap();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_node_does_not_trip_the_provider_for_the_others() {
+    // node-1 reaches the primary through a broken path (its own mock, failing); the others reach a healthy one.
+    let broken = MockServer::start(MockConfig::default()).await.unwrap();
+    broken.set_behavior(PRIMARY_MODEL, failing(502));
+    let broken_url = broken.openai_base_url();
+    let cluster = TestCluster::start_with(3, &switchyard_testkit::redis_url(), |i, mut config| {
+        if i == 1 {
+            config.providers[0].base_url = broken_url.clone();
+        }
+        config
+    })
+    .await
+    .unwrap();
+    for i in 0..150 {
+        assert!(answered(&cluster.query("chat", &ask(&format!("q{i}"))).await));
+    }
+    assert!(broken.calls(PRIMARY_MODEL) >= 4, "node-1's calls must have failed enough to trip its own breaker");
+    let states = cluster.cluster_breakers("primary").await;
+    assert!(states.iter().all(|s| s == "closed"), "one bad node tripped the cluster: {states:?}");
+    let local: Vec<String> = {
+        let mut out = Vec::new();
+        for node in &cluster.nodes {
+            let h = node.health().await;
+            out.push(h.providers.iter().find(|p| p.name == "primary").unwrap().breaker.clone());
+        }
+        out
+    };
+    assert_ne!(local[0], "closed", "node-1's own breaker protects its own calls");
+    let before = cluster.mock.calls(PRIMARY_MODEL);
+    for i in 0..30 {
+        cluster.query("chat", &ask(&format!("after {i}"))).await.unwrap();
+    }
+    assert!(cluster.mock.calls(PRIMARY_MODEL) > before, "the healthy nodes keep using the provider");
+    cluster.shutdown().await;
+    broken.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_keeps_every_node_away_until_the_deadline() {
+    let cluster = TestCluster::start(3).await.unwrap();
+    cluster.mock.set_behavior(
+        PRIMARY_MODEL,
+        Behavior {
+            errors: vec![ErrorRule {
+                rate: 1.0,
+                error: MockError::Status { status: 429, retry_after_s: Some(3), retry_after_ms: None },
+            }],
+            ..Behavior::default()
+        },
+    );
+    // The first call meets the 429; the cooldown reaches every node.
+    assert!(answered(&cluster.query("chat", &ask("first")).await));
+    eventually("every node honours the cooldown", Duration::from_secs(3), || async {
+        cluster.cluster_breakers("primary").await.iter().all(|s| s == "open").then_some(())
+    })
+    .await
+    .unwrap();
+    let calls = cluster.mock.calls(PRIMARY_MODEL);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert!(answered(&cluster.query("chat", &ask("during")).await));
+    }
+    assert_eq!(cluster.mock.calls(PRIMARY_MODEL), calls, "no call may reach a provider before its Retry-After");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_loses_no_query_and_the_nodes_report_degraded_then_recover() {
+    let redis = ServerProcess::redis().unwrap();
+    let port = redis.port;
+    let url = format!("redis://127.0.0.1:{port}");
+    let cluster = TestCluster::start_with(2, &url, |_, config| config).await.unwrap();
+    let mut sent = 0;
+    let id_query = |i: usize| {
+        let mut q = ask(&format!("q{i}"));
+        q.id = Some(format!("id-{i}"));
+        q
+    };
+    for _ in 0..20 {
+        sent += 1;
+        assert!(answered(&cluster.query("chat", &id_query(sent)).await));
+    }
+    drop(redis); // SIGKILL
+    // Queries keep being answered (idempotency falls back to the node, breakers to the local ones).
+    for _ in 0..40 {
+        sent += 1;
+        let started = Instant::now();
+        assert!(answered(&cluster.query("chat", &id_query(sent)).await), "query {sent} lost while Redis is down");
+        assert!(started.elapsed() < Duration::from_secs(1), "a dead Redis must not hold a query");
+    }
+    eventually("the nodes report themselves degraded", Duration::from_secs(5), || async {
+        let mut all = true;
+        for node in &cluster.nodes {
+            all &= node.health().await.degraded;
+        }
+        all.then_some(())
+    })
+    .await
+    .unwrap();
+    let _redis = ServerProcess::redis_on(port).unwrap();
+    eventually("the nodes reconcile with Redis", Duration::from_secs(10), || async {
+        let mut healthy = true;
+        for node in &cluster.nodes {
+            healthy &= !node.health().await.degraded;
+        }
+        healthy.then_some(())
+    })
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        sent += 1;
+        assert!(answered(&cluster.query("chat", &id_query(sent)).await));
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_bounds_query_latency_by_its_timeout() {
+    let redis = ServerProcess::redis().unwrap();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let cluster = TestCluster::start_with(2, &url, |_, config| config).await.unwrap();
+    let mut q = ask("warm");
+    q.id = Some("warm".into());
+    assert!(answered(&cluster.query("chat", &q).await));
+    redis.signal("STOP").unwrap();
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let mut q = ask(&format!("paused {i}"));
+        q.id = Some(format!("paused-{i}"));
+        let started = Instant::now();
+        let outcome = cluster.query("chat", &q).await;
+        worst = worst.max(started.elapsed());
+        assert!(answered(&outcome));
+    }
+    redis.signal("CONT").unwrap();
+    eprintln!("worst query latency with Redis paused: {worst:?}");
+    // One bounded Redis call (50 ms) per idempotent query, plus the query itself.
+    assert!(worst < Duration::from_millis(500), "worst {worst:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovering_provider_gets_exactly_one_probe_while_many_queries_wait() {
+    let cluster = TestCluster::start(3).await.unwrap();
+    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+    let mut i = 0;
+    while !cluster.cluster_breakers("primary").await.iter().all(|s| s == "open") {
+        i += 1;
+        cluster.query("chat", &ask(&format!("trip {i}"))).await.unwrap();
+        assert!(i < 500, "the cluster never tripped");
+    }
+    // It heals, but slowly: a probe takes 300 ms, during which a herd of queries keeps arriving on every node.
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::default().with_latency_ms(300));
+    let before = cluster.mock.calls(PRIMARY_MODEL);
+    let herd = async {
+        let mut n = 0;
+        while cluster.mock.calls(PRIMARY_MODEL) == before || n < 10 {
+            let requests: Vec<_> = (0..20).map(|k| ask(&format!("herd {n} {k}"))).collect();
+            let burst = requests.iter().map(|request| cluster.query("chat", request));
+            for outcome in futures::future::join_all(burst).await {
+                assert!(answered(&outcome));
+            }
+            n += 1;
+            assert!(n < 400, "no probe came");
+        }
+    };
+    let watch = async {
+        // The first call after the trip is the probe; nothing else may arrive while it is out.
+        while cluster.mock.calls(PRIMARY_MODEL) == before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        cluster.mock.calls(PRIMARY_MODEL) - before
+    };
+    let ((), during_probe) = tokio::join!(herd, watch);
+    assert_eq!(during_probe, 1, "exactly one probe while the provider was being tested");
+    eventually("the probe closed the breaker everywhere", Duration::from_secs(5), || async {
+        cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed").then_some(())
+    })
+    .await
+    .unwrap();
+    cluster.shutdown().await;
+}
