@@ -68,12 +68,37 @@ pub fn cluster_config_with(openai: &str, anthropic: &str, namespace: &str, node:
         model = "{SECONDARY_MODEL}"
         api_key = "sk-ant-e2e-other"
         timeout_ms = 5000
+        [providers.breaker]
+        window_calls = 10
+        minimum_calls = 4
+        open_wait_base_ms = 300
+        open_wait_max_ms = 1000
         [[routes]]
         name = "chat"
         providers = ["primary", "secondary"]
+        retry = {{ max_attempts = 1 }}
         [[routes]]
         name = "solo"
         providers = ["primary"]
+        retry = {{ max_attempts = 1 }}
+        [[routes]]
+        name = "retrying"
+        providers = ["primary", "secondary"]
+        retry = {{ max_attempts = 3, backoff_base_ms = 10, backoff_max_ms = 50 }}
+        [[routes]]
+        name = "long"
+        providers = ["primary"]
+        context_window_fallbacks = ["secondary"]
+        retry = {{ max_attempts = 1 }}
+        [[groups]]
+        name = "pool"
+        strategy = "least_busy"
+        panic_interval_ms = 500
+        members = [{{ provider = "primary" }}, {{ provider = "secondary" }}]
+        [[routes]]
+        name = "pooled"
+        providers = ["pool"]
+        retry = {{ max_attempts = 1 }}
         [cluster]
         poll_interval_ms = 200
         probe_lease_ms = 2000

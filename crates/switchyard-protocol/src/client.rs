@@ -117,6 +117,9 @@ pub struct Attempt {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A panic-mode trickle: every member of the group was tripped, and this call went past the breaker.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub panic: bool,
 }
 
 /// Why the answer came from where it came from.

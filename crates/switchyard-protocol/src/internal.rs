@@ -19,6 +19,9 @@ pub struct ProviderCall {
     pub budget_ms: u64,
     /// For a streaming query: where chunks go (the client's reply subject) and the first sequence number.
     pub stream: Option<StreamTarget>,
+    /// A panic-mode trickle: every member of the group is tripped, and this one call goes through the breaker
+    /// to find out whether the provider is back.
+    pub bypass_breaker: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +150,7 @@ mod tests {
             },
             budget_ms: 1500,
             stream: Some(StreamTarget { subject: "_INBOX.x".into(), first_seq: 0 }),
+            bypass_breaker: false,
         };
         let bytes = Bincode::encode(&call).expect("encode");
         assert_eq!(Bincode::decode::<ProviderCall>(&bytes).expect("decode"), call);

@@ -11,7 +11,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use switchyard_core::{Backoff, BreakerConfig, Price, RestartPolicy, SlidingWindow};
+use switchyard_core::{
+    Backoff, BalanceStrategy, Balancer, BalancerConfig, BreakerConfig, FallbackChains, GroupMember, Price,
+    RestartPolicy, RetryBudgetConfig, RetryPolicy, SlidingWindow, TieBreak,
+};
 use switchyard_protocol::subjects::is_valid_token;
 use switchyard_state::{OpenWait, TripPolicy};
 
@@ -47,6 +50,12 @@ pub struct NodeConfig {
     pub providers: Vec<ProviderSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// Balanced groups of providers; a route's chains may name a group where they name a provider.
+    #[serde(default)]
+    pub groups: Vec<GroupSection>,
+    /// Caps retries across all queries of a router node.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetSection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -346,8 +355,166 @@ impl ProviderSection {
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     pub name: String,
-    /// Providers in order of preference: the first healthy one answers, the next ones are the fallbacks.
+    /// Providers (or groups) in order of preference: the first healthy one answers, the next ones are the
+    /// generic fallbacks.
     pub providers: Vec<String>,
+    /// Tried first after a context-window failure.
+    #[serde(default)]
+    pub context_window_fallbacks: Vec<String>,
+    /// Tried first after a content-policy refusal.
+    #[serde(default)]
+    pub content_policy_fallbacks: Vec<String>,
+    /// Most providers (or groups) one query tries.
+    #[serde(default = "default_fallback_depth")]
+    pub max_fallback_depth: usize,
+    #[serde(default)]
+    pub retry: RetrySection,
+}
+
+fn default_fallback_depth() -> usize {
+    3
+}
+
+/// Retries of the same provider, per route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// Calls per provider and query, the first included (1 = no retry).
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A `Retry-After` longer than this sends the query to the next provider instead of waiting.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        let core = RetryPolicy::default();
+        Self {
+            max_attempts: core.max_attempts,
+            backoff_base_ms: core.backoff.base.as_millis() as u64,
+            backoff_max_ms: core.backoff.max.as_millis() as u64,
+            max_retry_after_ms: core.max_retry_after.as_millis() as u64,
+        }
+    }
+}
+
+impl RetrySection {
+    pub fn to_core(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff: Backoff::new(
+                Duration::from_millis(self.backoff_base_ms),
+                Duration::from_millis(self.backoff_max_ms),
+            ),
+            max_retry_after: Duration::from_millis(self.max_retry_after_ms),
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetSection {
+    /// Retries may add this share of the requests in the window.
+    pub ratio: f64,
+    pub window_secs: u32,
+    /// Retries always allowed per second, so a quiet route can still retry.
+    pub min_retries_per_second: u32,
+}
+
+impl Default for RetryBudgetSection {
+    fn default() -> Self {
+        let core = RetryBudgetConfig::default();
+        Self {
+            ratio: core.ratio,
+            window_secs: core.window_seconds,
+            min_retries_per_second: core.min_retries_per_second,
+        }
+    }
+}
+
+impl RetryBudgetSection {
+    pub fn to_core(&self) -> RetryBudgetConfig {
+        RetryBudgetConfig {
+            ratio: self.ratio,
+            window_seconds: self.window_secs,
+            min_retries_per_second: self.min_retries_per_second,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyConfig {
+    /// Smooth weighted round-robin.
+    Weighted,
+    /// Fewest calls in flight (per unit of weight).
+    LeastBusy,
+    /// Power of two choices on peak-EWMA latency.
+    PeakEwma,
+}
+
+/// A group of interchangeable providers, balanced; tripped members are skipped, and when every member is
+/// tripped a trickle (one call per `panic_interval_ms`) goes to the least recently failed one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSection {
+    pub name: String,
+    #[serde(default = "default_strategy")]
+    pub strategy: StrategyConfig,
+    pub members: Vec<GroupMemberSection>,
+    #[serde(default = "default_panic_interval_ms")]
+    pub panic_interval_ms: u64,
+}
+
+fn default_strategy() -> StrategyConfig {
+    StrategyConfig::Weighted
+}
+
+fn default_panic_interval_ms() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMemberSection {
+    pub provider: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl GroupSection {
+    pub fn balancer_config(&self) -> BalancerConfig {
+        BalancerConfig {
+            strategy: match self.strategy {
+                StrategyConfig::Weighted => BalanceStrategy::Weighted,
+                StrategyConfig::LeastBusy => BalanceStrategy::LeastBusy { ties: TieBreak::Random },
+                StrategyConfig::PeakEwma => BalanceStrategy::PeakEwma,
+            },
+            panic_interval: Duration::from_millis(self.panic_interval_ms),
+            ..BalancerConfig::default()
+        }
+    }
+
+    pub fn members(&self) -> Vec<GroupMember> {
+        self.members.iter().map(|m| GroupMember::new(m.provider.clone(), m.weight)).collect()
+    }
+}
+
+impl RouteSection {
+    pub fn chains(&self) -> FallbackChains {
+        FallbackChains {
+            generic: self.providers.clone(),
+            context_window: self.context_window_fallbacks.clone(),
+            content_policy: self.content_policy_fallbacks.clone(),
+            max_depth: self.max_fallback_depth,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -449,6 +616,25 @@ impl NodeConfig {
                 return Err(invalid(field(&format!("breaker.{}", e.field)), e.reason));
             }
         }
+        let mut targets: HashSet<&str> = names.clone();
+        for (i, g) in self.groups.iter().enumerate() {
+            let field = |f: &str| format!("groups[{i}].{f}");
+            if !is_valid_token(&g.name) {
+                return Err(invalid(field("name"), "use 1 to 64 characters of [A-Za-z0-9_-]"));
+            }
+            if !targets.insert(g.name.as_str()) {
+                return Err(invalid(field("name"), format!("`{}` is already a provider or a group", g.name)));
+            }
+            if let Some(unknown) = g.members.iter().find(|m| !names.contains(m.provider.as_str())) {
+                return Err(invalid(field("members"), format!("unknown provider `{}`", unknown.provider)));
+            }
+            if let Err(e) = Balancer::new(g.balancer_config(), g.members()) {
+                return Err(invalid(field(e.field), e.reason));
+            }
+        }
+        if let Err(e) = self.retry_budget.to_core().validate() {
+            return Err(invalid(format!("retry_budget.{}", e.field), e.reason));
+        }
         let mut routes = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             if !is_valid_token(&r.name) {
@@ -460,8 +646,21 @@ impl NodeConfig {
             if r.providers.is_empty() {
                 return Err(invalid(format!("routes[{i}].providers"), "a route needs at least one provider"));
             }
-            if let Some(unknown) = r.providers.iter().find(|p| !names.contains(p.as_str())) {
-                return Err(invalid(format!("routes[{i}].providers"), format!("unknown provider `{unknown}`")));
+            for (list, field) in [
+                (&r.providers, "providers"),
+                (&r.context_window_fallbacks, "context_window_fallbacks"),
+                (&r.content_policy_fallbacks, "content_policy_fallbacks"),
+            ] {
+                if let Some(unknown) = list.iter().find(|p| !targets.contains(p.as_str())) {
+                    let reason = format!("unknown provider or group `{unknown}`");
+                    return Err(invalid(format!("routes[{i}].{field}"), reason));
+                }
+            }
+            if let Err(e) = r.chains().validate() {
+                return Err(invalid(format!("routes[{i}].{}", e.field), e.reason));
+            }
+            if let Err(e) = r.retry.to_core().validate() {
+                return Err(invalid(format!("routes[{i}].retry.{}", e.field), e.reason));
             }
         }
         if self.has_role(Role::Router) && self.routes.is_empty() {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod nats;
 pub mod node;
 pub mod query;
+pub mod routing;
 pub mod state;
 
 pub use config::{ConfigError, NodeConfig, Role};

@@ -1,6 +1,5 @@
 //! A running node: built from its configuration, inspected, and shut down gracefully.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use crate::actors::provider_supervisor::ProviderSpec;
 use crate::actors::router::RouterMsg;
 use crate::actors::state_sync::SyncSettings;
 use crate::config::{NodeConfig, ProviderKindConfig, ProviderSection, Role};
+use crate::routing::Routing;
 use crate::state::SharedState;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +60,10 @@ impl Node {
             config.node.name.clone()
         };
         let specs = if config.has_role(Role::Providers) { Some(build_providers(&config.providers)?) } else { None };
-        let routes: Option<HashMap<String, Vec<String>>> = config
-            .has_role(Role::Router)
-            .then(|| config.routes.iter().map(|r| (r.name.clone(), r.providers.clone())).collect());
+        let routing = match config.has_role(Role::Router) {
+            true => Some(Arc::new(Routing::from_config(config).map_err(|reason| NodeError::Spawn { reason })?)),
+            false => None,
+        };
         let draining = Arc::new(AtomicBool::new(false));
         let roles = config
             .node
@@ -79,7 +80,7 @@ impl Node {
             bus,
             subjects: Subjects::new(&config.node.namespace),
             specs,
-            routes,
+            routing,
             restart_policy: config.supervisor.policy(),
             max_payload_bytes: config.node.max_payload_bytes,
             default_deadline: Duration::from_millis(config.node.default_deadline_ms),

@@ -1,9 +1,12 @@
 //! One query's journey over the providers of its route.
 //!
-//! The router actor admits a query and spawns [`run_query`] as a task. It calls the route's providers in order
-//! over the bus (`switchyard.v1.provider.<p>.call`, bincode) until one answers, recording every attempt in the
-//! trace. A failure that is the request's own fault ends the journey at once; so does any failure after stream
-//! chunks reached the client (a stream is never retried after its first chunk).
+//! The router actor admits a query and spawns [`run_query`] as a task. It walks the route's chains (the generic
+//! one, or after a context-window or content-policy failure the special one first), resolving each entry to a
+//! provider (a group picks a member), and calls it over the bus (`<ns>.v1.provider.<p>.call`, bincode). A
+//! transient failure may be retried on the same provider (full-jitter backoff, `Retry-After` as a floor, within
+//! the retry budget and the deadline); otherwise the walk moves on. Every attempt is recorded in the trace. A
+//! failure that is the request's own fault ends the walk at once; so does any failure after stream chunks
+//! reached the client (a stream is never retried after its first chunk).
 
 // An answer is a reply either way: both sides are large and both are moved exactly once, to the client.
 #![allow(clippy::result_large_err)]
@@ -16,14 +19,16 @@ use tracing::debug;
 use uuid::Uuid;
 
 use switchyard_bus::{Bus, BusError, Message};
-use switchyard_core::FailureClass;
+use switchyard_core::{FailureClass, RetryDecision};
 use switchyard_protocol::client::{
     Attempt, ErrorReply, ErrorType, QueryOutcome, QueryReply, QueryRequest, StreamFrame, Trace,
 };
-use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailureClass};
+use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec, Json};
 use switchyard_state::{Claim, IdempotencyStore};
+
+use crate::routing::{Resolved, RoutePlan, Routing};
 
 /// What every query task of a node shares.
 pub struct QueryContext {
@@ -47,122 +52,200 @@ pub fn render(answer: &Answer, stream: bool) -> Bytes {
     Bytes::from(encoded.unwrap_or_default())
 }
 
-/// Runs `request` on the providers of `route`, in order, until one answers or the deadline passes.
+/// One upstream call's result, as the walk sees it.
+enum CallResult {
+    Answered(switchyard_protocol::Completion),
+    Failed { class: FailureClass, status: Option<u16>, message: String, chunks: u64 },
+    Refused { reason: Refusal },
+    NoResponders,
+    Timeout,
+    Broken(String),
+}
+
+/// Sends one call to `provider` and waits, at most until the deadline, for its reply.
+async fn call_provider(ctx: &QueryContext, provider: &str, call: &ProviderCall, remaining: Duration) -> CallResult {
+    let payload = match Bincode::encode(call) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => return CallResult::Broken(e.to_string()),
+    };
+    // A little slack beyond the budget lets the provider report its own deadline expiry.
+    let wait = remaining + Duration::from_millis(50);
+    match ctx.bus.request(Message::new(ctx.subjects.provider_call(provider), payload), wait).await {
+        Ok(reply) => match Bincode::decode::<ProviderReply>(&reply.payload) {
+            Ok(ProviderReply::Completed { completion, .. }) => CallResult::Answered(completion),
+            Ok(ProviderReply::Failed(f)) => {
+                CallResult::Failed { class: f.class.into(), status: f.status, message: f.message, chunks: f.chunks }
+            }
+            Ok(ProviderReply::Refused { reason }) => CallResult::Refused { reason },
+            Err(decode) => CallResult::Broken(decode.to_string()),
+        },
+        Err(BusError::NoResponders { .. }) => CallResult::NoResponders,
+        Err(BusError::Timeout { .. }) => CallResult::Timeout,
+        Err(other) => CallResult::Broken(other.to_string()),
+    }
+}
+
+/// Runs `request` on `plan`: retries of the same provider, fallbacks along the chains, balancing inside groups,
+/// all inside the client's deadline.
 pub async fn run_query(
     ctx: &QueryContext,
-    route: &str,
-    providers: &[String],
+    routing: &Routing,
+    plan: &RoutePlan,
     request: &QueryRequest,
     reply_to: &str,
     deadline: Instant,
 ) -> Answer {
     let started = Instant::now();
-    let mut trace = Trace { node: ctx.node.clone(), route: route.to_owned(), attempts: Vec::new() };
-    let chat = request.to_chat_request();
+    routing.record_request(started);
+    let mut trace = Trace { node: ctx.node.clone(), route: plan.name.clone(), attempts: Vec::new() };
     let fail = |kind, code: &str, message: String, trace: Trace| {
         Err(ErrorReply::new(kind, code, message).with_id(request.id.clone()).with_trace(trace))
     };
+    let mut call = ProviderCall {
+        call_id: Uuid::new_v4(),
+        request: request.to_chat_request(),
+        budget_ms: 0,
+        stream: request.stream.then(|| StreamTarget { subject: reply_to.to_owned(), first_seq: 0 }),
+        bypass_breaker: false,
+    };
     let mut retry_after: Option<u64> = None;
+    let mut note_retry_after = |ms: u64| retry_after = Some(retry_after.map_or(ms, |r: u64| r.min(ms)));
     let mut only_unavailable = true;
+    let mut tried: Vec<String> = Vec::new();
+    let mut last_failure: Option<FailureClass> = None;
 
-    for provider in providers {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into(), trace);
-        }
-        let call = ProviderCall {
-            call_id: Uuid::new_v4(),
-            request: chat.clone(),
-            budget_ms: remaining.as_millis().max(1) as u64,
-            stream: request.stream.then(|| StreamTarget { subject: reply_to.to_owned(), first_seq: 0 }),
-        };
-        let payload = match Bincode::encode(&call) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) => return fail(ErrorType::InvalidRequest, "unencodable", e.to_string(), trace),
-        };
-        let attempt_started = Instant::now();
-        // A little slack beyond the budget lets the provider report its own deadline expiry.
-        let wait = remaining + Duration::from_millis(50);
-        let result = ctx.bus.request(Message::new(ctx.subjects.provider_call(provider), payload), wait).await;
-        let latency_ms = attempt_started.elapsed().as_secs_f64() * 1000.0;
-        let mut attempt =
-            Attempt { provider: provider.clone(), outcome: String::new(), latency_ms, status: None, message: None };
-        match result.map(|m| Bincode::decode::<ProviderReply>(&m.payload)) {
-            Ok(Ok(ProviderReply::Completed { completion, .. })) => {
-                attempt.outcome = "success".into();
-                trace.attempts.push(attempt);
-                return Ok(QueryReply {
-                    id: request.id.clone(),
-                    content: completion.content,
-                    model: completion.model,
-                    provider: provider.clone(),
-                    finish_reason: completion.finish_reason,
-                    usage: completion.usage,
-                    cost_usd: completion.cost_usd,
-                    latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-                    trace,
+    while let Some(target) = plan.chains.next(&tried, last_failure) {
+        tried.push(target.clone());
+        last_failure = None;
+        let (provider, member, bypass) = match routing.resolve(&target, Instant::now()) {
+            Resolved::Provider { name, member, bypass_breaker } => (name, member, bypass_breaker),
+            Resolved::Unavailable { retry_after } => {
+                note_retry_after(retry_after.as_millis().max(1) as u64);
+                trace.attempts.push(Attempt {
+                    provider: target.clone(),
+                    outcome: "group_unavailable".into(),
+                    latency_ms: 0.0,
+                    status: None,
+                    message: None,
+                    panic: false,
                 });
+                continue;
             }
-            Ok(Ok(ProviderReply::Failed(failure))) => {
-                let class = FailureClass::from(failure.class);
-                attempt.outcome = class.as_str().into();
-                attempt.status = failure.status;
-                attempt.message = Some(failure.message.clone());
-                trace.attempts.push(attempt);
-                only_unavailable &= matches!(class, FailureClass::RateLimited { .. });
-                if let WireFailureClass::RateLimited { retry_after_ms: Some(ms) } = failure.class {
-                    retry_after = Some(retry_after.map_or(ms, |r| r.min(ms)));
-                }
-                if failure.chunks > 0 {
-                    let message = format!("{provider} failed after {} streamed chunks", failure.chunks);
-                    return fail(ErrorType::UpstreamError, "stream_interrupted", message, trace);
-                }
-                if class == FailureClass::Cancelled {
-                    return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", failure.message, trace);
-                }
-                if !class.worth_falling_back() {
-                    return fail(ErrorType::UpstreamError, class.as_str(), failure.message, trace);
-                }
-            }
-            Ok(Ok(ProviderReply::Refused { reason })) => {
-                attempt.outcome = format!("refused_{}", reason.as_str());
-                trace.attempts.push(attempt);
-                if let Refusal::BreakerOpen { retry_after_ms } = reason {
-                    retry_after = Some(retry_after.map_or(retry_after_ms, |r| r.min(retry_after_ms)));
-                }
-            }
-            Ok(Err(decode)) => {
-                attempt.outcome = "bad_reply".into();
-                attempt.message = Some(decode.to_string());
-                trace.attempts.push(attempt);
-                only_unavailable = false;
-            }
-            Err(BusError::NoResponders { .. }) => {
-                attempt.outcome = "no_responders".into();
-                trace.attempts.push(attempt);
-            }
-            Err(BusError::Timeout { .. }) => {
-                attempt.outcome = "timeout".into();
-                trace.attempts.push(attempt);
+        };
+        let mut attempt_no = 1;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                routing.finish(&member, Duration::ZERO, false, None);
                 return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into(), trace);
             }
-            Err(other) => {
-                attempt.outcome = "bus_error".into();
-                attempt.message = Some(other.to_string());
-                trace.attempts.push(attempt);
+            call.call_id = Uuid::new_v4();
+            call.budget_ms = remaining.as_millis().max(1) as u64;
+            call.bypass_breaker = bypass;
+            let attempt_started = Instant::now();
+            let result = call_provider(ctx, &provider, &call, remaining).await;
+            let latency = attempt_started.elapsed();
+            let mut attempt = Attempt {
+                provider: provider.clone(),
+                outcome: String::new(),
+                latency_ms: latency.as_secs_f64() * 1000.0,
+                status: None,
+                message: None,
+                panic: bypass,
+            };
+            match result {
+                CallResult::Answered(completion) => {
+                    routing.finish(&member, latency, false, None);
+                    attempt.outcome = "success".into();
+                    trace.attempts.push(attempt);
+                    return Ok(QueryReply {
+                        id: request.id.clone(),
+                        content: completion.content,
+                        model: completion.model,
+                        provider: provider.clone(),
+                        finish_reason: completion.finish_reason,
+                        usage: completion.usage,
+                        cost_usd: completion.cost_usd,
+                        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        trace,
+                    });
+                }
+                CallResult::Failed { class, status, message, chunks } => {
+                    routing.finish(&member, latency, class.worth_falling_back(), None);
+                    attempt.outcome = class.as_str().into();
+                    attempt.status = status;
+                    attempt.message = Some(message.clone());
+                    trace.attempts.push(attempt);
+                    only_unavailable &= matches!(class, FailureClass::RateLimited { .. });
+                    if let FailureClass::RateLimited { retry_after: Some(wait) } = class {
+                        note_retry_after(wait.as_millis() as u64);
+                    }
+                    if chunks > 0 {
+                        let message = format!("{provider} failed after {chunks} streamed chunks");
+                        return fail(ErrorType::UpstreamError, "stream_interrupted", message, trace);
+                    }
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match plan.retry.decide(attempt_no, class, remaining, false, rand::random::<f64>()) {
+                        RetryDecision::RetrySameAfter(delay) if routing.try_retry(Instant::now()) => {
+                            tokio::time::sleep(delay).await;
+                            attempt_no += 1;
+                            continue;
+                        }
+                        RetryDecision::RetrySameAfter(_) | RetryDecision::NextProvider => {
+                            last_failure = Some(class);
+                        }
+                        RetryDecision::GiveUp if class == FailureClass::Cancelled => {
+                            return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", message, trace);
+                        }
+                        RetryDecision::GiveUp => {
+                            return fail(ErrorType::UpstreamError, class.as_str(), message, trace);
+                        }
+                    }
+                }
+                CallResult::Refused { reason } => {
+                    let refused_for = match reason {
+                        Refusal::BreakerOpen { retry_after_ms } => {
+                            note_retry_after(retry_after_ms);
+                            Some(Duration::from_millis(retry_after_ms))
+                        }
+                        _ => None,
+                    };
+                    routing.finish(&member, latency, false, refused_for);
+                    attempt.outcome = format!("refused_{}", reason.as_str());
+                    trace.attempts.push(attempt);
+                }
+                CallResult::NoResponders => {
+                    routing.finish(&member, latency, false, None);
+                    attempt.outcome = "no_responders".into();
+                    trace.attempts.push(attempt);
+                }
+                CallResult::Timeout => {
+                    routing.finish(&member, latency, false, None);
+                    attempt.outcome = "timeout".into();
+                    trace.attempts.push(attempt);
+                    return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into(), trace);
+                }
+                CallResult::Broken(message) => {
+                    routing.finish(&member, latency, false, None);
+                    attempt.outcome = "bus_error".into();
+                    attempt.message = Some(message);
+                    trace.attempts.push(attempt);
+                    only_unavailable = false;
+                }
             }
+            break;
         }
     }
 
     if only_unavailable {
-        let message = format!("no provider of route {route} is available");
+        let message = format!("no provider of route {} is available", plan.name);
         let error = ErrorReply::new(ErrorType::NoProviderAvailable, "no_provider_available", message)
             .with_retry_after_ms(retry_after.unwrap_or(1000))
             .with_id(request.id.clone())
             .with_trace(trace);
         return Err(error);
     }
-    let message = format!("every provider of route {route} failed");
+    let message = format!("every provider of route {} failed", plan.name);
     fail(ErrorType::UpstreamError, "all_providers_failed", message, trace)
 }
 

@@ -27,6 +27,7 @@ use super::provider_supervisor::{
     ProviderDirectory, ProviderSpec, ProviderSupervisor, ProviderSupervisorArgs, ProviderSupervisorMsg,
 };
 use super::router::{RouterActor, RouterArgs, RouterMsg};
+use crate::routing::Routing;
 
 pub struct NodeSupervisor;
 
@@ -36,7 +37,7 @@ pub struct NodeArgs {
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
     pub specs: Option<Vec<ProviderSpec>>,
-    pub routes: Option<HashMap<String, Vec<String>>>,
+    pub routing: Option<Arc<Routing>>,
     pub restart_policy: RestartPolicy,
     pub max_payload_bytes: usize,
     pub default_deadline: Duration,
@@ -111,13 +112,13 @@ impl Actor for NodeSupervisor {
             }
             None => None,
         };
-        let router = match args.routes {
-            Some(routes) => {
+        let router = match args.routing {
+            Some(routing) => {
                 let router_args = RouterArgs {
                     node: args.node.clone(),
                     bus: args.bus.clone(),
                     subjects: args.subjects.clone(),
-                    routes,
+                    routing,
                     max_payload_bytes: args.max_payload_bytes,
                     default_deadline: args.default_deadline,
                     max_in_flight: args.max_in_flight_queries,

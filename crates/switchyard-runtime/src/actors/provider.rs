@@ -75,10 +75,12 @@ struct Stats {
     ewma_latency_ms: f64,
 }
 
-/// How a call was let through: by the local breaker, or as the cluster's probe.
+/// How a call was let through: by the local breaker, as the cluster's probe, or past both (a router's
+/// panic-mode trickle).
 pub enum Admission {
     Local(Permit),
     Probe { epoch: u64 },
+    Bypass,
 }
 
 pub enum ProviderMsg {
@@ -130,7 +132,7 @@ impl Actor for ProviderActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ProviderMsg::Call { call, reply_to } => {
-                let admission = match state.admit(Instant::now()) {
+                let admission = match state.admit(Instant::now(), call.bypass_breaker) {
                     Ok(admission) => admission,
                     Err(reason) => {
                         state.stats.refused += 1;
@@ -212,9 +214,12 @@ impl Actor for ProviderActor {
 impl ProviderState {
     /// The cluster's gate first (an open cluster breaker refuses; its probe bypasses the local breaker), then the
     /// local breaker.
-    fn admit(&mut self, now: Instant) -> Result<Admission, Refusal> {
+    fn admit(&mut self, now: Instant, bypass: bool) -> Result<Admission, Refusal> {
         if self.in_flight >= self.max_in_flight {
             return Err(Refusal::Overloaded);
+        }
+        if bypass {
+            return Ok(Admission::Bypass);
         }
         let refuse =
             |retry_after: Duration| Refusal::BreakerOpen { retry_after_ms: retry_after.as_millis().max(1) as u64 };
@@ -259,6 +264,8 @@ impl ProviderState {
                 }
                 return;
             }
+            // A trickle's outcome is for the router's balancer; the breakers have their own probes.
+            Admission::Bypass => return,
         }
         if let Some(link) = &self.cluster {
             let epoch = link.with(|gate| gate.epoch());

@@ -7,7 +7,6 @@
 //! in-memory table; across nodes (the queue group may hand a retry to another node) a claim in the shared
 //! idempotency store decides which node runs the query (`query::answer_once`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use switchyard_protocol::subjects::Subjects;
 use switchyard_state::IdempotencyStore;
 
 use crate::query::{Answer, QueryContext, answer_once, render, run_query};
+use crate::routing::Routing;
 
 pub struct RouterActor;
 
@@ -30,8 +30,8 @@ pub struct RouterArgs {
     pub node: String,
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
-    /// Route name to its providers, in order of preference.
-    pub routes: HashMap<String, Vec<String>>,
+    /// The routes, their chains and groups, and the retry budget.
+    pub routing: Arc<Routing>,
     pub max_payload_bytes: usize,
     pub default_deadline: Duration,
     pub max_in_flight: usize,
@@ -47,7 +47,7 @@ struct Waiter {
 
 pub struct RouterState {
     ctx: Arc<QueryContext>,
-    routes: HashMap<String, Arc<[String]>>,
+    routing: Arc<Routing>,
     max_payload_bytes: usize,
     default_deadline: Duration,
     max_in_flight: usize,
@@ -74,11 +74,10 @@ impl Actor for RouterActor {
     type Arguments = RouterArgs;
 
     async fn pre_start(&self, _: ActorRef<RouterMsg>, args: RouterArgs) -> Result<RouterState, ActorProcessingErr> {
-        let mut names: Vec<String> = args.routes.keys().cloned().collect();
-        names.sort();
+        let names = args.routing.route_names();
         Ok(RouterState {
             ctx: Arc::new(QueryContext { node: args.node, bus: args.bus, subjects: args.subjects }),
-            routes: args.routes.into_iter().map(|(k, v)| (k, Arc::from(v))).collect(),
+            routing: args.routing,
             max_payload_bytes: args.max_payload_bytes,
             default_deadline: args.default_deadline,
             max_in_flight: args.max_in_flight,
@@ -145,7 +144,7 @@ impl RouterState {
             return self.reject(reply_to, ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text)).await;
         }
         let route = self.ctx.subjects.route_of(&message.subject).unwrap_or_default();
-        let Some(providers) = self.routes.get(route).cloned() else {
+        let Some(plan) = self.routing.route(route) else {
             let text = format!("unknown route `{route}`");
             let error = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route");
             return self.reject(reply_to, error).await;
@@ -185,12 +184,12 @@ impl RouterState {
         self.in_flight += 1;
         let ctx = self.ctx.clone();
         let store = self.idempotency.clone();
-        let route = route.to_owned();
+        let routing = self.routing.clone();
         let span =
             info_span!("query", route = %route, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
         tokio::spawn(
             async move {
-                let run = || run_query(&ctx, &route, &providers, &request, &reply_to, deadline);
+                let run = || run_query(&ctx, &routing, &plan, &request, &reply_to, deadline);
                 let answer = match (&store, &key) {
                     (Some(store), Some(key)) => answer_once(store.as_ref(), key, &ctx.node, deadline, run).await,
                     _ => run().await,

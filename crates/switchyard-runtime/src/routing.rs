@@ -1,0 +1,194 @@
+//! What a router knows about its routes: fallback chains, retry policies, balanced groups, the retry budget.
+//!
+//! Built once from the configuration and shared by every query task of a node. A chain entry names a provider
+//! or a group; a group is balanced by its `Balancer` (core), with members a router has seen refused by their
+//! breaker left out until the refusal's `retry_after` passes. When every member is out, the balancer's panic
+//! mode lets one call per interval through to the least recently failed member, past its breaker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use switchyard_core::{Balancer, FallbackChains, Pick, RetryBudget, RetryPolicy};
+
+use crate::config::NodeConfig;
+
+/// One route: its chains and its retry policy.
+pub struct RoutePlan {
+    pub name: String,
+    pub chains: FallbackChains,
+    pub retry: RetryPolicy,
+}
+
+/// A balanced group, as one router node sees it.
+struct GroupState {
+    balancer: Balancer,
+    unavailable_until: Vec<Option<Instant>>,
+}
+
+/// Which provider a chain entry resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Provider {
+        name: String,
+        member: Option<(String, usize)>,
+        bypass_breaker: bool,
+    },
+    /// Every member of the group is out and the trickle slot is taken.
+    Unavailable {
+        retry_after: Duration,
+    },
+}
+
+/// All routes of a node, with the state they share.
+pub struct Routing {
+    routes: HashMap<String, Arc<RoutePlan>>,
+    groups: HashMap<String, Mutex<GroupState>>,
+    budget: Mutex<RetryBudget>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Routing {
+    /// Builds the routing of a validated configuration.
+    pub fn from_config(config: &NodeConfig) -> Result<Routing, String> {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let plan = RoutePlan { name: r.name.clone(), chains: r.chains(), retry: r.retry.to_core() };
+                (r.name.clone(), Arc::new(plan))
+            })
+            .collect();
+        let mut groups = HashMap::new();
+        for g in &config.groups {
+            let balancer = Balancer::new(g.balancer_config(), g.members()).map_err(|e| e.to_string())?;
+            let size = balancer.len();
+            groups.insert(g.name.clone(), Mutex::new(GroupState { balancer, unavailable_until: vec![None; size] }));
+        }
+        let budget = RetryBudget::new(config.retry_budget.to_core()).map_err(|e| e.to_string())?;
+        Ok(Routing { routes, groups, budget: Mutex::new(budget) })
+    }
+
+    pub fn route(&self, name: &str) -> Option<Arc<RoutePlan>> {
+        self.routes.get(name).cloned()
+    }
+
+    pub fn route_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.routes.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn record_request(&self, now: Instant) {
+        lock(&self.budget).record_request(now);
+    }
+
+    pub fn try_retry(&self, now: Instant) -> bool {
+        lock(&self.budget).try_withdraw(now)
+    }
+
+    /// Resolves a chain entry to a provider; picks a member (and records its start) for a group.
+    pub fn resolve(&self, target: &str, now: Instant) -> Resolved {
+        let Some(group) = self.groups.get(target) else {
+            return Resolved::Provider { name: target.to_owned(), member: None, bypass_breaker: false };
+        };
+        let mut group = lock(group);
+        let available: Vec<bool> = group.unavailable_until.iter().map(|u| u.is_none_or(|until| now >= until)).collect();
+        let pick = group.balancer.pick(&available, (rand::random::<f64>(), rand::random::<f64>()), now);
+        let (index, bypass_breaker) = match pick {
+            Pick::Member(i) => (i, false),
+            Pick::Panic(i) => (i, true),
+            Pick::None { retry_after } => return Resolved::Unavailable { retry_after },
+        };
+        group.balancer.on_start(index);
+        let name = group.balancer.name(index).unwrap_or_default().to_owned();
+        Resolved::Provider { name, member: Some((target.to_owned(), index)), bypass_breaker }
+    }
+
+    /// Records how a group member's call ended: `refused_for` when its breaker refused, `failed` for a failure
+    /// that counts against its health.
+    pub fn finish(
+        &self,
+        member: &Option<(String, usize)>,
+        latency: Duration,
+        failed: bool,
+        refused_for: Option<Duration>,
+    ) {
+        let Some((group, index)) = member else { return };
+        let Some(group) = self.groups.get(group) else { return };
+        let mut group = lock(group);
+        let now = Instant::now();
+        group.balancer.on_end(*index, latency, now);
+        if failed {
+            group.balancer.on_failure(*index, now);
+        }
+        if let Some(slot) = group.unavailable_until.get_mut(*index) {
+            *slot = refused_for.map(|wait| now + wait);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing() -> Routing {
+        let config = NodeConfig::from_toml(
+            r#"
+            [[providers]]
+            name = "a"
+            kind = "openai"
+            base_url = "http://127.0.0.1:1/v1"
+            model = "m"
+            [[providers]]
+            name = "b"
+            kind = "openai"
+            base_url = "http://127.0.0.1:1/v1"
+            model = "m"
+            [[groups]]
+            name = "pool"
+            members = [{ provider = "a", weight = 1 }, { provider = "b", weight = 1 }]
+            [[routes]]
+            name = "chat"
+            providers = ["pool", "a"]
+            "#,
+        )
+        .expect("valid");
+        Routing::from_config(&config).expect("routing")
+    }
+
+    #[test]
+    fn a_provider_resolves_to_itself_and_a_group_to_a_member() {
+        let routing = routing();
+        let now = Instant::now();
+        assert_eq!(
+            routing.resolve("a", now),
+            Resolved::Provider { name: "a".into(), member: None, bypass_breaker: false }
+        );
+        let picks: Vec<String> = (0..4)
+            .map(|_| match routing.resolve("pool", now) {
+                Resolved::Provider { name, .. } => name,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(picks.contains(&"a".to_owned()) && picks.contains(&"b".to_owned()), "{picks:?}");
+    }
+
+    #[test]
+    fn refused_members_are_skipped_and_a_dead_group_trickles() {
+        let routing = routing();
+        let now = Instant::now();
+        let refused = Some(Duration::from_secs(30));
+        routing.finish(&Some(("pool".into(), 0)), Duration::from_millis(1), true, refused);
+        for _ in 0..3 {
+            assert!(matches!(routing.resolve("pool", now), Resolved::Provider { ref name, .. } if name == "b"));
+        }
+        routing.finish(&Some(("pool".into(), 1)), Duration::from_millis(1), true, refused);
+        let first = routing.resolve("pool", now);
+        assert!(matches!(first, Resolved::Provider { bypass_breaker: true, .. }), "{first:?}");
+        assert!(matches!(routing.resolve("pool", now), Resolved::Unavailable { .. }), "one trickle per interval");
+    }
+}
