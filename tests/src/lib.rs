@@ -56,6 +56,7 @@ pub fn cluster_config_with(openai: &str, anthropic: &str, namespace: &str, node:
         input_price_per_mtok = 1.0
         output_price_per_mtok = 2.0
         timeout_ms = 5000
+        first_token_timeout_ms = 250
         [providers.breaker]
         window_calls = 10
         minimum_calls = 4

@@ -150,3 +150,23 @@ async fn a_group_balances_its_members_and_trickles_when_all_are_down() {
     assert_eq!(healed.provider, "secondary");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_a_first_token_in_time_falls_back() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    // The primary would answer, but only after 800 ms; its first-token timeout is 250 ms.
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::default().with_latency_ms(800));
+    let started = Instant::now();
+    let frames = cluster.stream("chat", &ask("quick please")).await.unwrap();
+    match frames.last().unwrap() {
+        StreamFrame::Done(summary) => {
+            assert_eq!(summary.provider, "secondary");
+            let first = &summary.trace.attempts[0];
+            assert_eq!((first.provider.as_str(), first.outcome.as_str()), ("primary", "retryable"));
+            assert!(first.message.as_deref().unwrap_or_default().contains("first token"), "{first:?}");
+        }
+        other => panic!("expected a summary, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(700), "the fallback must not wait for the slow provider");
+    cluster.shutdown().await;
+}

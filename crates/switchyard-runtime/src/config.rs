@@ -255,8 +255,12 @@ pub struct ProviderSection {
     pub input_price_per_mtok: f64,
     #[serde(default)]
     pub output_price_per_mtok: f64,
+    /// The whole upstream call.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// A stream whose first token takes longer fails (retryable); 0 turns this off.
+    #[serde(default)]
+    pub first_token_timeout_ms: u64,
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     #[serde(default)]

@@ -212,6 +212,8 @@ fn build_providers(sections: &[ProviderSection]) -> Result<Vec<ProviderSpec>, No
             Ok(ProviderSpec {
                 provider: switchyard_providers::build(settings, http.clone()),
                 max_in_flight: p.max_in_flight,
+                first_token_timeout: (p.first_token_timeout_ms > 0)
+                    .then(|| Duration::from_millis(p.first_token_timeout_ms)),
                 breaker: p.breaker.to_core(),
                 cluster: None,
             })

@@ -37,6 +37,8 @@ pub struct ProviderArgs {
     pub bus: Arc<dyn Bus>,
     pub max_in_flight: usize,
     pub breaker: BreakerConfig,
+    /// Streams only: how long the first token may take.
+    pub first_token_timeout: Option<Duration>,
     /// The cluster's breaker for this provider and where outcomes go, when the node shares state.
     pub cluster: Option<ClusterLink>,
 }
@@ -59,6 +61,7 @@ pub struct ProviderState {
     provider: Arc<dyn LlmProvider>,
     bus: Arc<dyn Bus>,
     max_in_flight: usize,
+    first_token_timeout: Option<Duration>,
     in_flight: usize,
     breaker: Breaker,
     cluster: Option<ClusterLink>,
@@ -117,6 +120,7 @@ impl Actor for ProviderActor {
             provider: args.provider,
             bus: args.bus,
             max_in_flight: args.max_in_flight,
+            first_token_timeout: args.first_token_timeout,
             in_flight: 0,
             breaker: Breaker::new(args.breaker)?,
             cluster: args.cluster,
@@ -144,9 +148,10 @@ impl Actor for ProviderActor {
                 state.stats.calls += 1;
                 let provider = state.provider.clone();
                 let bus = state.bus.clone();
+                let first_token = state.first_token_timeout;
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let reply = run_call(provider.as_ref(), bus.as_ref(), call).await;
+                    let reply = run_call(provider.as_ref(), bus.as_ref(), call, first_token).await;
                     let latency = started.elapsed();
                     publish_reply(bus.as_ref(), reply_to, &reply).await;
                     let (outcome, error) = match &reply {
@@ -288,14 +293,19 @@ async fn publish_reply(bus: &dyn Bus, reply_to: String, reply: &ProviderReply) {
 }
 
 /// Runs one call against the upstream provider within the call's budget.
-async fn run_call(provider: &dyn LlmProvider, bus: &dyn Bus, call: ProviderCall) -> ProviderReply {
+async fn run_call(
+    provider: &dyn LlmProvider,
+    bus: &dyn Bus,
+    call: ProviderCall,
+    first_token: Option<Duration>,
+) -> ProviderReply {
     let started = Instant::now();
     let budget = Duration::from_millis(call.budget_ms);
     let mut chunks = 0u64;
     let work = async {
         match &call.stream {
             None => provider.complete(&call.request).await,
-            Some(target) => stream_to(provider, bus, &call, target, &mut chunks).await,
+            Some(target) => stream_to(provider, bus, &call, target, first_token, &mut chunks).await,
         }
     };
     let result = match tokio::time::timeout(budget, work).await {
@@ -332,19 +342,31 @@ async fn stream_to(
     bus: &dyn Bus,
     call: &ProviderCall,
     target: &StreamTarget,
+    first_token: Option<Duration>,
     chunks: &mut u64,
 ) -> Result<switchyard_protocol::Completion, ProviderError> {
-    let mut stream = provider.stream(&call.request).await?;
-    while let Some(event) = stream.next().await {
+    let failure = |message: String| ProviderError {
+        class: FailureClass::Retryable,
+        status: None,
+        message,
+        provider: provider.name().to_owned(),
+    };
+    let first = async {
+        let mut stream = provider.stream(&call.request).await?;
+        let event = stream.next().await;
+        Ok::<_, ProviderError>((stream, event))
+    };
+    let (mut stream, mut next) = match first_token {
+        Some(limit) => tokio::time::timeout(limit, first)
+            .await
+            .map_err(|_| failure(format!("no first token within {} ms", limit.as_millis())))??,
+        None => first.await?,
+    };
+    while let Some(event) = next.take() {
         match event? {
             StreamEvent::Delta(delta) => {
                 let frame = StreamFrame::Chunk { seq: target.first_seq + *chunks, delta };
-                let bytes = Json::encode(&frame).map_err(|e| ProviderError {
-                    class: FailureClass::Retryable,
-                    status: None,
-                    message: e.to_string(),
-                    provider: provider.name().to_owned(),
-                })?;
+                let bytes = Json::encode(&frame).map_err(|e| failure(e.to_string()))?;
                 // A chunk the client cannot receive is lost to it whatever we do; keep consuming the stream so
                 // the summary still reports usage and cost.
                 if let Err(error) = bus.publish(Message::new(target.subject.clone(), Bytes::from(bytes))).await {
@@ -354,11 +376,7 @@ async fn stream_to(
             }
             StreamEvent::Done(completion) => return Ok(completion),
         }
+        next = stream.next().await;
     }
-    Err(ProviderError {
-        class: FailureClass::Retryable,
-        status: None,
-        message: "stream ended without a final event".into(),
-        provider: provider.name().to_owned(),
-    })
+    Err(failure("stream ended without a final event".into()))
 }

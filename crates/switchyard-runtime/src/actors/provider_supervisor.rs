@@ -44,6 +44,7 @@ impl ProviderDirectory {
 pub struct ProviderSpec {
     pub provider: Arc<dyn LlmProvider>,
     pub max_in_flight: usize,
+    pub first_token_timeout: Option<Duration>,
     pub breaker: BreakerConfig,
     pub cluster: Option<ClusterLink>,
 }
@@ -94,6 +95,7 @@ impl ProviderSupervisorState {
             provider: child.spec.provider.clone(),
             bus: self.bus.clone(),
             max_in_flight: child.spec.max_in_flight,
+            first_token_timeout: child.spec.first_token_timeout,
             breaker: child.spec.breaker,
             cluster: child.spec.cluster.clone(),
         };
