@@ -1,8 +1,13 @@
 //! Switchyard's overhead: the same load sent straight to the mock provider over HTTP, and through a node over
 //! NATS into the same mock. Closed loop at each concurrency; prints a table and ends with one JSON line.
 //!
+//! The node runs as in production, with its shared state in Redis (cluster breakers, idempotency); the Redis
+//! commands it sends during each run (`INFO commandstats` before and after) are reported per query, to show
+//! that a healthy provider costs no Redis round trip per query.
+//!
 //! `cargo bench -p switchyard-benches --bench load -- [--seconds S] [--concurrency 1,64]`
-//! Needs NATS at `SWITCHYARD_NATS_URL` (default nats://127.0.0.1:4222); run `deploy/services.sh` first.
+//! Needs NATS at `SWITCHYARD_NATS_URL` (default nats://127.0.0.1:4222) and Redis at `SWITCHYARD_REDIS_URL`
+//! (default redis://127.0.0.1:6379); run `deploy/services.sh` first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use switchyard_protocol::ChatMessage;
 use switchyard_protocol::client::{QueryOutcome, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::{Node, NodeConfig, SharedState};
+use switchyard_state::{RedisOptions, RedisStore};
 
 const MODEL: &str = "bench-model";
 
@@ -73,8 +79,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "#,
         base = mock.openai_base_url()
     ))?;
+    let redis_url = std::env::var("SWITCHYARD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let options =
+        RedisOptions { key_prefix: format!("switchyard:bench:{}:", std::process::id()), ..RedisOptions::default() };
+    let store = RedisStore::connect(&redis_url, options).await.context("Redis must run")?;
+    let mut stats = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
     let node_bus = NatsBus::connect(NatsOptions::new(nats.clone())).await.context("NATS must run")?;
-    let node = Node::start(&config, Arc::new(node_bus), SharedState::default()).await?;
+    let node = Node::start(&config, Arc::new(node_bus), SharedState::from_store(store)).await?;
     let client: Arc<dyn Bus> = Arc::new(NatsBus::connect(NatsOptions::new(nats)).await?);
     let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
 
@@ -108,6 +119,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         print_row(concurrency, "direct-http", &direct);
 
         let (client, subject, query) = (client.clone(), subject.clone(), query.clone());
+        let commands_before = redis_commands(&mut stats).await?;
         let through = closed_loop(concurrency, warmup, duration, move || {
             let (client, message) = (client.clone(), Message::new(subject.clone(), query.clone()));
             async move {
@@ -119,6 +131,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
         .await?;
         print_row(concurrency, "switchyard", &through);
+        // INFO itself counts as one command.
+        let commands = redis_commands(&mut stats).await?.saturating_sub(commands_before + 1);
+        let per_query = commands as f64 / (through.requests + through.errors).max(1) as f64;
+        println!("{concurrency:>5} redis       {commands} commands during the run, {per_query:.5} per query");
         let overhead_p50 = through.p50_ms - direct.p50_ms;
         let overhead_p99 = through.p99_ms - direct.p99_ms;
         println!("{concurrency:>5} overhead    p50 {overhead_p50:+.3} ms, p99 {overhead_p99:+.3} ms");
@@ -128,12 +144,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "switchyard": through.json(),
             "overhead_p50_ms": round3(overhead_p50),
             "overhead_p99_ms": round3(overhead_p99),
+            "redis_commands": commands,
+            "redis_commands_per_query": per_query,
         }));
     }
     node.shutdown().await;
     mock.shutdown().await;
     println!("{}", serde_json::json!({ "bench": "load", "seconds": args.seconds, "runs": results }));
     Ok(())
+}
+
+/// Commands Redis has processed so far, from `INFO commandstats`.
+async fn redis_commands(connection: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum())
 }
 
 fn print_row(concurrency: usize, path: &str, f: &Figures) {
