@@ -269,3 +269,32 @@ async fn a_recovering_provider_gets_exactly_one_probe_while_many_queries_wait() 
     .unwrap();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_longer_retry_after_extends_the_cooldown() {
+    let cluster = TestCluster::start(2).await.unwrap();
+    let limited = |ms: u64| Behavior {
+        errors: vec![ErrorRule {
+            rate: 1.0,
+            error: MockError::Status { status: 429, retry_after_s: None, retry_after_ms: Some(ms) },
+        }],
+        ..Behavior::default()
+    };
+    cluster.mock.set_behavior(PRIMARY_MODEL, limited(1000));
+    assert!(answered(&cluster.query("chat", &ask("first")).await));
+    // The next 429 (the probe after the first cooldown) asks for longer: 3 s.
+    cluster.mock.set_behavior(PRIMARY_MODEL, limited(3000));
+    let first_calls = cluster.mock.calls(PRIMARY_MODEL);
+    let second_429 = eventually("the probe meets the second 429", Duration::from_secs(5), || async {
+        let _ = cluster.query("chat", &ask("waiting")).await;
+        (cluster.mock.calls(PRIMARY_MODEL) > first_calls).then(Instant::now)
+    })
+    .await
+    .unwrap();
+    let calls = cluster.mock.calls(PRIMARY_MODEL);
+    while second_429.elapsed() < Duration::from_millis(2500) {
+        assert!(answered(&cluster.query("chat", &ask("during")).await));
+    }
+    assert_eq!(cluster.mock.calls(PRIMARY_MODEL), calls, "the longer Retry-After must hold every node off");
+    cluster.shutdown().await;
+}

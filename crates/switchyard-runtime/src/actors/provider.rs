@@ -256,16 +256,20 @@ impl ProviderState {
             Admission::Probe { epoch } => {
                 let success = match outcome {
                     Outcome::Success => Some(true),
-                    Outcome::Failure(
-                        FailureClass::Retryable | FailureClass::RateLimited { .. } | FailureClass::Fatal { auth: true },
-                    ) => Some(false),
-                    // The request's own fault, or a cancellation: says nothing about the provider.
+                    Outcome::Failure(FailureClass::Retryable | FailureClass::Fatal { auth: true }) => Some(false),
+                    // A 429 answers with its own cooldown (reported below as an outcome); the request's own
+                    // fault or a cancellation says nothing about the provider.
                     Outcome::Failure(_) => None,
                 };
                 info!(provider, epoch, ?success, "cluster probe finished");
                 if let Some(link) = &self.cluster {
                     let message = StateSyncMsg::ProbeResult { provider: provider.to_owned(), epoch, success };
                     let _ = link.sync.cast(message);
+                    if let Outcome::Failure(FailureClass::RateLimited { .. }) = outcome {
+                        let message =
+                            StateSyncMsg::Outcome { provider: provider.to_owned(), epoch, outcome, local_trip: false };
+                        let _ = link.sync.cast(message);
+                    }
                 }
                 return;
             }
