@@ -31,7 +31,8 @@ use switchyard_protocol::internal::BreakerEvent;
 use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec};
 use switchyard_state::{
-    BreakerState, BreakerStore, ClusterView, OutcomeBatch, ProbeDecision, ReportEffect, StateError, TripPolicy,
+    BreakerState, BreakerStore, ClusterView, OpenWait, OutcomeBatch, ProbeDecision, ReportEffect, StateError,
+    TripPolicy,
 };
 
 use super::provider::ProviderMsg;
@@ -230,6 +231,11 @@ fn ticker(actor: ActorRef<StateSyncMsg>, every: Duration, message: fn() -> State
     })
 }
 
+/// Up to a tenth of the base wait added at random, so nodes that trip together do not probe in lockstep.
+fn jittered(wait: OpenWait) -> OpenWait {
+    wait.with_jitter(wait.base.mul_f64(rand::random::<f64>() * 0.1))
+}
+
 /// The phase of a view on this node's clock.
 fn phase_of(view: &ClusterView, now: Instant) -> ClusterPhase {
     match view.state {
@@ -309,7 +315,8 @@ impl StateSyncState {
         tokio::spawn(async move {
             let mut results = Vec::with_capacity(due.len());
             for (provider, batch) in due {
-                let policy = policies.get(&provider).cloned().unwrap_or_default();
+                let mut policy = policies.get(&provider).cloned().unwrap_or_default();
+                policy.wait = jittered(policy.wait);
                 results.push((provider.clone(), store.report(&provider, &node, batch, &policy).await));
             }
             let _ = me.cast(StateSyncMsg::Flushed(results));
@@ -463,7 +470,7 @@ impl StateSyncState {
     fn probe_result(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64, success: Option<bool>) {
         self.args.gates.with(&provider, |gate| gate.probe_done());
         let Some(success) = success else { return };
-        let wait = self.args.policies.get(&provider).map(|p| p.wait).unwrap_or_default();
+        let wait = jittered(self.args.policies.get(&provider).map(|p| p.wait).unwrap_or_default());
         let (store, node, me) = (self.args.store.clone(), self.args.node.clone(), myself.clone());
         tokio::spawn(async move {
             let message = match store.probe_result(&provider, &node, epoch, success, &wait).await {
