@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 
 use switchyard_benches::round3;
 use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask};
-use switchyard_mock::{Behavior, ErrorRule, MockError};
+use switchyard_mock::{Behavior, MockError};
 
 fn main() -> anyhow::Result<()> {
     let mut trips = 20u32;
@@ -27,53 +27,19 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(trips: u32) -> anyhow::Result<()> {
     let cluster = TestCluster::start(3).await?;
-    let down = Behavior {
-        errors: vec![ErrorRule {
-            rate: 1.0,
-            error: MockError::Status { status: 503, retry_after_s: None, retry_after_ms: None },
-        }],
-        ..Behavior::default()
-    };
+    let down = Behavior::failing(MockError::status(503));
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for trip in 0..trips {
+    for n in 0..trips {
         cluster.mock.set_behavior(PRIMARY_MODEL, down.clone());
-        let tripped = std::sync::atomic::AtomicBool::new(false);
-        let traffic = async {
-            let mut n = 0;
-            while !tripped.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let _ = cluster.query("chat", &ask(&format!("trip {trip} q{n}"))).await;
-            }
-        };
-        let sampler = async {
-            let mut first: Option<Instant> = None;
-            let started = Instant::now();
-            loop {
-                let states = cluster.cluster_breakers("primary").await;
-                let now = Instant::now();
-                if first.is_none() && states.iter().any(|s| s != "closed") {
-                    first = Some(now);
-                }
-                if states.iter().all(|s| s == "open") {
-                    tripped.store(true, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(now - first.unwrap_or(now));
-                }
-                if started.elapsed() > Duration::from_secs(20) {
-                    tripped.store(true, std::sync::atomic::Ordering::Relaxed);
-                    bail!("trip {trip} never reached every node: {states:?}");
-                }
-                tokio::task::yield_now().await;
-            }
-        };
-        let ((), spread) = tokio::join!(traffic, sampler);
-        histogram.record(spread?.as_micros().max(1) as u64)?;
+        let trip = cluster.drive_until_tripped("chat", "primary", 1000).await?;
+        histogram.record(trip.spread.as_micros().max(1) as u64)?;
         // Heal and wait until every node has closed the breaker again.
         cluster.mock.clear_behavior(PRIMARY_MODEL);
         let started = Instant::now();
         while !cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed") {
             let _ = cluster.query("chat", &ask("heal")).await;
             if started.elapsed() > Duration::from_secs(30) {
-                bail!("trip {trip}: the breaker never closed again");
+                bail!("trip {n}: the breaker never closed again");
             }
         }
     }

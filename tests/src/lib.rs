@@ -4,7 +4,7 @@
 //! never see each other's queries, provider calls or admin traffic.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -24,6 +24,15 @@ pub const PRIMARY_MODEL: &str = "model-a";
 pub const SECONDARY_MODEL: &str = "model-b";
 /// The API key configured for `primary`; it must never show up anywhere.
 pub const PRIMARY_KEY: &str = "sk-e2e-TOPSECRET-0123456789abcdef";
+
+/// What [`TestCluster::drive_until_tripped`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Trip {
+    pub sent: u32,
+    pub answered: u32,
+    /// From the first node refusing the provider to every node refusing it.
+    pub spread: Duration,
+}
 
 pub struct TestCluster {
     pub mock: MockServer,
@@ -148,6 +157,42 @@ impl TestCluster {
             started.push(Node::start(&config, connect().await?, SharedState::from_store(store)).await?);
         }
         Ok(Self { mock, nodes: started, subjects: Subjects::new(&namespace), client: connect().await? })
+    }
+
+    /// Sends queries on `route` until every node's cluster breaker for `provider` is open (give up after
+    /// `max_queries`), while a sampler times how long the trip took to spread from the first node to the last.
+    pub async fn drive_until_tripped(&self, route: &str, provider: &str, max_queries: u32) -> anyhow::Result<Trip> {
+        let tripped = std::sync::atomic::AtomicBool::new(false);
+        let (mut sent, mut answered) = (0u32, 0u32);
+        let traffic = async {
+            while !tripped.load(std::sync::atomic::Ordering::Relaxed) && sent < max_queries {
+                sent += 1;
+                let outcome = self.query(route, &ask(&format!("drive {sent}"))).await;
+                answered += u32::from(matches!(outcome, Ok(QueryOutcome::Reply(_))));
+            }
+            tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        let sampler = async {
+            let mut first: Option<Instant> = None;
+            while !tripped.load(std::sync::atomic::Ordering::Relaxed) {
+                let states = self.cluster_breakers(provider).await;
+                let now = Instant::now();
+                if first.is_none() && states.iter().any(|s| s != "closed") {
+                    first = Some(now);
+                }
+                if states.iter().all(|s| s == "open") {
+                    tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Some(now - first.unwrap_or(now));
+                }
+                tokio::task::yield_now().await;
+            }
+            None
+        };
+        let ((), spread) = tokio::join!(traffic, sampler);
+        match spread {
+            Some(spread) => Ok(Trip { sent, answered, spread }),
+            None => bail!("{provider} did not trip on every node within {max_queries} queries"),
+        }
     }
 
     /// Each node's view of `provider`'s cluster breaker.

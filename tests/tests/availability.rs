@@ -6,19 +6,9 @@
 use std::time::{Duration, Instant};
 
 use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask};
-use switchyard_mock::{Behavior, ErrorRule, MockConfig, MockError, MockServer};
+use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
 use switchyard_protocol::client::QueryOutcome;
 use switchyard_testkit::{ServerProcess, eventually};
-
-fn failing(status: u16) -> Behavior {
-    Behavior {
-        errors: vec![ErrorRule {
-            rate: 1.0,
-            error: MockError::Status { status, retry_after_s: None, retry_after_ms: None },
-        }],
-        ..Behavior::default()
-    }
-}
 
 fn answered(outcome: &anyhow::Result<QueryOutcome>) -> bool {
     matches!(outcome, Ok(QueryOutcome::Reply(_)))
@@ -27,36 +17,12 @@ fn answered(outcome: &anyhow::Result<QueryOutcome>) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_down_provider_trips_the_whole_cluster_and_then_sees_only_probes() {
     let cluster = TestCluster::start(3).await.unwrap();
-    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
 
     // Drive traffic until every node refuses the dead provider; every query is still answered, by the fallback.
-    // A sampler watches the nodes' gates meanwhile, to time how fast a trip spreads.
-    let tripped = std::sync::atomic::AtomicBool::new(false);
-    let (mut sent, mut ok) = (0u32, 0u32);
-    let traffic = async {
-        while !tripped.load(std::sync::atomic::Ordering::Relaxed) {
-            sent += 1;
-            ok += u32::from(answered(&cluster.query("chat", &ask(&format!("q{sent}"))).await));
-            assert!(sent < 500, "the cluster never tripped");
-        }
-    };
-    let sampler = async {
-        let mut first_open: Option<Instant> = None;
-        loop {
-            let states = cluster.cluster_breakers("primary").await;
-            let now = Instant::now();
-            if first_open.is_none() && states.iter().any(|s| s != "closed") {
-                first_open = Some(now);
-            }
-            if states.iter().all(|s| s == "open") {
-                tripped.store(true, std::sync::atomic::Ordering::Relaxed);
-                return now - first_open.unwrap_or(now);
-            }
-            tokio::task::yield_now().await;
-        }
-    };
-    let ((), propagation) = tokio::join!(traffic, sampler);
-    eprintln!("cluster trip after {sent} queries; from the first node to all 3 refusing: {propagation:?}");
+    let trip = cluster.drive_until_tripped("chat", "primary", 500).await.unwrap();
+    let (mut sent, mut ok) = (trip.sent, trip.answered);
+    eprintln!("cluster trip after {sent} queries; from the first node to all 3 refusing: {:?}", trip.spread);
 
     // While open, only the cluster's probes reach the provider: at most one per open interval (300 ms growing to
     // 1 s here), however many queries and nodes.
@@ -89,7 +55,7 @@ async fn a_hard_down_provider_trips_the_whole_cluster_and_then_sees_only_probes(
 async fn one_bad_node_does_not_trip_the_provider_for_the_others() {
     // node-1 reaches the primary through a broken path (its own mock, failing); the others reach a healthy one.
     let broken = MockServer::start(MockConfig::default()).await.unwrap();
-    broken.set_behavior(PRIMARY_MODEL, failing(502));
+    broken.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(502)));
     let broken_url = broken.openai_base_url();
     let cluster = TestCluster::start_with(3, &switchyard_testkit::redis_url(), |i, mut config| {
         if i == 1 {
@@ -126,16 +92,7 @@ async fn one_bad_node_does_not_trip_the_provider_for_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_keeps_every_node_away_until_the_deadline() {
     let cluster = TestCluster::start(3).await.unwrap();
-    cluster.mock.set_behavior(
-        PRIMARY_MODEL,
-        Behavior {
-            errors: vec![ErrorRule {
-                rate: 1.0,
-                error: MockError::Status { status: 429, retry_after_s: Some(3), retry_after_ms: None },
-            }],
-            ..Behavior::default()
-        },
-    );
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::rate_limited_ms(3000)));
     // The first call meets the 429; the cooldown reaches every node.
     assert!(answered(&cluster.query("chat", &ask("first")).await));
     eventually("every node honours the cooldown", Duration::from_secs(3), || async {
@@ -230,13 +187,8 @@ async fn a_paused_redis_bounds_query_latency_by_its_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovering_provider_gets_exactly_one_probe_while_many_queries_wait() {
     let cluster = TestCluster::start(3).await.unwrap();
-    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
-    let mut i = 0;
-    while !cluster.cluster_breakers("primary").await.iter().all(|s| s == "open") {
-        i += 1;
-        cluster.query("chat", &ask(&format!("trip {i}"))).await.unwrap();
-        assert!(i < 500, "the cluster never tripped");
-    }
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
+    cluster.drive_until_tripped("chat", "primary", 500).await.unwrap();
     // It heals, but slowly: a probe takes 300 ms, during which a herd of queries keeps arriving on every node.
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::default().with_latency_ms(300));
     let before = cluster.mock.calls(PRIMARY_MODEL);
@@ -273,13 +225,7 @@ async fn a_recovering_provider_gets_exactly_one_probe_while_many_queries_wait() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_longer_retry_after_extends_the_cooldown() {
     let cluster = TestCluster::start(2).await.unwrap();
-    let limited = |ms: u64| Behavior {
-        errors: vec![ErrorRule {
-            rate: 1.0,
-            error: MockError::Status { status: 429, retry_after_s: None, retry_after_ms: Some(ms) },
-        }],
-        ..Behavior::default()
-    };
+    let limited = |ms: u64| Behavior::failing(MockError::rate_limited_ms(ms));
     cluster.mock.set_behavior(PRIMARY_MODEL, limited(1000));
     assert!(answered(&cluster.query("chat", &ask("first")).await));
     // The next 429 (the probe after the first cooldown) asks for longer: 3 s.

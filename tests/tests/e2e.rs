@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use switchyard_bus::Message;
 use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask};
-use switchyard_mock::{Behavior, ErrorRule, Latency, MockError};
+use switchyard_mock::{Behavior, Latency, MockError};
 use switchyard_protocol::client::{ErrorReply, ErrorType, QueryOutcome, QueryReply, StreamFrame};
 use switchyard_testkit::eventually;
 
@@ -24,16 +24,6 @@ fn error(outcome: QueryOutcome) -> ErrorReply {
     match outcome {
         QueryOutcome::Error(error) => error,
         QueryOutcome::Reply(reply) => panic!("expected an error, got {reply:?}"),
-    }
-}
-
-fn failing(status: u16) -> Behavior {
-    Behavior {
-        errors: vec![ErrorRule {
-            rate: 1.0,
-            error: MockError::Status { status, retry_after_s: None, retry_after_ms: None },
-        }],
-        ..Behavior::default()
     }
 }
 
@@ -83,7 +73,7 @@ async fn streaming_chunks_arrive_in_order_then_a_summary() {
         }
     }
     // The Anthropic wire streams too: take the primary down and stream through the secondary.
-    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     let frames = cluster.stream("chat", &ask("via the fallback")).await.unwrap();
     match frames.last().unwrap() {
         StreamFrame::Done(summary) => {
@@ -111,7 +101,7 @@ async fn two_nodes_in_a_queue_group_share_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_provider_falls_back_to_the_next_one() {
     let cluster = TestCluster::start(1).await.unwrap();
-    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     let answer = reply(cluster.query("chat", &ask("fallback please")).await.unwrap());
     assert_eq!(answer.provider, "secondary");
     assert_eq!(answer.model, SECONDARY_MODEL);
@@ -252,7 +242,7 @@ async fn shutdown_finishes_queries_in_flight_then_stops_taking_new_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_provider_trips_its_breaker_and_is_left_alone_until_the_probe() {
     let cluster = TestCluster::start(1).await.unwrap();
-    cluster.mock.set_behavior(PRIMARY_MODEL, failing(503));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     // Four failures in the window trip the breaker (minimum_calls = 4, threshold 50 %).
     for i in 0..4 {
         let answer = reply(cluster.query("chat", &ask(&format!("tripping {i}"))).await.unwrap());

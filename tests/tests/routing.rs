@@ -6,17 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask};
-use switchyard_mock::{Behavior, ErrorRule, MockError};
+use switchyard_mock::{Behavior, MockError};
 use switchyard_protocol::client::{ErrorType, QueryOutcome, QueryReply, StreamFrame};
 use switchyard_testkit::eventually;
-
-fn always(error: MockError) -> Behavior {
-    Behavior { errors: vec![ErrorRule { rate: 1.0, error }], ..Behavior::default() }
-}
-
-fn status(code: u16) -> MockError {
-    MockError::Status { status: code, retry_after_s: None, retry_after_ms: None }
-}
 
 fn reply(outcome: QueryOutcome) -> QueryReply {
     match outcome {
@@ -36,7 +28,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_on_the_same_provider_then_fall_back() {
     let cluster = TestCluster::start(1).await.unwrap();
-    cluster.mock.set_behavior(PRIMARY_MODEL, always(status(503)));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     let answer = reply(cluster.query("retrying", &ask("retry me")).await.unwrap());
     assert_eq!(
         outcomes(&answer),
@@ -50,7 +42,7 @@ async fn transient_failures_are_retried_on_the_same_provider_then_fall_back() {
     assert_eq!(cluster.mock.calls(PRIMARY_MODEL), 3, "max_attempts = 3 on the same provider");
 
     // A failure that is the request's own fault is neither retried nor sent elsewhere.
-    cluster.mock.set_behavior(PRIMARY_MODEL, always(status(400)));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(400)));
     let before = cluster.mock.calls(PRIMARY_MODEL);
     match cluster.query("retrying", &ask("bad request")).await.unwrap() {
         QueryOutcome::Error(error) => {
@@ -82,11 +74,11 @@ async fn a_stream_is_never_retried_after_its_first_chunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_context_window_failure_takes_the_context_window_chain() {
     let cluster = TestCluster::start(1).await.unwrap();
-    cluster.mock.set_behavior(PRIMARY_MODEL, always(MockError::ContextLength));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::ContextLength));
     let answer = reply(cluster.query("long", &ask("a very long prompt")).await.unwrap());
     assert_eq!(outcomes(&answer), pairs(&[("primary", "context_window_exceeded"), ("secondary", "success")]));
     // The route's generic chain has no secondary: only the context-window chain brought it in.
-    cluster.mock.set_behavior(PRIMARY_MODEL, always(status(503)));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     match cluster.query("long", &ask("not a context problem")).await.unwrap() {
         QueryOutcome::Error(error) => assert_eq!(error.trace.unwrap().attempts.len(), 1),
         other => panic!("a 503 must not take the context-window chain: {other:?}"),
@@ -106,8 +98,8 @@ async fn a_group_balances_its_members_and_trickles_when_all_are_down() {
     assert_eq!(by_provider.len(), 2, "both members serve: {by_provider:?}");
 
     // Every member goes down: their breakers trip, the group answers fast with a retry hint.
-    cluster.mock.set_behavior(PRIMARY_MODEL, always(status(503)));
-    cluster.mock.set_behavior(SECONDARY_MODEL, always(status(503)));
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
+    cluster.mock.set_behavior(SECONDARY_MODEL, Behavior::failing(MockError::status(503)));
     let fast_error = eventually("the group fails fast with no_provider_available", Duration::from_secs(10), || async {
         match cluster.query("pooled", &ask("down")).await.ok()? {
             QueryOutcome::Error(e) if e.error.kind == ErrorType::NoProviderAvailable => Some(e),

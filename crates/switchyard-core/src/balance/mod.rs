@@ -36,7 +36,6 @@ mod props;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use ewma::PeakEwma;
@@ -110,26 +109,12 @@ impl GroupMember {
 }
 
 /// A group or balancer setting that cannot work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BalanceConfigError {
-    /// The field, as named in [`BalancerConfig`] or [`GroupMember`] (`decay`, `members.weight`, …).
-    pub field: &'static str,
-    /// Why the value was refused.
-    pub reason: &'static str,
-}
-
-impl fmt::Display for BalanceConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid balancer config: {} {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for BalanceConfigError {}
+pub type BalanceConfigError = crate::InvalidSetting;
 
 impl BalancerConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), BalanceConfigError> {
-        let fail = |field, reason| Err(BalanceConfigError { field, reason });
+        let fail = |field, reason| Err(crate::InvalidSetting { component: "balancer", field, reason });
         let hour = Duration::from_secs(60 * 60);
         if self.decay.is_zero() || self.decay > hour {
             return fail("decay", "must be positive and at most 1 h");
@@ -209,7 +194,7 @@ impl Balancer {
     /// A balancer over `members` (in order: indices are positions in this list), or the reason it cannot work.
     pub fn new(config: BalancerConfig, members: Vec<GroupMember>) -> Result<Self, BalanceConfigError> {
         config.validate()?;
-        let fail = |field, reason| Err(BalanceConfigError { field, reason });
+        let fail = |field, reason| Err(crate::InvalidSetting { component: "balancer", field, reason });
         if members.is_empty() || members.len() > MAX_MEMBERS {
             return fail("members", "a group needs between 1 and 1024 members");
         }

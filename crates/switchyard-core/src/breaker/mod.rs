@@ -59,7 +59,6 @@ mod props;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 pub use window::SlidingWindow;
@@ -118,26 +117,12 @@ impl Default for BreakerConfig {
 }
 
 /// A configuration value a breaker cannot work with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerConfigError {
-    /// The field, as named in [`BreakerConfig`] (`open_wait.max`, `window.calls`, …).
-    pub field: &'static str,
-    /// Why the value was refused.
-    pub reason: &'static str,
-}
-
-impl fmt::Display for BreakerConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid breaker config: {} {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for BreakerConfigError {}
+pub type BreakerConfigError = crate::InvalidSetting;
 
 impl BreakerConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), BreakerConfigError> {
-        let fail = |field, reason| Err(BreakerConfigError { field, reason });
+        let fail = |field, reason| Err(crate::InvalidSetting { component: "breaker", field, reason });
         let percent = |value: f64| value.is_finite() && value > 0.0 && value <= 100.0;
         match self.window {
             SlidingWindow::Count { calls } if !(1..=1_000_000).contains(&calls) => {

@@ -39,7 +39,6 @@
 mod budget;
 mod fallback;
 
-use std::fmt;
 use std::time::Duration;
 
 pub use budget::{RetryBudget, RetryBudgetConfig, RetryBudgetSnapshot};
@@ -111,25 +110,11 @@ impl Default for RetryPolicy {
 }
 
 /// A retry, budget or fallback setting that cannot work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryConfigError {
-    /// The field, as named in its struct (`max_attempts`, `backoff.max`, `ratio`, `max_depth`, …).
-    pub field: &'static str,
-    /// Why the value was refused.
-    pub reason: &'static str,
-}
-
-impl fmt::Display for RetryConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid retry config: {} {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for RetryConfigError {}
+pub type RetryConfigError = crate::InvalidSetting;
 
 /// `Err` naming `field` and `reason`; shared by the validators of this module.
 fn refuse(field: &'static str, reason: &'static str) -> Result<(), RetryConfigError> {
-    Err(RetryConfigError { field, reason })
+    Err(crate::InvalidSetting { component: "retry", field, reason })
 }
 
 /// What to do after a failed call.
