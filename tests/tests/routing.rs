@@ -162,3 +162,22 @@ async fn a_stream_without_a_first_token_in_time_falls_back() {
     assert!(started.elapsed() < Duration::from_millis(700), "the fallback must not wait for the slow provider");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_provider_times_out_within_the_attempt_cap_and_the_fallback_answers() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::hanging());
+    let mut request = ask("anyone there?");
+    request.deadline_ms = Some(2000);
+    let started = Instant::now();
+    let answer = reply(cluster.query("chat", &request).await.unwrap());
+    // Half the deadline for the first attempt while a fallback remains; the rest for the fallback.
+    assert_eq!(outcomes(&answer), pairs(&[("primary", "retryable"), ("secondary", "success")]));
+    assert!(started.elapsed() < Duration::from_millis(1800), "took {:?}", started.elapsed());
+    // The timeout counts against the hung provider's breaker (a cancellation would not).
+    let health = cluster.nodes[0].health().await;
+    let primary = health.providers.iter().find(|p| p.name == "primary").unwrap();
+    assert_eq!(primary.failures, 1);
+    assert!(primary.last_error.as_deref().unwrap_or_default().contains("no answer within"));
+    cluster.shutdown().await;
+}

@@ -102,6 +102,12 @@ impl ClusterGate {
         true
     }
 
+    /// Takes `phase` and `epoch` whatever this gate knew: the shared store lost its memory (it restarted empty,
+    /// or from an old snapshot) and is the truth again.
+    pub fn replace(&mut self, phase: ClusterPhase, epoch: u64) {
+        *self = ClusterGate { phase, epoch, degraded: self.degraded, ..ClusterGate::default() };
+    }
+
     /// This node won the probe lease of `epoch`, valid until `until`.
     pub fn grant_probe(&mut self, epoch: u64, until: Instant) {
         if epoch == self.epoch && matches!(self.phase, ClusterPhase::Open { .. } | ClusterPhase::HalfOpen) {

@@ -22,6 +22,9 @@ pub struct ProviderCall {
     /// A panic-mode trickle: every member of the group is tripped, and this one call goes through the breaker
     /// to find out whether the provider is back.
     pub bypass_breaker: bool,
+    /// `budget_ms` is the router's cap on this attempt, not the client's deadline: running out of it is the
+    /// provider's failure (a timeout), not a cancellation.
+    pub attempt_capped: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +154,7 @@ mod tests {
             budget_ms: 1500,
             stream: Some(StreamTarget { subject: "_INBOX.x".into(), first_seq: 0 }),
             bypass_breaker: false,
+            attempt_capped: false,
         };
         let bytes = Bincode::encode(&call).expect("encode");
         assert_eq!(Bincode::decode::<ProviderCall>(&bytes).expect("decode"), call);

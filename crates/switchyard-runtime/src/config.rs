@@ -313,7 +313,7 @@ impl BreakerSection {
         TripPolicy {
             window: Duration::from_secs(cluster.window_secs),
             failure_rate_threshold: (self.failure_rate_threshold / 100.0).clamp(f64::MIN_POSITIVE, 1.0),
-            slow_call_rate_threshold: None,
+            slow_call_rate_threshold: Some((self.slow_call_rate_threshold / 100.0).clamp(f64::MIN_POSITIVE, 1.0)),
             minimum_calls: u64::from(self.minimum_calls),
             min_reporting_nodes: cluster.min_reporting_nodes,
             hard_error_minimum: 1,
@@ -373,6 +373,10 @@ pub struct RouteSection {
     pub max_fallback_depth: usize,
     #[serde(default)]
     pub retry: RetrySection,
+    /// Longest single attempt. 0: half of what is left of the deadline while a fallback remains (so a hung
+    /// provider times out, counts against its breaker, and leaves time for the fallback), else all of it.
+    #[serde(default)]
+    pub attempt_timeout_ms: u64,
 }
 
 fn default_fallback_depth() -> usize {

@@ -93,7 +93,10 @@ impl Node {
                 let settings = SyncSettings {
                     flush_interval: Duration::from_millis(config.cluster.flush_interval_ms),
                     poll_interval: Duration::from_millis(config.cluster.poll_interval_ms),
-                    probe_lease: Duration::from_millis(config.cluster.probe_lease_ms),
+                    // A probe must be able to finish inside its lease, or a second one would start beside it.
+                    probe_lease: Duration::from_millis(
+                        config.providers.iter().map(|p| p.timeout_ms).fold(config.cluster.probe_lease_ms, u64::max),
+                    ),
                 };
                 ClusterBreakers { store, policies, settings }
             }),

@@ -107,6 +107,7 @@ pub async fn run_query(
         budget_ms: 0,
         stream: request.stream.then(|| StreamTarget { subject: reply_to.to_owned(), first_seq: 0 }),
         bypass_breaker: false,
+        attempt_capped: false,
     };
     let mut retry_after: Option<u64> = None;
     let mut note_retry_after = |ms: u64| retry_after = Some(retry_after.map_or(ms, |r: u64| r.min(ms)));
@@ -139,11 +140,14 @@ pub async fn run_query(
                 routing.finish(&member, Duration::ZERO, false, None);
                 return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into(), trace);
             }
+            let fallback_left = plan.chains.next(&tried, Some(FailureClass::Retryable)).is_some();
+            let (budget, capped) = plan.attempt_budget(remaining, fallback_left);
             call.call_id = Uuid::new_v4();
-            call.budget_ms = remaining.as_millis().max(1) as u64;
+            call.budget_ms = budget.as_millis().max(1) as u64;
             call.bypass_breaker = bypass;
+            call.attempt_capped = capped;
             let attempt_started = Instant::now();
-            let result = call_provider(ctx, &provider, &call, remaining).await;
+            let result = call_provider(ctx, &provider, &call, budget).await;
             let latency = attempt_started.elapsed();
             let mut attempt = Attempt {
                 provider: provider.clone(),
@@ -189,6 +193,7 @@ pub async fn run_query(
                         RetryDecision::RetrySameAfter(delay) if routing.try_retry(Instant::now()) => {
                             tokio::time::sleep(delay).await;
                             attempt_no += 1;
+                            routing.start(&member);
                             continue;
                         }
                         RetryDecision::RetrySameAfter(_) | RetryDecision::NextProvider => {
@@ -220,10 +225,16 @@ pub async fn run_query(
                     trace.attempts.push(attempt);
                 }
                 CallResult::Timeout => {
-                    routing.finish(&member, latency, false, None);
+                    routing.finish(&member, latency, capped, None);
                     attempt.outcome = "timeout".into();
                     trace.attempts.push(attempt);
-                    return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into(), trace);
+                    if !capped {
+                        let message = "the deadline passed".into();
+                        return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", message, trace);
+                    }
+                    // The attempt's cap passed, not the client's deadline: the next provider may still answer.
+                    only_unavailable = false;
+                    last_failure = Some(FailureClass::Retryable);
                 }
                 CallResult::Broken(message) => {
                     routing.finish(&member, latency, false, None);

@@ -18,6 +18,22 @@ pub struct RoutePlan {
     pub name: String,
     pub chains: FallbackChains,
     pub retry: RetryPolicy,
+    pub attempt_timeout: Option<Duration>,
+}
+
+impl RoutePlan {
+    /// The budget of the next attempt, and whether it is the route's cap rather than the client's deadline.
+    pub fn attempt_budget(&self, remaining: Duration, fallback_left: bool) -> (Duration, bool) {
+        let cap = match self.attempt_timeout {
+            Some(cap) => Some(cap),
+            None if fallback_left => Some(remaining / 2),
+            None => None,
+        };
+        match cap {
+            Some(cap) if cap < remaining => (cap.max(Duration::from_millis(1)), true),
+            _ => (remaining, false),
+        }
+    }
 }
 
 /// A balanced group, as one router node sees it.
@@ -58,7 +74,12 @@ impl Routing {
             .routes
             .iter()
             .map(|r| {
-                let plan = RoutePlan { name: r.name.clone(), chains: r.chains(), retry: r.retry.to_core() };
+                let plan = RoutePlan {
+                    name: r.name.clone(),
+                    chains: r.chains(),
+                    retry: r.retry.to_core(),
+                    attempt_timeout: (r.attempt_timeout_ms > 0).then(|| Duration::from_millis(r.attempt_timeout_ms)),
+                };
                 (r.name.clone(), Arc::new(plan))
             })
             .collect();
@@ -106,6 +127,15 @@ impl Routing {
         group.balancer.on_start(index);
         let name = group.balancer.name(index).unwrap_or_default().to_owned();
         Resolved::Provider { name, member: Some((target.to_owned(), index)), bypass_breaker }
+    }
+
+    /// Records that a retry of a group member starts (the first call is recorded by [`Routing::resolve`]).
+    pub fn start(&self, member: &Option<(String, usize)>) {
+        if let Some((group, index)) = member
+            && let Some(group) = self.groups.get(group)
+        {
+            lock(group).balancer.on_start(*index);
+        }
     }
 
     /// Records how a group member's call ended: `refused_for` when its breaker refused, `failed` for a failure

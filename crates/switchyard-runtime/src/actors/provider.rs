@@ -81,8 +81,11 @@ struct Stats {
 /// How a call was let through: by the local breaker, as the cluster's probe, or past both (a router's
 /// panic-mode trickle).
 pub enum Admission {
-    Local(Permit),
-    Probe { epoch: u64 },
+    /// The local breaker's permit, and the cluster epoch the call was admitted under.
+    Local(Permit, u64),
+    Probe {
+        epoch: u64,
+    },
     Bypass,
 }
 
@@ -223,19 +226,32 @@ impl ProviderState {
         if self.in_flight >= self.max_in_flight {
             return Err(Refusal::Overloaded);
         }
-        if bypass {
-            return Ok(Admission::Bypass);
-        }
         let refuse =
             |retry_after: Duration| Refusal::BreakerOpen { retry_after_ms: retry_after.as_millis().max(1) as u64 };
+        let mut epoch = 0;
         if let Some(link) = &self.cluster {
-            match link.with(|gate| gate.admit(now)) {
+            let (decision, phase, current) = link.with(|gate| {
+                // A trickle goes past open breakers, never past an operator's forced open.
+                let decision = if bypass { GateDecision::Admit } else { gate.admit(now) };
+                (decision, gate.phase(), gate.epoch())
+            });
+            epoch = current;
+            if phase == ClusterPhase::ForcedOpen {
+                return Err(refuse(switchyard_core::gate::FORCED_OPEN_RETRY_AFTER));
+            }
+            match decision {
                 GateDecision::Probe { epoch } => return Ok(Admission::Probe { epoch }),
                 GateDecision::Refuse { retry_after } => return Err(refuse(retry_after)),
                 GateDecision::Admit => {}
             }
         }
-        self.breaker.try_acquire(now).map(Admission::Local).map_err(|rejected| refuse(rejected.retry_after))
+        if bypass {
+            return Ok(Admission::Bypass);
+        }
+        self.breaker
+            .try_acquire(now)
+            .map(|permit| Admission::Local(permit, epoch))
+            .map_err(|rejected| refuse(rejected.retry_after))
     }
 
     /// Feeds an outcome to the local breaker and to the cluster.
@@ -243,8 +259,9 @@ impl ProviderState {
         let now = Instant::now();
         let provider = self.provider.name();
         let mut local_trip = false;
-        match admission {
-            Admission::Local(permit) => {
+        let slow = latency >= self.breaker.config().slow_call_duration;
+        let epoch = match admission {
+            Admission::Local(permit, epoch) => {
                 let call = CallOutcome { outcome, duration: latency };
                 if let Some(t) = self.breaker.on_outcome(permit, call, now, rand::random::<f64>()) {
                     let open_ms = t.open_until.map(|until| until.saturating_duration_since(now).as_millis() as u64);
@@ -252,6 +269,7 @@ impl ProviderState {
                     info!(provider, from, to, epoch = t.epoch, open_ms, reason = ?t.reason, "breaker transition");
                     local_trip = matches!(t.to, BreakerState::Open { .. });
                 }
+                epoch
             }
             Admission::Probe { epoch } => {
                 let success = match outcome {
@@ -263,22 +281,22 @@ impl ProviderState {
                 };
                 info!(provider, epoch, ?success, "cluster probe finished");
                 if let Some(link) = &self.cluster {
-                    let message = StateSyncMsg::ProbeResult { provider: provider.to_owned(), epoch, success };
+                    let message = if let Outcome::Failure(FailureClass::RateLimited { .. }) = outcome {
+                        // The 429's cooldown decides what comes next, not a probe verdict.
+                        link.with(|gate| gate.probe_done());
+                        StateSyncMsg::Outcome { provider: provider.to_owned(), epoch, outcome, slow, local_trip: true }
+                    } else {
+                        StateSyncMsg::ProbeResult { provider: provider.to_owned(), epoch, success }
+                    };
                     let _ = link.sync.cast(message);
-                    if let Outcome::Failure(FailureClass::RateLimited { .. }) = outcome {
-                        let message =
-                            StateSyncMsg::Outcome { provider: provider.to_owned(), epoch, outcome, local_trip: false };
-                        let _ = link.sync.cast(message);
-                    }
                 }
                 return;
             }
             // A trickle's outcome is for the router's balancer; the breakers have their own probes.
             Admission::Bypass => return,
-        }
+        };
         if let Some(link) = &self.cluster {
-            let epoch = link.with(|gate| gate.epoch());
-            let message = StateSyncMsg::Outcome { provider: provider.to_owned(), epoch, outcome, local_trip };
+            let message = StateSyncMsg::Outcome { provider: provider.to_owned(), epoch, outcome, slow, local_trip };
             let _ = link.sync.cast(message);
         }
     }
@@ -314,6 +332,13 @@ async fn run_call(
     };
     let result = match tokio::time::timeout(budget, work).await {
         Ok(result) => result,
+        // The router's cap on an attempt is the provider's timeout; the client's own deadline is a cancellation.
+        Err(_) if call.attempt_capped => Err(ProviderError {
+            class: FailureClass::Retryable,
+            status: None,
+            message: format!("no answer within the attempt's {} ms", call.budget_ms),
+            provider: provider.name().to_owned(),
+        }),
         Err(_) => Err(ProviderError {
             class: FailureClass::Cancelled,
             status: None,

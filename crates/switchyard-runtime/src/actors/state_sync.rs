@@ -83,11 +83,20 @@ pub struct StateSyncArgs {
 
 pub struct StateSyncState {
     args: StateSyncArgs,
-    pending: HashMap<String, OutcomeBatch>,
+    /// Outcomes not reported yet, per provider, with when the batch was started.
+    pending: HashMap<String, (OutcomeBatch, Instant)>,
+    /// The longest 429 cooldown seen per provider since the last flush.
+    rate_limits: HashMap<String, Duration>,
+    /// Polls in a row that showed a provider at an older epoch than this node knows.
+    older_polls: HashMap<String, u32>,
     flushing: bool,
+    flush_again: bool,
     polling: bool,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// A 429 never keeps a provider shut cluster-wide for longer than this (the local breaker's cap too).
+const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
 pub enum StateSyncMsg {
     /// One call's outcome; `local_trip` asks for an immediate flush.
@@ -95,6 +104,7 @@ pub enum StateSyncMsg {
         provider: String,
         epoch: u64,
         outcome: Outcome,
+        slow: bool,
         local_trip: bool,
     },
     /// The cluster's probe ended; `None` when its outcome says nothing about the provider's health.
@@ -147,7 +157,16 @@ impl Actor for StateSync {
         tasks.push(ticker(myself.clone(), args.settings.poll_interval, || StateSyncMsg::PollTick));
         // Rehydrate at once rather than after the first poll interval.
         let _ = myself.cast(StateSyncMsg::PollTick);
-        Ok(StateSyncState { args, pending: HashMap::new(), flushing: false, polling: false, tasks })
+        Ok(StateSyncState {
+            args,
+            pending: HashMap::new(),
+            rate_limits: HashMap::new(),
+            older_polls: HashMap::new(),
+            flushing: false,
+            flush_again: false,
+            polling: false,
+            tasks,
+        })
     }
 
     async fn handle(
@@ -157,9 +176,10 @@ impl Actor for StateSync {
         state: &mut StateSyncState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            StateSyncMsg::Outcome { provider, epoch, outcome, local_trip } => {
-                state.record(&provider, epoch, outcome, &myself);
-                if local_trip {
+            StateSyncMsg::Outcome { provider, epoch, outcome, slow, local_trip } => {
+                state.record(&provider, epoch, outcome, slow);
+                // A local trip, or a 429 (its cooldown should reach every node before they call again).
+                if local_trip || matches!(outcome, Outcome::Failure(FailureClass::RateLimited { .. })) {
                     state.flush(&myself);
                 }
             }
@@ -169,6 +189,9 @@ impl Actor for StateSync {
             StateSyncMsg::FlushTick => state.flush(&myself),
             StateSyncMsg::Flushed(results) => {
                 state.flushing = false;
+                if std::mem::take(&mut state.flush_again) {
+                    let _ = myself.cast(StateSyncMsg::FlushTick);
+                }
                 for (provider, result) in results {
                     match result {
                         Ok(outcome) => {
@@ -259,60 +282,69 @@ fn phase_of_event(event: &BreakerEvent, now: Instant) -> Option<ClusterPhase> {
 }
 
 impl StateSyncState {
-    fn record(&mut self, provider: &str, epoch: u64, outcome: Outcome, _myself: &ActorRef<StateSyncMsg>) {
-        let batch = self.pending.entry(provider.to_owned()).or_insert_with(|| OutcomeBatch::new(epoch));
+    fn record(&mut self, provider: &str, epoch: u64, outcome: Outcome, slow: bool) {
+        let now = Instant::now();
+        let (batch, since) = self.pending.entry(provider.to_owned()).or_insert_with(|| (OutcomeBatch::new(epoch), now));
         if batch.epoch != epoch {
             // Outcomes of an older cluster state say nothing about the new one.
             if epoch < batch.epoch {
                 return;
             }
-            *batch = OutcomeBatch::new(epoch);
+            (*batch, *since) = (OutcomeBatch::new(epoch), now);
         }
+        batch.slow_calls += u64::from(slow);
         match outcome {
             Outcome::Success => batch.successes += 1,
             Outcome::Failure(FailureClass::Retryable) => batch.failures += 1,
-            Outcome::Failure(FailureClass::Fatal { auth: true }) => {
-                batch.failures += 1;
-                batch.hard_errors += 1;
-            }
+            Outcome::Failure(FailureClass::Fatal { auth: true }) => batch.hard_errors += 1,
             Outcome::Failure(FailureClass::RateLimited { retry_after }) => {
-                let store = self.args.store.clone();
-                let (provider, me) = (provider.to_owned(), _myself.clone());
-                let cooldown = retry_after.unwrap_or(Duration::ZERO).max(Duration::from_secs(1));
-                tokio::spawn(async move {
-                    let message = match store.rate_limited(&provider, cooldown).await {
-                        Ok(update) => StateSyncMsg::View { view: update.view, announce: update.changed },
-                        Err(error) => StateSyncMsg::StoreFailed(error),
-                    };
-                    let _ = me.cast(message);
-                });
+                let cooldown = retry_after.unwrap_or(Duration::ZERO).clamp(Duration::from_secs(1), MAX_COOLDOWN);
+                let longest = self.rate_limits.entry(provider.to_owned()).or_default();
+                *longest = (*longest).max(cooldown);
             }
             // The request's own fault, or a cancellation: says nothing about the provider.
             Outcome::Failure(_) => {}
         }
     }
 
-    /// Reports every batch that holds trouble; healthy batches wait (no store command while all is well).
+    /// Reports every batch that holds trouble, and the 429 cooldowns seen; healthy batches wait (no store
+    /// command while all is well) and are dropped once older than the trip window, so old successes never dilute
+    /// a new outage.
     fn flush(&mut self, myself: &ActorRef<StateSyncMsg>) {
         if self.flushing {
+            self.flush_again = true;
             return;
         }
+        let now = Instant::now();
+        let policies = &self.args.policies;
+        self.pending.retain(|provider, (batch, since)| {
+            let window = policies.get(provider).map_or(Duration::from_secs(10), |p| p.window);
+            batch.failures + batch.hard_errors + batch.slow_calls > 0 || now.duration_since(*since) < window
+        });
         let due: Vec<(String, OutcomeBatch)> = self
             .pending
             .iter()
-            .filter(|(_, b)| b.failures > 0 || b.hard_errors > 0)
-            .map(|(p, b)| (p.clone(), *b))
+            .filter(|(_, (b, _))| b.failures > 0 || b.hard_errors > 0 || b.slow_calls > 0)
+            .map(|(p, (b, _))| (p.clone(), *b))
             .collect();
-        if due.is_empty() {
+        let cooldowns: Vec<(String, Duration)> = self.rate_limits.drain().collect();
+        if due.is_empty() && cooldowns.is_empty() {
             return;
         }
         for (provider, batch) in &due {
-            self.pending.insert(provider.clone(), OutcomeBatch::new(batch.epoch));
+            self.pending.insert(provider.clone(), (OutcomeBatch::new(batch.epoch), now));
         }
         self.flushing = true;
         let (store, node, me) = (self.args.store.clone(), self.args.node.clone(), myself.clone());
         let policies = self.args.policies.clone();
         tokio::spawn(async move {
+            for (provider, cooldown) in cooldowns {
+                let message = match store.rate_limited(&provider, cooldown).await {
+                    Ok(update) => StateSyncMsg::View { view: update.view, announce: update.changed },
+                    Err(error) => StateSyncMsg::StoreFailed(error),
+                };
+                let _ = me.cast(message);
+            }
             let mut results = Vec::with_capacity(due.len());
             for (provider, batch) in due {
                 let mut policy = policies.get(&provider).cloned().unwrap_or_default();
@@ -379,17 +411,24 @@ impl StateSyncState {
     /// The poll's view: applied like any other, except that a store which lost its memory is adopted.
     async fn reconcile(&mut self, myself: &ActorRef<StateSyncMsg>, view: ClusterView) {
         let known = self.args.gates.with(&view.provider, |gate| gate.epoch()).unwrap_or_default();
-        if view.epoch == 0 && known > 0 {
-            warn!(provider = %view.provider, known, "shared state lost its breaker, local breakers take over");
-            self.args.gates.with(&view.provider, |gate| *gate = ClusterGate::default());
-            self.notify_closed(&view.provider);
+        let phase = phase_of(&view, Instant::now());
+        if view.epoch < known {
+            // An event can overtake a poll, so one older view proves nothing; two in a row (or a store that
+            // knows nothing at all) mean the store restarted and lost what we know: it is the truth again.
+            let older = self.older_polls.entry(view.provider.clone()).or_default();
+            *older += 1;
+            if *older < 2 && view.epoch > 0 {
+                return;
+            }
+            warn!(provider = %view.provider, known, store = view.epoch, "shared state went back in time, adopting it");
+            self.older_polls.remove(&view.provider);
+            self.args.gates.with(&view.provider, |gate| gate.replace(phase, view.epoch));
+            self.after_change(myself, &view.provider, phase, view.epoch, false);
             return;
         }
-        let phase = phase_of(&view, Instant::now());
-        // A lease held elsewhere: try again when it expires.
-        if let (ClusterPhase::HalfOpen, Some(lease)) = (phase, &view.probe)
-            && lease.owner != self.args.node
-        {
+        self.older_polls.remove(&view.provider);
+        // A probe lease is out: try again when it expires (a lease that ends unused must not stall the breaker).
+        if let (ClusterPhase::HalfOpen, Some(lease)) = (phase, &view.probe) {
             let left = Duration::from_millis(lease.until_ms.saturating_sub(view.now_ms));
             let (provider, epoch) = (view.provider.clone(), view.epoch);
             myself.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch });
@@ -427,6 +466,11 @@ impl StateSyncState {
                 myself.send_after(wait, move || StateSyncMsg::TryProbe { provider, epoch });
             }
             ClusterPhase::Closed if !was_closed => self.notify_closed(provider),
+            ClusterPhase::HalfOpen => {
+                // Another node probes; ask for the lease again if its probe never reports.
+                let provider = provider.to_owned();
+                myself.send_after(self.args.settings.probe_lease, move || StateSyncMsg::TryProbe { provider, epoch });
+            }
             _ => {}
         }
     }
@@ -449,12 +493,19 @@ impl StateSyncState {
             match store.acquire_probe(&provider, &node, lease).await {
                 Ok(ProbeDecision::Granted(view)) => {
                     let epoch = view.epoch;
-                    let until = Instant::now() + lease;
+                    // The store's lease, not a fresh one: when we asked again it may be the one granted before.
+                    let left = view
+                        .probe
+                        .as_ref()
+                        .map_or(lease, |l| Duration::from_millis(l.until_ms.saturating_sub(view.now_ms)));
+                    let until = Instant::now() + left;
                     gates.with(&provider, |gate| {
                         gate.apply(ClusterPhase::HalfOpen, epoch);
                         gate.grant_probe(epoch, until);
                     });
                     debug!(provider = %provider, epoch, "probe lease granted");
+                    // If no call comes to send the probe, ask again once the lease is over.
+                    me.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch });
                 }
                 Ok(ProbeDecision::Refused(view)) => {
                     // Someone else probes, or the state moved on: reconcile with what the store says.
@@ -469,7 +520,11 @@ impl StateSyncState {
 
     fn probe_result(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64, success: Option<bool>) {
         self.args.gates.with(&provider, |gate| gate.probe_done());
-        let Some(success) = success else { return };
+        let Some(success) = success else {
+            // The probe's outcome said nothing about the provider: probe again.
+            let _ = myself.cast(StateSyncMsg::TryProbe { provider, epoch });
+            return;
+        };
         let wait = jittered(self.args.policies.get(&provider).map(|p| p.wait).unwrap_or_default());
         let (store, node, me) = (self.args.store.clone(), self.args.node.clone(), myself.clone());
         tokio::spawn(async move {

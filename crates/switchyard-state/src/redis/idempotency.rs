@@ -9,8 +9,8 @@ use crate::types::ms;
 
 impl RedisStore {
     fn idempotency_key(&self, key: &str) -> String {
-        // Braces would move the hash tag; everything else is fine in a Redis key.
-        let tag: String = key.chars().map(|c| if c == '{' || c == '}' { '_' } else { c }).collect();
+        // Braces would move the hash tag: escape them (and the escape character), so distinct ids stay distinct.
+        let tag = key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
         format!("{}idem:{{{tag}}}", self.key_prefix())
     }
 }
