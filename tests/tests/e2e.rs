@@ -55,7 +55,7 @@ async fn streaming_chunks_arrive_in_order_then_a_summary() {
         let mut content = String::new();
         for (i, frame) in chunks.iter().enumerate() {
             match frame {
-                StreamFrame::Chunk { seq, delta } => {
+                StreamFrame::Chunk { seq, delta, .. } => {
                     assert_eq!(*seq, i as u64, "chunks out of order");
                     content.push_str(delta);
                 }
@@ -64,7 +64,7 @@ async fn streaming_chunks_arrive_in_order_then_a_summary() {
         }
         assert!(chunks.len() >= 10, "expected one chunk per token, got {}", chunks.len());
         match last {
-            StreamFrame::Done(summary) => {
+            StreamFrame::Done { reply: summary, .. } => {
                 assert_eq!(summary.content, content);
                 assert_eq!(content, format!("echo: {text}"));
                 assert!(summary.usage.output_tokens > 0);
@@ -76,7 +76,7 @@ async fn streaming_chunks_arrive_in_order_then_a_summary() {
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     let frames = cluster.stream("chat", &ask("via the fallback")).await.unwrap();
     match frames.last().unwrap() {
-        StreamFrame::Done(summary) => {
+        StreamFrame::Done { reply: summary, .. } => {
             assert_eq!(summary.provider, "secondary");
             assert_eq!(summary.content, "echo: via the fallback");
         }

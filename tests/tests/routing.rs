@@ -62,7 +62,7 @@ async fn a_stream_is_never_retried_after_its_first_chunk() {
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior { fail_after_tokens: Some(2), ..Behavior::default() });
     let frames = cluster.stream("retrying", &ask("one two three four five six")).await.unwrap();
     match frames.last().unwrap() {
-        StreamFrame::Error(error) => assert_eq!(error.error.code, "stream_interrupted"),
+        StreamFrame::Error { error, .. } => assert_eq!(error.error.code, "stream_interrupted"),
         other => panic!("expected an interrupted stream, got {other:?}"),
     }
     assert!(frames.iter().filter(|f| matches!(f, StreamFrame::Chunk { .. })).count() >= 2);
@@ -151,7 +151,7 @@ async fn a_stream_without_a_first_token_in_time_falls_back() {
     let started = Instant::now();
     let frames = cluster.stream("chat", &ask("quick please")).await.unwrap();
     match frames.last().unwrap() {
-        StreamFrame::Done(summary) => {
+        StreamFrame::Done { reply: summary, .. } => {
             assert_eq!(summary.provider, "secondary");
             let first = &summary.trace.attempts[0];
             assert_eq!((first.provider.as_str(), first.outcome.as_str()), ("primary", "retryable"));

@@ -258,13 +258,34 @@ pub enum QueryOutcome {
     Reply(QueryReply),
 }
 
-/// What a streaming client receives on its reply subject, in order.
+/// What a streaming client receives on its reply subject.
+///
+/// Every chunk names the upstream attempt it belongs to (1-based, as in the trace) and its sequence number inside
+/// that attempt (from 0). The final frame names the attempt that answered and how many of its chunks were
+/// published before it, so a client can drop chunks of a superseded attempt (a hedge that lost), put reordered
+/// chunks back in order, and tell a gap from the end of the stream. NATS keeps the order of one publisher, but
+/// two attempts run on two publishers, possibly on two nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamFrame {
-    Chunk { seq: u64, delta: String },
-    Done(QueryReply),
-    Error(ErrorReply),
+    Chunk {
+        attempt: u32,
+        seq: u64,
+        delta: String,
+    },
+    Done {
+        attempt: u32,
+        chunks: u64,
+        #[serde(flatten)]
+        reply: QueryReply,
+    },
+    Error {
+        /// 0 when no attempt streamed anything.
+        attempt: u32,
+        chunks: u64,
+        #[serde(flatten)]
+        error: ErrorReply,
+    },
 }
 
 #[cfg(test)]
@@ -319,7 +340,11 @@ mod tests {
     fn outcomes_are_told_apart() {
         let err = serde_json::to_string(&ErrorReply::new(ErrorType::Overloaded, "busy", "busy")).expect("json");
         assert!(matches!(serde_json::from_str::<QueryOutcome>(&err), Ok(QueryOutcome::Error(_))));
-        let frame = serde_json::to_string(&StreamFrame::Chunk { seq: 3, delta: "a".into() }).expect("json");
-        assert_eq!(frame, r#"{"type":"chunk","seq":3,"delta":"a"}"#);
+        let frame = serde_json::to_string(&StreamFrame::Chunk { attempt: 2, seq: 3, delta: "a".into() }).expect("json");
+        assert_eq!(frame, r#"{"type":"chunk","attempt":2,"seq":3,"delta":"a"}"#);
+        let error = ErrorReply::new(ErrorType::UpstreamError, "stream_interrupted", "cut");
+        let frame = StreamFrame::Error { attempt: 1, chunks: 4, error };
+        let json = serde_json::to_string(&frame).expect("json");
+        assert_eq!(serde_json::from_str::<StreamFrame>(&json).ok(), Some(frame), "{json}");
     }
 }

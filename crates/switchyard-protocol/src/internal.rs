@@ -27,10 +27,16 @@ pub struct ProviderCall {
     pub attempt_capped: bool,
 }
 
+/// Where a streaming call publishes its chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamTarget {
+    /// The client's reply subject.
     pub subject: String,
-    pub first_seq: u64,
+    /// The query's attempt number, stamped on every chunk.
+    pub attempt: u32,
+    /// When set, the call asks this subject for the stream before publishing its first chunk and gives up when
+    /// refused: two hedged attempts never both write to the client.
+    pub claim: Option<String>,
 }
 
 /// The answer of a provider actor.
@@ -152,7 +158,7 @@ mod tests {
                 logprobs: true,
             },
             budget_ms: 1500,
-            stream: Some(StreamTarget { subject: "_INBOX.x".into(), first_seq: 0 }),
+            stream: Some(StreamTarget { subject: "_INBOX.x".into(), attempt: 1, claim: None }),
             bypass_breaker: false,
             attempt_capped: false,
         };

@@ -40,13 +40,25 @@ pub struct QueryContext {
 /// The final answer of a query, before it is rendered for a plain or a streaming client.
 pub type Answer = Result<QueryReply, ErrorReply>;
 
-/// Renders an answer as the bytes a client expects on its reply subject.
-pub fn render(answer: &Answer, stream: bool) -> Bytes {
+/// How a streamed answer ended: the attempt whose chunks reached the client, and how many it published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamEnd {
+    pub attempt: u32,
+    pub chunks: u64,
+}
+
+/// Renders an answer as the bytes a client expects on its reply subject: a reply or an error, or for a streaming
+/// client the final frame.
+pub fn render(answer: &Answer, stream: Option<StreamEnd>) -> Bytes {
     let encoded = match (answer, stream) {
-        (Ok(reply), false) => Json::encode(reply),
-        (Err(error), false) => Json::encode(error),
-        (Ok(reply), true) => Json::encode(&StreamFrame::Done(reply.clone())),
-        (Err(error), true) => Json::encode(&StreamFrame::Error(error.clone())),
+        (Ok(reply), None) => Json::encode(reply),
+        (Err(error), None) => Json::encode(error),
+        (Ok(reply), Some(StreamEnd { attempt, chunks })) => {
+            Json::encode(&StreamFrame::Done { attempt, chunks, reply: reply.clone() })
+        }
+        (Err(error), Some(StreamEnd { attempt, chunks })) => {
+            Json::encode(&StreamFrame::Error { attempt, chunks, error: error.clone() })
+        }
     };
     // Our own reply types always serialise; an empty payload would still end the client's wait.
     Bytes::from(encoded.unwrap_or_default())
@@ -105,7 +117,7 @@ pub async fn run_query(
         call_id: Uuid::new_v4(),
         request: request.to_chat_request(),
         budget_ms: 0,
-        stream: request.stream.then(|| StreamTarget { subject: reply_to.to_owned(), first_seq: 0 }),
+        stream: request.stream.then(|| StreamTarget { subject: reply_to.to_owned(), attempt: 1, claim: None }),
         bypass_breaker: false,
         attempt_capped: false,
     };

@@ -67,14 +67,14 @@ pub async fn query(nats: &str, namespace: &str, route: &str, text: &str, options
                 write!(stdout, "{delta}")?;
                 stdout.flush()?;
             }
-            StreamFrame::Done(reply) => {
+            StreamFrame::Done { reply, .. } => {
                 println!();
                 if options.trace {
                     print_summary(&reply);
                 }
                 return Ok(());
             }
-            StreamFrame::Error(error) => {
+            StreamFrame::Error { error, .. } => {
                 println!();
                 if options.trace
                     && let Some(trace) = &error.trace

@@ -394,7 +394,7 @@ async fn stream_to(
     while let Some(event) = next.take() {
         match event? {
             StreamEvent::Delta(delta) => {
-                let frame = StreamFrame::Chunk { seq: target.first_seq + *chunks, delta };
+                let frame = StreamFrame::Chunk { attempt: target.attempt, seq: *chunks, delta };
                 let bytes = Json::encode(&frame).map_err(|e| failure(e.to_string()))?;
                 // A chunk the client cannot receive is lost to it whatever we do; keep consuming the stream so
                 // the summary still reports usage and cost.

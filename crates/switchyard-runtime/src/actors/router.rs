@@ -21,7 +21,7 @@ use switchyard_protocol::client::{ErrorReply, ErrorType, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_state::IdempotencyStore;
 
-use crate::query::{Answer, QueryContext, answer_once, render, run_query};
+use crate::query::{Answer, QueryContext, StreamEnd, answer_once, render, run_query};
 use crate::routing::Routing;
 
 pub struct RouterActor;
@@ -104,7 +104,7 @@ impl Actor for RouterActor {
                 }
                 if let Some(key) = key {
                     for waiter in state.dedup.complete(&key, answer.clone()) {
-                        state.publish(waiter.reply_to, render(&answer, waiter.stream)).await;
+                        state.publish(waiter.reply_to, render(&answer, waiter.stream.then(StreamEnd::default))).await;
                     }
                 }
             }
@@ -128,7 +128,7 @@ impl RouterState {
     async fn reject(&mut self, reply_to: String, error: ErrorReply) {
         self.health.rejected += 1;
         debug!(code = %error.error.code, "query rejected");
-        self.publish(reply_to, render(&Err(error), false)).await;
+        self.publish(reply_to, render(&Err(error), None)).await;
     }
 
     /// Validates a query and, when it is admitted, starts its task.
@@ -176,7 +176,7 @@ impl RouterState {
                 }
                 Seen::Done(answer) => {
                     self.health.duplicates += 1;
-                    return self.publish(reply_to, render(&answer, request.stream)).await;
+                    return self.publish(reply_to, render(&answer, request.stream.then(StreamEnd::default))).await;
                 }
             }
         }
@@ -194,7 +194,11 @@ impl RouterState {
                     (Some(store), Some(key)) => answer_once(store.as_ref(), key, &ctx.node, deadline, run).await,
                     _ => run().await,
                 };
-                if let Err(error) = ctx.bus.publish(Message::new(reply_to, render(&answer, request.stream))).await {
+                if let Err(error) = ctx
+                    .bus
+                    .publish(Message::new(reply_to, render(&answer, request.stream.then(StreamEnd::default))))
+                    .await
+                {
                     warn!(%error, "cannot publish reply");
                 }
                 let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
