@@ -92,6 +92,11 @@ pub fn cluster_config_with(openai: &str, anthropic: &str, namespace: &str, node:
         providers = ["primary"]
         retry = {{ max_attempts = 1 }}
         [[routes]]
+        name = "hedged"
+        providers = ["primary", "secondary"]
+        retry = {{ max_attempts = 1 }}
+        hedge = {{ delay_ms = 200 }}
+        [[routes]]
         name = "retrying"
         providers = ["primary", "secondary"]
         retry = {{ max_attempts = 3, backoff_base_ms = 10, backoff_max_ms = 50 }}

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod cost;
 pub mod dedup;
 pub mod gate;
+pub mod hedge;
 pub mod invalid;
 pub mod outcome;
 pub mod restart;
@@ -28,6 +29,7 @@ pub use breaker::{
 pub use cost::Price;
 pub use dedup::{DedupTable, Seen};
 pub use gate::{ClusterGate, ClusterPhase, GateDecision};
+pub use hedge::{HedgePolicy, LatencyWindow};
 pub use invalid::InvalidSetting;
 pub use outcome::{FailureClass, Outcome};
 pub use restart::{RestartDecision, RestartPolicy, RestartTracker};

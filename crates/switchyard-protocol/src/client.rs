@@ -120,6 +120,17 @@ pub struct Attempt {
     /// A panic-mode trickle: every member of the group was tripped, and this call went past the breaker.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub panic: bool,
+    /// A hedge: started while an earlier attempt was still running, because that one was slow. The attempt that
+    /// won has the outcome `success`; the other one `cancelled`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hedged: bool,
+    /// Stream chunks this attempt published to the client.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why the answer came from where it came from.

@@ -15,16 +15,14 @@ use crate::chat::{ChatRequest, Completion};
 pub struct ProviderCall {
     pub call_id: Uuid,
     pub request: ChatRequest,
-    /// What is left of the client's deadline when the call is sent.
+    /// What is left of the client's deadline when the call is sent. Running out of it is a cancellation, never
+    /// the provider's failure: a provider is charged only for breaking its own limits.
     pub budget_ms: u64,
     /// For a streaming query: where chunks go (the client's reply subject) and the first sequence number.
     pub stream: Option<StreamTarget>,
     /// A panic-mode trickle: every member of the group is tripped, and this one call goes through the breaker
     /// to find out whether the provider is back.
     pub bypass_breaker: bool,
-    /// `budget_ms` is the router's cap on this attempt, not the client's deadline: running out of it is the
-    /// provider's failure (a timeout), not a cancellation.
-    pub attempt_capped: bool,
 }
 
 /// Where a streaming call publishes its chunks.
@@ -160,7 +158,6 @@ mod tests {
             budget_ms: 1500,
             stream: Some(StreamTarget { subject: "_INBOX.x".into(), attempt: 1, claim: None }),
             bypass_breaker: false,
-            attempt_capped: false,
         };
         let bytes = Bincode::encode(&call).expect("encode");
         assert_eq!(Bincode::decode::<ProviderCall>(&bytes).expect("decode"), call);

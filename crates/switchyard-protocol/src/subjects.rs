@@ -65,6 +65,12 @@ impl Subjects {
         format!("{}-provider-{provider}", self.namespace)
     }
 
+    /// Cancellations of `provider`'s calls (a hedge's loser), heard by every node hosting it: no queue group, the
+    /// node running the call aborts it.
+    pub fn provider_cancel(&self, provider: &str) -> String {
+        format!("{}.provider.{provider}.cancel", self.root)
+    }
+
     /// Breaker transitions of `provider`.
     pub fn breaker_event(&self, provider: &str) -> String {
         format!("{}.events.breaker.{provider}", self.root)

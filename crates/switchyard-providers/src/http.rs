@@ -82,7 +82,11 @@ impl Upstream {
     ) -> Result<reqwest::Response, ProviderError> {
         let started = Instant::now();
         debug!(provider = %self.settings.name, model = %self.settings.model, stream, "sending upstream request");
-        let sent = self.http.post(&self.url).headers(headers).json(body).timeout(self.settings.timeout).send().await;
+        let mut builder = self.http.post(&self.url).headers(headers).json(body);
+        if let Some(limit) = if stream { self.settings.stream_timeout } else { Some(self.settings.timeout) } {
+            builder = builder.timeout(limit);
+        }
+        let sent = builder.send().await;
         let response = sent.map_err(|err| self.transport_error(&err))?;
         let status = response.status().as_u16();
         debug!(
@@ -131,7 +135,7 @@ impl Upstream {
     /// retryable; only a request that could not even be built (a malformed base URL) is fatal.
     pub(crate) fn transport_error(&self, err: &reqwest::Error) -> ProviderError {
         let (class, what) = if err.is_timeout() {
-            let timeout = self.settings.timeout.as_secs_f64();
+            let timeout = self.settings.timeout.max(self.settings.stream_timeout.unwrap_or_default()).as_secs_f64();
             (FailureClass::Retryable, format!("timed out after {timeout}s"))
         } else if err.is_builder() {
             (FailureClass::Fatal { auth: false }, "invalid request".to_owned())

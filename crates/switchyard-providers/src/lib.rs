@@ -39,7 +39,7 @@ pub use switchyard_protocol::{ChatRequest, Completion};
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// The `max_tokens` sent to Anthropic when a query sets none (Anthropic requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
-/// The default timeout of a whole call, streamed body included.
+/// The default timeout of a whole non-streaming call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One upstream model behind one API endpoint.
@@ -111,8 +111,11 @@ pub struct ProviderSettings {
     pub api_key: Option<SecretString>,
     /// Prices per million tokens, for [`Completion::cost_usd`].
     pub price: Price,
-    /// The limit on a whole call: connecting, waiting, and reading the body or the whole stream.
+    /// The limit on a whole non-streaming call: connecting, waiting, and reading the body.
     pub timeout: Duration,
+    /// The limit on a whole stream; `None` (the default): a long answer is not a failure, and the caller bounds
+    /// the first token and the gaps between chunks instead.
+    pub stream_timeout: Option<Duration>,
     /// The `anthropic-version` header (Anthropic only).
     pub anthropic_version: String,
     /// The `max_tokens` sent when a query sets none (Anthropic only, which requires it).
@@ -135,6 +138,7 @@ impl ProviderSettings {
             api_key: None,
             price: Price::default(),
             timeout: DEFAULT_TIMEOUT,
+            stream_timeout: None,
             anthropic_version: DEFAULT_ANTHROPIC_VERSION.to_owned(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
         }

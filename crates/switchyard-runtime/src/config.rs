@@ -12,11 +12,13 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use switchyard_core::{
-    Backoff, BalanceStrategy, Balancer, BalancerConfig, BreakerConfig, FallbackChains, GroupMember, Price,
+    Backoff, BalanceStrategy, Balancer, BalancerConfig, BreakerConfig, FallbackChains, GroupMember, HedgePolicy, Price,
     RestartPolicy, RetryBudgetConfig, RetryPolicy, SlidingWindow, TieBreak,
 };
 use switchyard_protocol::subjects::is_valid_token;
 use switchyard_state::{OpenWait, TripPolicy};
+
+use crate::actors::provider::StreamLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -255,12 +257,18 @@ pub struct ProviderSection {
     pub input_price_per_mtok: f64,
     #[serde(default)]
     pub output_price_per_mtok: f64,
-    /// The whole upstream call.
+    /// A whole non-streaming call; breaking it is the provider's (retryable) failure.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// A stream whose first token takes longer fails (retryable); 0 turns this off.
+    /// A stream whose first token takes longer fails (retryable); 0 means `timeout_ms`.
     #[serde(default)]
     pub first_token_timeout_ms: u64,
+    /// A stream that sends no chunk for this long fails (retryable); 0 turns this off.
+    #[serde(default = "default_stream_idle_timeout_ms")]
+    pub stream_idle_timeout_ms: u64,
+    /// A cap on a whole stream; 0 (the default): none, a long answer is not a failure.
+    #[serde(default)]
+    pub stream_timeout_ms: u64,
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     #[serde(default)]
@@ -345,6 +353,10 @@ fn default_timeout_ms() -> u64 {
     60_000
 }
 
+fn default_stream_idle_timeout_ms() -> u64 {
+    30_000
+}
+
 fn default_max_in_flight() -> usize {
     512
 }
@@ -352,6 +364,15 @@ fn default_max_in_flight() -> usize {
 impl ProviderSection {
     pub fn price(&self) -> Price {
         Price { input_per_mtok: self.input_price_per_mtok, output_per_mtok: self.output_price_per_mtok }
+    }
+
+    /// The limits a stream of this provider must keep.
+    pub fn stream_limits(&self) -> StreamLimits {
+        let first_token = if self.first_token_timeout_ms > 0 { self.first_token_timeout_ms } else { self.timeout_ms };
+        StreamLimits {
+            first_token: Some(Duration::from_millis(first_token)),
+            idle: (self.stream_idle_timeout_ms > 0).then(|| Duration::from_millis(self.stream_idle_timeout_ms)),
+        }
     }
 }
 
@@ -373,10 +394,45 @@ pub struct RouteSection {
     pub max_fallback_depth: usize,
     #[serde(default)]
     pub retry: RetrySection,
-    /// Longest single attempt. 0: half of what is left of the deadline while a fallback remains (so a hung
-    /// provider times out, counts against its breaker, and leaves time for the fallback), else all of it.
+    /// Hedging against slow calls (see `switchyard_core::hedge`).
     #[serde(default)]
-    pub attempt_timeout_ms: u64,
+    pub hedge: HedgeSection,
+}
+
+/// When a route starts its next target beside a slow attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HedgeSection {
+    pub enabled: bool,
+    /// A fixed hedge delay; 0 (the default): the p95 of the provider's recent latency.
+    pub delay_ms: u64,
+    /// The delay while a provider has too few samples for a p95.
+    pub fallback_delay_ms: u64,
+    /// The shortest derived delay.
+    pub min_delay_ms: u64,
+}
+
+impl Default for HedgeSection {
+    fn default() -> Self {
+        let core = HedgePolicy::default();
+        Self {
+            enabled: core.enabled,
+            delay_ms: 0,
+            fallback_delay_ms: core.fallback_delay.as_millis() as u64,
+            min_delay_ms: core.min_delay.as_millis() as u64,
+        }
+    }
+}
+
+impl HedgeSection {
+    pub fn to_core(&self) -> HedgePolicy {
+        HedgePolicy {
+            enabled: self.enabled,
+            delay: (self.delay_ms > 0).then(|| Duration::from_millis(self.delay_ms)),
+            fallback_delay: Duration::from_millis(self.fallback_delay_ms),
+            min_delay: Duration::from_millis(self.min_delay_ms),
+        }
+    }
 }
 
 fn default_fallback_depth() -> usize {

@@ -209,14 +209,15 @@ fn build_providers(sections: &[ProviderSection]) -> Result<Vec<ProviderSpec>, No
                 api_key,
                 price: p.price(),
                 timeout: Duration::from_millis(p.timeout_ms),
+                stream_timeout: (p.stream_timeout_ms > 0).then(|| Duration::from_millis(p.stream_timeout_ms)),
                 anthropic_version: "2023-06-01".into(),
                 default_max_tokens: 1024,
             };
             Ok(ProviderSpec {
                 provider: switchyard_providers::build(settings, http.clone()),
                 max_in_flight: p.max_in_flight,
-                first_token_timeout: (p.first_token_timeout_ms > 0)
-                    .then(|| Duration::from_millis(p.first_token_timeout_ms)),
+                in_flight: Arc::default(),
+                limits: p.stream_limits(),
                 breaker: p.breaker.to_core(),
                 cluster: None,
             })

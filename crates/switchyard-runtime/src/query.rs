@@ -15,11 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::debug;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
-use switchyard_bus::{Bus, BusError, Message};
+use futures::future::{AbortHandle, Abortable, BoxFuture};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use switchyard_bus::{Bus, BusError, Message, Subscription};
 use switchyard_core::{FailureClass, RetryDecision};
+use switchyard_protocol::Completion;
 use switchyard_protocol::client::{
     Attempt, ErrorReply, ErrorType, QueryOutcome, QueryReply, QueryRequest, StreamFrame, Trace,
 };
@@ -28,6 +32,7 @@ use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec, Json};
 use switchyard_state::{Claim, IdempotencyStore};
 
+use crate::actors::provider::STREAM_GRANTED;
 use crate::routing::{Resolved, RoutePlan, Routing};
 
 /// What every query task of a node shares.
@@ -45,6 +50,19 @@ pub type Answer = Result<QueryReply, ErrorReply>;
 pub struct StreamEnd {
     pub attempt: u32,
     pub chunks: u64,
+}
+
+impl StreamEnd {
+    /// Read off an answer's trace: the attempt that answered, or the one whose stream broke.
+    pub fn of(answer: &Answer) -> StreamEnd {
+        let trace = match answer {
+            Ok(reply) => Some(&reply.trace),
+            Err(error) => error.trace.as_ref(),
+        };
+        let attempts = trace.map(|t| t.attempts.as_slice()).unwrap_or_default();
+        let streamed = attempts.iter().enumerate().rev().find(|(_, a)| a.outcome == "success" || a.chunks > 0);
+        streamed.map_or_else(StreamEnd::default, |(i, a)| StreamEnd { attempt: i as u32 + 1, chunks: a.chunks })
+    }
 }
 
 /// Renders an answer as the bytes a client expects on its reply subject: a reply or an error, or for a streaming
@@ -66,7 +84,7 @@ pub fn render(answer: &Answer, stream: Option<StreamEnd>) -> Bytes {
 
 /// One upstream call's result, as the walk sees it.
 enum CallResult {
-    Answered(switchyard_protocol::Completion),
+    Answered { completion: Completion, chunks: u64 },
     Failed { class: FailureClass, status: Option<u16>, message: String, chunks: u64 },
     Refused { reason: Refusal },
     NoResponders,
@@ -74,22 +92,17 @@ enum CallResult {
     Broken(String),
 }
 
-/// Sends one call to `provider` and waits, at most until the deadline, for its reply.
-async fn call_provider(ctx: &QueryContext, provider: &str, call: &ProviderCall, remaining: Duration) -> CallResult {
-    let payload = match Bincode::encode(call) {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(e) => return CallResult::Broken(e.to_string()),
-    };
-    // A little slack beyond the budget lets the provider report its own deadline expiry.
-    let wait = remaining + Duration::from_millis(50);
-    match ctx.bus.request(Message::new(ctx.subjects.provider_call(provider), payload), wait).await {
+/// Sends one encoded call and waits, at most `wait`, for its reply.
+async fn call_provider(bus: Arc<dyn Bus>, subject: String, payload: Bytes, wait: Duration) -> CallResult {
+    match bus.request(Message::new(subject, payload), wait).await {
         Ok(reply) => match Bincode::decode::<ProviderReply>(&reply.payload) {
-            Ok(ProviderReply::Completed { completion, .. }) => CallResult::Answered(completion),
+            Ok(ProviderReply::Completed { completion, chunks, .. }) => CallResult::Answered { completion, chunks },
             Ok(ProviderReply::Failed(f)) => {
                 CallResult::Failed { class: f.class.into(), status: f.status, message: f.message, chunks: f.chunks }
             }
             Ok(ProviderReply::Refused { reason }) => CallResult::Refused { reason },
-            Err(decode) => CallResult::Broken(decode.to_string()),
+            // Another version of Switchyard answered: the next provider (or node) may still speak ours.
+            Err(decode) => CallResult::Broken(format!("undecodable provider reply: {decode}")),
         },
         Err(BusError::NoResponders { .. }) => CallResult::NoResponders,
         Err(BusError::Timeout { .. }) => CallResult::Timeout,
@@ -98,7 +111,7 @@ async fn call_provider(ctx: &QueryContext, provider: &str, call: &ProviderCall, 
 }
 
 /// Runs `request` on `plan`: retries of the same provider, fallbacks along the chains, balancing inside groups,
-/// all inside the client's deadline.
+/// and a hedge beside a slow attempt, all inside the client's deadline.
 pub async fn run_query(
     ctx: &QueryContext,
     routing: &Routing,
@@ -107,169 +120,470 @@ pub async fn run_query(
     reply_to: &str,
     deadline: Instant,
 ) -> Answer {
-    let started = Instant::now();
-    routing.record_request(started);
-    let mut trace = Trace { node: ctx.node.clone(), route: plan.name.clone(), attempts: Vec::new() };
-    let fail = |kind, code: &str, message: String, trace: Trace| {
-        Err(ErrorReply::new(kind, code, message).with_id(request.id.clone()).with_trace(trace))
-    };
-    let mut call = ProviderCall {
-        call_id: Uuid::new_v4(),
-        request: request.to_chat_request(),
-        budget_ms: 0,
-        stream: request.stream.then(|| StreamTarget { subject: reply_to.to_owned(), attempt: 1, claim: None }),
-        bypass_breaker: false,
-        attempt_capped: false,
-    };
-    let mut retry_after: Option<u64> = None;
-    let mut note_retry_after = |ms: u64| retry_after = Some(retry_after.map_or(ms, |r: u64| r.min(ms)));
-    let mut only_unavailable = true;
-    let mut tried: Vec<String> = Vec::new();
-    let mut last_failure: Option<FailureClass> = None;
+    routing.record_request(Instant::now());
+    Walk::new(ctx, routing, plan, request, reply_to, deadline).run().await
+}
 
-    while let Some(target) = plan.chains.next(&tried, last_failure) {
-        tried.push(target.clone());
-        last_failure = None;
-        let (provider, member, bypass) = match routing.resolve(&target, Instant::now()) {
-            Resolved::Provider { name, member, bypass_breaker } => (name, member, bypass_breaker),
-            Resolved::Unavailable { retry_after } => {
-                note_retry_after(retry_after.as_millis().max(1) as u64);
-                trace.attempts.push(Attempt {
-                    provider: target.clone(),
-                    outcome: "group_unavailable".into(),
-                    latency_ms: 0.0,
-                    status: None,
-                    message: None,
-                    panic: false,
-                });
-                continue;
-            }
+/// An attempt that was started and has not ended.
+struct Running {
+    /// Its place in the trace; its attempt number is `slot + 1`.
+    slot: usize,
+    provider: String,
+    member: Option<(String, usize)>,
+    call_id: Uuid,
+    started: Instant,
+    abort: AbortHandle,
+}
+
+/// What to start once no attempt is running.
+enum Next {
+    /// The next entry of the chains.
+    Target,
+    /// The same provider again, after a backoff.
+    Retry { provider: String, member: Option<(String, usize)>, bypass: bool, delay: Duration, attempt_no: u32 },
+}
+
+type Pending = Abortable<BoxFuture<'static, CallResult>>;
+
+/// One query's walk over its route. See the module documentation.
+struct Walk<'a> {
+    ctx: &'a QueryContext,
+    routing: &'a Routing,
+    plan: &'a RoutePlan,
+    request: &'a QueryRequest,
+    deadline: Instant,
+    started: Instant,
+    call: ProviderCall,
+    trace: Trace,
+    tried: Vec<String>,
+    last_failure: Option<FailureClass>,
+    retry_after: Option<u64>,
+    only_unavailable: bool,
+    running: Vec<Running>,
+    pending: FuturesUnordered<futures::future::Map<Pending, SlotFn>>,
+    /// Attempts per provider of the current target (retries included).
+    attempt_no: u32,
+    /// A query hedges at most once.
+    hedged: bool,
+    /// For a stream that may be hedged: where attempts ask for the stream, and the attempt that got it.
+    claims: Option<Subscription>,
+    streaming: Option<u32>,
+}
+
+type SlotFn = Box<dyn FnOnce(Result<CallResult, futures::future::Aborted>) -> (usize, Option<CallResult>) + Send>;
+
+impl<'a> Walk<'a> {
+    fn new(
+        ctx: &'a QueryContext,
+        routing: &'a Routing,
+        plan: &'a RoutePlan,
+        request: &'a QueryRequest,
+        reply_to: &str,
+        deadline: Instant,
+    ) -> Self {
+        let call = ProviderCall {
+            call_id: Uuid::nil(),
+            request: request.to_chat_request(),
+            budget_ms: 0,
+            stream: request.stream.then(|| StreamTarget { subject: reply_to.to_owned(), attempt: 1, claim: None }),
+            bypass_breaker: false,
         };
-        let mut attempt_no = 1;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                routing.finish(&member, Duration::ZERO, false, None);
-                return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into(), trace);
-            }
-            let fallback_left = plan.chains.next(&tried, Some(FailureClass::Retryable)).is_some();
-            let (budget, capped) = plan.attempt_budget(remaining, fallback_left);
-            call.call_id = Uuid::new_v4();
-            call.budget_ms = budget.as_millis().max(1) as u64;
-            call.bypass_breaker = bypass;
-            call.attempt_capped = capped;
-            let attempt_started = Instant::now();
-            let result = call_provider(ctx, &provider, &call, budget).await;
-            let latency = attempt_started.elapsed();
-            let mut attempt = Attempt {
-                provider: provider.clone(),
-                outcome: String::new(),
-                latency_ms: latency.as_secs_f64() * 1000.0,
-                status: None,
-                message: None,
-                panic: bypass,
-            };
-            match result {
-                CallResult::Answered(completion) => {
-                    routing.finish(&member, latency, false, None);
-                    attempt.outcome = "success".into();
-                    trace.attempts.push(attempt);
-                    return Ok(QueryReply {
-                        id: request.id.clone(),
-                        content: completion.content,
-                        model: completion.model,
-                        provider: provider.clone(),
-                        finish_reason: completion.finish_reason,
-                        usage: completion.usage,
-                        cost_usd: completion.cost_usd,
-                        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-                        trace,
-                    });
-                }
-                CallResult::Failed { class, status, message, chunks } => {
-                    routing.finish(&member, latency, class.worth_falling_back(), None);
-                    attempt.outcome = class.as_str().into();
-                    attempt.status = status;
-                    attempt.message = Some(message.clone());
-                    trace.attempts.push(attempt);
-                    only_unavailable &= matches!(class, FailureClass::RateLimited { .. });
-                    if let FailureClass::RateLimited { retry_after: Some(wait) } = class {
-                        note_retry_after(wait.as_millis() as u64);
-                    }
-                    if chunks > 0 {
-                        let message = format!("{provider} failed after {chunks} streamed chunks");
-                        return fail(ErrorType::UpstreamError, "stream_interrupted", message, trace);
-                    }
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    match plan.retry.decide(attempt_no, class, remaining, false, rand::random::<f64>()) {
-                        RetryDecision::RetrySameAfter(delay) if routing.try_retry(Instant::now()) => {
-                            tokio::time::sleep(delay).await;
-                            attempt_no += 1;
-                            routing.start(&member);
-                            continue;
-                        }
-                        RetryDecision::RetrySameAfter(_) | RetryDecision::NextProvider => {
-                            last_failure = Some(class);
-                        }
-                        RetryDecision::GiveUp if class == FailureClass::Cancelled => {
-                            return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", message, trace);
-                        }
-                        RetryDecision::GiveUp => {
-                            return fail(ErrorType::UpstreamError, class.as_str(), message, trace);
-                        }
-                    }
-                }
-                CallResult::Refused { reason } => {
-                    let refused_for = match reason {
-                        Refusal::BreakerOpen { retry_after_ms } => {
-                            note_retry_after(retry_after_ms);
-                            Some(Duration::from_millis(retry_after_ms))
-                        }
-                        _ => None,
-                    };
-                    routing.finish(&member, latency, false, refused_for);
-                    attempt.outcome = format!("refused_{}", reason.as_str());
-                    trace.attempts.push(attempt);
-                }
-                CallResult::NoResponders => {
-                    routing.finish(&member, latency, false, None);
-                    attempt.outcome = "no_responders".into();
-                    trace.attempts.push(attempt);
-                }
-                CallResult::Timeout => {
-                    routing.finish(&member, latency, capped, None);
-                    attempt.outcome = "timeout".into();
-                    trace.attempts.push(attempt);
-                    if !capped {
-                        let message = "the deadline passed".into();
-                        return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", message, trace);
-                    }
-                    // The attempt's cap passed, not the client's deadline: the next provider may still answer.
-                    only_unavailable = false;
-                    last_failure = Some(FailureClass::Retryable);
-                }
-                CallResult::Broken(message) => {
-                    routing.finish(&member, latency, false, None);
-                    attempt.outcome = "bus_error".into();
-                    attempt.message = Some(message);
-                    trace.attempts.push(attempt);
-                    only_unavailable = false;
-                }
-            }
-            break;
+        Walk {
+            ctx,
+            routing,
+            plan,
+            request,
+            deadline,
+            started: Instant::now(),
+            call,
+            trace: Trace { node: ctx.node.clone(), route: plan.name.clone(), attempts: Vec::new() },
+            tried: Vec::new(),
+            last_failure: None,
+            retry_after: None,
+            only_unavailable: true,
+            running: Vec::new(),
+            pending: FuturesUnordered::new(),
+            attempt_no: 0,
+            hedged: false,
+            claims: None,
+            streaming: None,
         }
     }
 
-    if only_unavailable {
-        let message = format!("no provider of route {} is available", plan.name);
-        let error = ErrorReply::new(ErrorType::NoProviderAvailable, "no_provider_available", message)
-            .with_retry_after_ms(retry_after.unwrap_or(1000))
-            .with_id(request.id.clone())
-            .with_trace(trace);
-        return Err(error);
+    async fn run(mut self) -> Answer {
+        let mut next = Some(Next::Target);
+        loop {
+            if self.running.is_empty() {
+                let started = match next.take() {
+                    Some(Next::Target) => self.start_next_target().await,
+                    Some(Next::Retry { provider, member, bypass, delay, attempt_no }) => {
+                        tokio::time::sleep(delay.min(self.deadline.saturating_duration_since(Instant::now()))).await;
+                        self.attempt_no = attempt_no;
+                        self.routing.start(&member);
+                        self.start(provider, member, bypass, false).await
+                    }
+                    None => false,
+                };
+                if !started {
+                    return self.exhausted();
+                }
+            }
+            let hedge_at = self.hedge_at();
+            let deadline = tokio::time::Instant::from_std(self.deadline);
+            tokio::select! {
+                biased;
+                Some(claim) = next_claim(&mut self.claims) => self.on_claim(claim).await,
+                Some((slot, result)) = self.pending.next() => {
+                    let Some(result) = result else { continue };
+                    match self.on_result(slot, result).await {
+                        Step::Done(answer) => return answer,
+                        Step::Wait => {}
+                        Step::Then(then) => next = Some(then),
+                    }
+                }
+                _ = sleep_until_opt(hedge_at), if hedge_at.is_some() => self.start_hedge().await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.cancel_running().await;
+                    return self.fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into());
+                }
+            }
+        }
     }
-    let message = format!("every provider of route {} failed", plan.name);
-    fail(ErrorType::UpstreamError, "all_providers_failed", message, trace)
+
+    fn fail(&mut self, kind: ErrorType, code: &str, message: String) -> Answer {
+        let trace = std::mem::take(&mut self.trace);
+        Err(ErrorReply::new(kind, code, message).with_id(self.request.id.clone()).with_trace(trace))
+    }
+
+    fn note_retry_after(&mut self, ms: u64) {
+        self.retry_after = Some(self.retry_after.map_or(ms, |r| r.min(ms)));
+    }
+
+    /// Starts the next entry of the chains that resolves to a provider; `false` when the chains are used up.
+    async fn start_next_target(&mut self) -> bool {
+        while let Some(target) = self.plan.chains.next(&self.tried, self.last_failure) {
+            self.tried.push(target.clone());
+            self.last_failure = None;
+            match self.routing.resolve(&target, Instant::now()) {
+                Resolved::Provider { name, member, bypass_breaker } => {
+                    self.attempt_no = 1;
+                    return self.start(name, member, bypass_breaker, false).await;
+                }
+                Resolved::Unavailable { retry_after } => {
+                    self.note_retry_after(retry_after.as_millis().max(1) as u64);
+                    self.trace.attempts.push(attempt(target, "group_unavailable", false, false));
+                }
+            }
+        }
+        false
+    }
+
+    /// When the running attempt gets a hedge, if it may: one attempt running, no hedge yet, no stream granted,
+    /// and a next target in the generic chain.
+    fn hedge_at(&self) -> Option<tokio::time::Instant> {
+        if self.hedged || self.running.len() != 1 || self.streaming.is_some() {
+            return None;
+        }
+        self.plan.chains.next(&self.tried, None)?;
+        let first = &self.running[0];
+        let delay = self.routing.hedge_delay(self.plan, &first.provider)?;
+        Some(tokio::time::Instant::from_std(first.started + delay))
+    }
+
+    async fn start_hedge(&mut self) {
+        self.hedged = true;
+        if !self.routing.try_retry(Instant::now()) {
+            debug!(route = %self.plan.name, "no hedge: the retry budget is spent");
+            return;
+        }
+        let Some(target) = self.plan.chains.next(&self.tried, None) else { return };
+        self.tried.push(target.clone());
+        match self.routing.resolve(&target, Instant::now()) {
+            Resolved::Provider { name, member, bypass_breaker } => {
+                debug!(route = %self.plan.name, provider = %name, "hedging a slow attempt");
+                self.start(name, member, bypass_breaker, true).await;
+            }
+            Resolved::Unavailable { retry_after } => {
+                self.note_retry_after(retry_after.as_millis().max(1) as u64);
+                self.trace.attempts.push(attempt(target, "group_unavailable", false, true));
+            }
+        }
+    }
+
+    /// Sends one attempt to `provider`; `false` only when the call cannot even be encoded.
+    async fn start(&mut self, provider: String, member: Option<(String, usize)>, bypass: bool, hedged: bool) -> bool {
+        let slot = self.trace.attempts.len();
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        self.call.call_id = Uuid::new_v4();
+        self.call.budget_ms = remaining.as_millis().max(1) as u64;
+        self.call.bypass_breaker = bypass;
+        let hedgeable = self.plan.hedge.enabled && self.plan.chains.next(&self.tried, None).is_some();
+        if let Some(stream) = &mut self.call.stream {
+            stream.attempt = slot as u32 + 1;
+            // A stream that may get a hedge (or is one) asks for the client's stream before its first chunk.
+            if (hedgeable || hedged) && self.claims.is_none() {
+                let inbox = self.ctx.bus.new_inbox();
+                match self.ctx.bus.subscribe(&inbox).await {
+                    Ok(sub) => {
+                        self.claims = Some(sub);
+                        stream.claim = Some(inbox);
+                    }
+                    Err(error) => warn!(%error, "cannot subscribe for stream claims; this stream is not hedged"),
+                }
+            }
+            if self.claims.is_none() {
+                self.hedged = true;
+            }
+        }
+        let payload = match Bincode::encode(&self.call) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(error) => {
+                let mut failed = attempt(provider, "bus_error", bypass, hedged);
+                failed.message = Some(error.to_string());
+                self.trace.attempts.push(failed);
+                self.only_unavailable = false;
+                return false;
+            }
+        };
+        self.trace.attempts.push(attempt(provider.clone(), "running", bypass, hedged));
+        // A little slack beyond the deadline lets the provider report its own expiry.
+        let wait = remaining + Duration::from_millis(50);
+        let subject = self.ctx.subjects.provider_call(&provider);
+        let (abort, registration) = AbortHandle::new_pair();
+        let call: BoxFuture<'static, CallResult> =
+            Box::pin(call_provider(self.ctx.bus.clone(), subject, payload, wait));
+        let map: SlotFn = Box::new(move |result| (slot, result.ok()));
+        self.pending.push(Abortable::new(call, registration).map(map));
+        self.running.push(Running {
+            slot,
+            provider,
+            member,
+            call_id: self.call.call_id,
+            started: Instant::now(),
+            abort,
+        });
+        true
+    }
+
+    /// Grants the client's stream to the first attempt that asks, and cancels the others.
+    async fn on_claim(&mut self, claim: Message) {
+        let Some(reply) = claim.reply else { return };
+        let asking = std::str::from_utf8(&claim.payload).ok().and_then(|s| s.parse::<u32>().ok());
+        let granted = match (self.streaming, asking) {
+            (None, Some(attempt)) => {
+                self.streaming = Some(attempt);
+                true
+            }
+            _ => false,
+        };
+        let answer = if granted { Bytes::from_static(STREAM_GRANTED) } else { Bytes::from_static(b"denied") };
+        if let Err(error) = self.ctx.bus.publish(Message::new(reply, answer)).await {
+            warn!(%error, "cannot answer a stream claim");
+        }
+        if granted {
+            let others: Vec<usize> =
+                self.running.iter().filter(|r| Some(r.slot as u32 + 1) != self.streaming).map(|r| r.slot).collect();
+            for slot in others {
+                self.cancel(slot).await;
+            }
+        }
+    }
+
+    /// Stops waiting for the attempt in `slot`, tells its provider to stop, and records it as cancelled.
+    async fn cancel(&mut self, slot: usize) {
+        let Some(index) = self.running.iter().position(|r| r.slot == slot) else { return };
+        let running = self.running.swap_remove(index);
+        running.abort.abort();
+        let latency = running.started.elapsed();
+        self.routing.finish(&running.member, latency, false, None);
+        if let Some(entry) = self.trace.attempts.get_mut(slot) {
+            entry.outcome = "cancelled".into();
+            entry.latency_ms = latency.as_secs_f64() * 1000.0;
+        }
+        let cancel = Message::new(
+            self.ctx.subjects.provider_cancel(&running.provider),
+            Bytes::copy_from_slice(running.call_id.as_bytes()),
+        );
+        if let Err(error) = self.ctx.bus.publish(cancel).await {
+            debug!(%error, "cannot publish a cancellation");
+        }
+    }
+
+    async fn cancel_running(&mut self) {
+        let slots: Vec<usize> = self.running.iter().map(|r| r.slot).collect();
+        for slot in slots {
+            self.cancel(slot).await;
+        }
+    }
+
+    /// Takes in the result of the attempt in `slot`.
+    async fn on_result(&mut self, slot: usize, result: CallResult) -> Step {
+        let Some(index) = self.running.iter().position(|r| r.slot == slot) else { return Step::Wait };
+        let Running { provider, member, started, .. } = self.running.swap_remove(index);
+        let latency = started.elapsed();
+        let others_running = !self.running.is_empty();
+        let bypass = self.trace.attempts.get(slot).is_some_and(|a| a.panic);
+        let mut entry =
+            self.trace.attempts.get(slot).cloned().unwrap_or_else(|| attempt(provider.clone(), "", bypass, false));
+        entry.latency_ms = latency.as_secs_f64() * 1000.0;
+        let mut step = Step::Then(Next::Target);
+        match result {
+            CallResult::Answered { completion, chunks } => {
+                self.routing.finish(&member, latency, false, None);
+                let this = slot as u32 + 1;
+                if self.streaming.is_some_and(|granted| granted != this) {
+                    // An answer with no text raced a granted stream: the client has the other attempt's chunks.
+                    entry.outcome = "discarded".into();
+                    self.trace.attempts[slot] = entry;
+                    return if others_running { Step::Wait } else { Step::Then(Next::Target) };
+                }
+                if self.call.stream.is_none() {
+                    self.routing.observe_latency(&provider, latency);
+                }
+                entry.outcome = "success".into();
+                entry.chunks = chunks;
+                self.trace.attempts[slot] = entry;
+                self.cancel_running().await;
+                let trace = std::mem::take(&mut self.trace);
+                return Step::Done(Ok(QueryReply {
+                    id: self.request.id.clone(),
+                    content: completion.content,
+                    model: completion.model,
+                    provider,
+                    finish_reason: completion.finish_reason,
+                    usage: completion.usage,
+                    cost_usd: completion.cost_usd,
+                    latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                    trace,
+                }));
+            }
+            CallResult::Failed { class, status, message, chunks } => {
+                self.routing.finish(&member, latency, class.worth_falling_back(), None);
+                entry.outcome = class.as_str().into();
+                entry.status = status;
+                entry.message = Some(message.clone());
+                entry.chunks = chunks;
+                self.trace.attempts[slot] = entry;
+                if class == FailureClass::Cancelled && others_running {
+                    // A loser that was refused the stream, or cancelled: the other attempt goes on.
+                    return Step::Wait;
+                }
+                self.only_unavailable &= matches!(class, FailureClass::RateLimited { .. });
+                if let FailureClass::RateLimited { retry_after: Some(wait) } = class {
+                    self.note_retry_after(wait.as_millis() as u64);
+                }
+                if chunks > 0 {
+                    self.cancel_running().await;
+                    let message = format!("{provider} failed after {chunks} streamed chunks");
+                    return Step::Done(self.fail(ErrorType::UpstreamError, "stream_interrupted", message));
+                }
+                if others_running {
+                    self.last_failure = Some(class);
+                    return Step::Wait;
+                }
+                let remaining = self.deadline.saturating_duration_since(Instant::now());
+                match self.plan.retry.decide(self.attempt_no, class, remaining, false, rand::random::<f64>()) {
+                    RetryDecision::RetrySameAfter(delay) if self.routing.try_retry(Instant::now()) => {
+                        let attempt_no = self.attempt_no + 1;
+                        step = Step::Then(Next::Retry { provider, member, bypass, delay, attempt_no });
+                    }
+                    RetryDecision::RetrySameAfter(_) | RetryDecision::NextProvider => self.last_failure = Some(class),
+                    RetryDecision::GiveUp if class == FailureClass::Cancelled => {
+                        return Step::Done(self.fail(ErrorType::DeadlineExceeded, "deadline_exceeded", message));
+                    }
+                    RetryDecision::GiveUp => {
+                        return Step::Done(self.fail(ErrorType::UpstreamError, class.as_str(), message));
+                    }
+                }
+            }
+            CallResult::Refused { reason } => {
+                let refused_for = match reason {
+                    Refusal::BreakerOpen { retry_after_ms } => {
+                        self.note_retry_after(retry_after_ms);
+                        Some(Duration::from_millis(retry_after_ms))
+                    }
+                    _ => None,
+                };
+                self.routing.finish(&member, latency, false, refused_for);
+                entry.outcome = format!("refused_{}", reason.as_str());
+                self.trace.attempts[slot] = entry;
+            }
+            CallResult::NoResponders => {
+                self.routing.finish(&member, latency, false, None);
+                entry.outcome = "no_responders".into();
+                self.trace.attempts[slot] = entry;
+            }
+            CallResult::Timeout => {
+                self.routing.finish(&member, latency, false, None);
+                entry.outcome = "timeout".into();
+                self.trace.attempts[slot] = entry;
+                if !others_running {
+                    return Step::Done(self.fail(
+                        ErrorType::DeadlineExceeded,
+                        "deadline_exceeded",
+                        "the deadline passed".into(),
+                    ));
+                }
+            }
+            CallResult::Broken(message) => {
+                self.routing.finish(&member, latency, false, None);
+                entry.outcome = "bus_error".into();
+                entry.message = Some(message);
+                self.trace.attempts[slot] = entry;
+                self.only_unavailable = false;
+            }
+        }
+        if others_running { Step::Wait } else { step }
+    }
+
+    /// Every chain is used up and nothing runs.
+    fn exhausted(&mut self) -> Answer {
+        if self.only_unavailable {
+            let message = format!("no provider of route {} is available", self.plan.name);
+            let trace = std::mem::take(&mut self.trace);
+            return Err(ErrorReply::new(ErrorType::NoProviderAvailable, "no_provider_available", message)
+                .with_retry_after_ms(self.retry_after.unwrap_or(1000))
+                .with_id(self.request.id.clone())
+                .with_trace(trace));
+        }
+        let message = format!("every provider of route {} failed", self.plan.name);
+        self.fail(ErrorType::UpstreamError, "all_providers_failed", message)
+    }
+}
+
+/// What the walk does after an attempt ended.
+enum Step {
+    Done(Answer),
+    /// Another attempt is still running.
+    Wait,
+    Then(Next),
+}
+
+fn attempt(provider: String, outcome: &str, panic: bool, hedged: bool) -> Attempt {
+    Attempt {
+        provider,
+        outcome: outcome.into(),
+        latency_ms: 0.0,
+        status: None,
+        message: None,
+        panic,
+        hedged,
+        chunks: 0,
+    }
+}
+
+async fn next_claim(claims: &mut Option<Subscription>) -> Option<Message> {
+    match claims {
+        Some(sub) => sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Answers a query that carries an idempotency key once across the cluster.

@@ -3,13 +3,14 @@
 //! Built once from the configuration and shared by every query task of a node. A chain entry names a provider
 //! or a group; a group is balanced by its `Balancer` (core), with members a router has seen refused by their
 //! breaker left out until the refusal's `retry_after` passes. When every member is out, the balancer's panic
-//! mode lets one call per interval through to the least recently failed member, past its breaker.
+//! mode lets one call per interval through to the least recently failed member, past its breaker. Each
+//! provider's recent latencies feed the route's hedge delay (`switchyard_core::hedge`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use switchyard_core::{Balancer, FallbackChains, Pick, RetryBudget, RetryPolicy};
+use switchyard_core::{Balancer, FallbackChains, HedgePolicy, LatencyWindow, Pick, RetryBudget, RetryPolicy};
 
 use crate::config::NodeConfig;
 
@@ -18,22 +19,7 @@ pub struct RoutePlan {
     pub name: String,
     pub chains: FallbackChains,
     pub retry: RetryPolicy,
-    pub attempt_timeout: Option<Duration>,
-}
-
-impl RoutePlan {
-    /// The budget of the next attempt, and whether it is the route's cap rather than the client's deadline.
-    pub fn attempt_budget(&self, remaining: Duration, fallback_left: bool) -> (Duration, bool) {
-        let cap = match self.attempt_timeout {
-            Some(cap) => Some(cap),
-            None if fallback_left => Some(remaining / 2),
-            None => None,
-        };
-        match cap {
-            Some(cap) if cap < remaining => (cap.max(Duration::from_millis(1)), true),
-            _ => (remaining, false),
-        }
-    }
+    pub hedge: HedgePolicy,
 }
 
 /// A balanced group, as one router node sees it.
@@ -61,6 +47,8 @@ pub struct Routing {
     routes: HashMap<String, Arc<RoutePlan>>,
     groups: HashMap<String, Mutex<GroupState>>,
     budget: Mutex<RetryBudget>,
+    /// Each provider's recent successful latencies, as this router saw them.
+    latency: HashMap<String, Mutex<LatencyWindow>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,7 +66,7 @@ impl Routing {
                     name: r.name.clone(),
                     chains: r.chains(),
                     retry: r.retry.to_core(),
-                    attempt_timeout: (r.attempt_timeout_ms > 0).then(|| Duration::from_millis(r.attempt_timeout_ms)),
+                    hedge: r.hedge.to_core(),
                 };
                 (r.name.clone(), Arc::new(plan))
             })
@@ -90,7 +78,21 @@ impl Routing {
             groups.insert(g.name.clone(), Mutex::new(GroupState { balancer, unavailable_until: vec![None; size] }));
         }
         let budget = RetryBudget::new(config.retry_budget.to_core()).map_err(|e| e.to_string())?;
-        Ok(Routing { routes, groups, budget: Mutex::new(budget) })
+        let latency = config.providers.iter().map(|p| (p.name.clone(), Mutex::default())).collect();
+        Ok(Routing { routes, groups, budget: Mutex::new(budget), latency })
+    }
+
+    /// Records the latency of a provider's successful call.
+    pub fn observe_latency(&self, provider: &str, latency: Duration) {
+        if let Some(window) = self.latency.get(provider) {
+            lock(window).record(latency);
+        }
+    }
+
+    /// How long an attempt on `provider` runs before `plan` hedges it; `None`: never.
+    pub fn hedge_delay(&self, plan: &RoutePlan, provider: &str) -> Option<Duration> {
+        let window = self.latency.get(provider)?;
+        plan.hedge.delay_for(&lock(window))
     }
 
     pub fn route(&self, name: &str) -> Option<Arc<RoutePlan>> {

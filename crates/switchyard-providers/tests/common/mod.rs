@@ -20,6 +20,7 @@ pub fn settings(kind: ProviderKind, base_url: &str, key: Option<&str>) -> Provid
         api_key: key.map(SecretString::from),
         price: Price { input_per_mtok: 2.0, output_per_mtok: 10.0 },
         timeout: Duration::from_millis(500),
+        stream_timeout: Some(Duration::from_millis(500)),
         ..ProviderSettings::new("test-provider", kind, base_url, "configured-model")
     }
 }

@@ -13,6 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+use uuid::Uuid;
 
 use switchyard_bus::{Bus, BusError, Message, Subscription};
 use switchyard_core::FailureClass;
@@ -42,6 +43,7 @@ pub struct BridgeState {
     provider_drain: CancellationToken,
     queries: Option<JoinHandle<()>>,
     calls: Vec<JoinHandle<()>>,
+    cancels: Vec<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
 }
 
@@ -61,6 +63,7 @@ impl Actor for BusBridge {
         let query_drain = CancellationToken::new();
         let provider_drain = CancellationToken::new();
         let mut calls = Vec::new();
+        let mut cancels = Vec::new();
         for provider in &args.providers {
             let sub = args
                 .bus
@@ -70,6 +73,15 @@ impl Actor for BusBridge {
             calls.push(pump(sub, provider_drain.clone(), move |message| {
                 let (bus, directory, name) = (bus.clone(), directory.clone(), name.clone());
                 async move { forward_call(bus.as_ref(), &directory, &name, message).await }
+            }));
+            // Cancellations reach every node hosting the provider; the one running the call aborts it.
+            let sub = args.bus.subscribe(&args.subjects.provider_cancel(provider)).await?;
+            let (directory, name) = (args.directory.clone(), provider.clone());
+            cancels.push(pump(sub, CancellationToken::new(), move |message| {
+                if let (Ok(call_id), Some(actor)) = (Uuid::from_slice(&message.payload), directory.get(&name)) {
+                    let _ = actor.cast(ProviderMsg::Cancel { call_id });
+                }
+                async {}
             }));
         }
         let queries = match args.router {
@@ -89,7 +101,7 @@ impl Actor for BusBridge {
             let _ = admin_actor.cast(AdminMsg::Request(message));
             async {}
         }));
-        Ok(BridgeState { query_drain, provider_drain, queries, calls, admin })
+        Ok(BridgeState { query_drain, provider_drain, queries, calls, cancels, admin })
     }
 
     async fn handle(
@@ -123,7 +135,8 @@ impl Actor for BusBridge {
     }
 
     async fn post_stop(&self, _: ActorRef<BridgeMsg>, state: &mut BridgeState) -> Result<(), ActorProcessingErr> {
-        for task in state.queries.iter().chain(state.calls.iter()).chain(state.admin.iter()) {
+        let tasks = state.queries.iter().chain(&state.calls).chain(&state.cancels).chain(&state.admin);
+        for task in tasks {
             task.abort();
         }
         Ok(())
@@ -171,8 +184,9 @@ async fn forward_call(bus: &dyn Bus, directory: &ProviderDirectory, provider: &s
             },
             None => ProviderReply::Refused { reason: Refusal::Restarting },
         },
+        // Most likely a router of another version: retryable, so it falls back instead of failing the query.
         Err(error) => ProviderReply::Failed(WireFailure {
-            class: FailureClass::Fatal { auth: false }.into(),
+            class: FailureClass::Retryable.into(),
             status: None,
             message: error.to_string(),
             latency_us: 0,

@@ -8,7 +8,19 @@
 //! this actor never loses a call in flight. Outcomes go on to `StateSync`, which shares them with the cluster.
 //! The cluster gate is kept by the node, so a restarted actor finds its provider's cluster state unchanged; its
 //! local breaker starts closed.
+//!
+//! A provider is charged with a timeout only when it breaks its own limits: the client's `timeout_ms` on a whole
+//! non-streaming call, and for a stream the first-token limit and the idle limit between chunks (a stream has no
+//! whole-call cap unless the operator sets `stream_timeout_ms`). Running out of the query's deadline is a
+//! cancellation, and so is a call a router cancels because a hedge won: neither counts against a breaker.
+//!
+//! Every call task carries a [`CallGuard`]: however the task ends (its answer, an abort, a panic), the guard
+//! gives its in-flight slot back and reports the outcome with its admission, so no slot or half-open permit
+//! leaks. The in-flight count lives outside the actor, like the cluster gate, so a restarted actor still counts
+//! the calls of its predecessor that are running.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +39,8 @@ use switchyard_protocol::client::StreamFrame;
 use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailure};
 use switchyard_protocol::{Bincode, Codec, Json};
 use switchyard_providers::{LlmProvider, ProviderError, StreamEvent};
+use tokio::task::AbortHandle;
+use uuid::Uuid;
 
 use super::state_sync::StateSyncMsg;
 
@@ -36,9 +50,10 @@ pub struct ProviderArgs {
     pub provider: Arc<dyn LlmProvider>,
     pub bus: Arc<dyn Bus>,
     pub max_in_flight: usize,
+    /// Calls running on this node, shared with the actor's predecessors and successors.
+    pub in_flight: Arc<AtomicUsize>,
     pub breaker: BreakerConfig,
-    /// Streams only: how long the first token may take.
-    pub first_token_timeout: Option<Duration>,
+    pub limits: StreamLimits,
     /// The cluster's breaker for this provider and where outcomes go, when the node shares state.
     pub cluster: Option<ClusterLink>,
 }
@@ -57,12 +72,23 @@ impl ClusterLink {
     }
 }
 
+/// The limits a streaming call must keep; breaking one is the provider's failure (retryable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// From the request to the first token.
+    pub first_token: Option<Duration>,
+    /// Between two chunks.
+    pub idle: Option<Duration>,
+}
+
 pub struct ProviderState {
     provider: Arc<dyn LlmProvider>,
     bus: Arc<dyn Bus>,
     max_in_flight: usize,
-    first_token_timeout: Option<Duration>,
-    in_flight: usize,
+    limits: StreamLimits,
+    in_flight: Arc<AtomicUsize>,
+    /// This actor's running calls, so a router can cancel one (a hedge's loser).
+    running: HashMap<Uuid, AbortHandle>,
     breaker: Breaker,
     cluster: Option<ClusterLink>,
     stats: Stats,
@@ -97,10 +123,15 @@ pub enum ProviderMsg {
     },
     /// A call task ended; its admission comes back with its outcome.
     Finished {
+        call_id: Uuid,
         admission: Admission,
         outcome: Outcome,
         latency: Duration,
         error: Option<String>,
+    },
+    /// A router no longer needs this call (another attempt won): abort it, without charging the provider.
+    Cancel {
+        call_id: Uuid,
     },
     /// The cluster's breaker closed: the local one starts afresh too.
     ClusterClosed,
@@ -123,8 +154,9 @@ impl Actor for ProviderActor {
             provider: args.provider,
             bus: args.bus,
             max_in_flight: args.max_in_flight,
-            first_token_timeout: args.first_token_timeout,
-            in_flight: 0,
+            limits: args.limits,
+            in_flight: args.in_flight,
+            running: HashMap::new(),
             breaker: Breaker::new(args.breaker)?,
             cluster: args.cluster,
             stats: Stats::default(),
@@ -147,29 +179,40 @@ impl Actor for ProviderActor {
                         return Ok(());
                     }
                 };
-                state.in_flight += 1;
+                state.in_flight.fetch_add(1, Ordering::AcqRel);
                 state.stats.calls += 1;
-                let provider = state.provider.clone();
-                let bus = state.bus.clone();
-                let first_token = state.first_token_timeout;
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let reply = run_call(provider.as_ref(), bus.as_ref(), call, first_token).await;
-                    let latency = started.elapsed();
+                let (provider, bus, limits) = (state.provider.clone(), state.bus.clone(), state.limits);
+                let call_id = call.call_id;
+                let guard = CallGuard {
+                    actor: myself,
+                    in_flight: state.in_flight.clone(),
+                    call_id,
+                    admission: Some(admission),
+                    started: Instant::now(),
+                    panic_reply: Some((bus.clone(), reply_to.clone())),
+                };
+                let task = tokio::spawn(async move {
+                    let mut guard = guard;
+                    let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
+                    guard.panic_reply = None;
                     publish_reply(bus.as_ref(), reply_to, &reply).await;
                     let (outcome, error) = match &reply {
                         ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
                         _ => (Outcome::Success, None),
                     };
-                    // The actor may have been restarted meanwhile; then nobody needs the outcome.
-                    let _ = myself.cast(ProviderMsg::Finished { admission, outcome, latency, error });
+                    guard.finish(outcome, error);
                 });
+                state.running.insert(call_id, task.abort_handle());
             }
-            ProviderMsg::Finished { admission, outcome, latency, error } => {
-                state.in_flight = state.in_flight.saturating_sub(1);
+            ProviderMsg::Finished { call_id, admission, outcome, latency, error } => {
+                state.running.remove(&call_id);
                 state.record(admission, outcome, latency);
                 let ms = latency.as_secs_f64() * 1000.0;
                 let stats = &mut state.stats;
+                if outcome == Outcome::Failure(FailureClass::Cancelled) {
+                    // Nobody waited for the end of this call: its latency and fate say nothing.
+                    return Ok(());
+                }
                 stats.ewma_latency_ms =
                     if stats.successes + stats.failures == 0 { ms } else { 0.8 * stats.ewma_latency_ms + 0.2 * ms };
                 match outcome {
@@ -178,6 +221,12 @@ impl Actor for ProviderActor {
                         stats.failures += 1;
                         stats.last_error = error;
                     }
+                }
+            }
+            ProviderMsg::Cancel { call_id } => {
+                if let Some(task) = state.running.remove(&call_id) {
+                    debug!(provider = state.provider.name(), %call_id, "call cancelled by its router");
+                    task.abort();
                 }
             }
             ProviderMsg::ClusterClosed => {
@@ -195,7 +244,7 @@ impl Actor for ProviderActor {
                     model: state.provider.model().to_owned(),
                     status: "running".into(),
                     restarts: 0,
-                    in_flight: state.in_flight as u64,
+                    in_flight: state.in_flight.load(Ordering::Acquire) as u64,
                     calls: stats.calls,
                     successes: stats.successes,
                     failures: stats.failures,
@@ -223,7 +272,7 @@ impl ProviderState {
     /// The cluster's gate first (an open cluster breaker refuses; its probe bypasses the local breaker), then the
     /// local breaker.
     fn admit(&mut self, now: Instant, bypass: bool) -> Result<Admission, Refusal> {
-        if self.in_flight >= self.max_in_flight {
+        if self.in_flight.load(Ordering::Acquire) >= self.max_in_flight {
             return Err(Refusal::Overloaded);
         }
         let refuse =
@@ -314,35 +363,83 @@ async fn publish_reply(bus: &dyn Bus, reply_to: String, reply: &ProviderReply) {
     }
 }
 
-/// Runs one call against the upstream provider within the call's budget.
+/// Gives a call's in-flight slot back and reports its outcome, however its task ends.
+///
+/// The task calls [`CallGuard::finish`] with the real outcome. When the task is aborted (its router cancelled it)
+/// or panics, `Drop` reports a cancellation instead, which releases a half-open permit without charging the
+/// provider, and after a panic also answers the router, so it falls back at once instead of waiting.
+struct CallGuard {
+    actor: ActorRef<ProviderMsg>,
+    in_flight: Arc<AtomicUsize>,
+    call_id: Uuid,
+    admission: Option<Admission>,
+    started: Instant,
+    /// Where to send a failure if the task panics before it has replied.
+    panic_reply: Option<(Arc<dyn Bus>, String)>,
+}
+
+impl CallGuard {
+    fn finish(mut self, outcome: Outcome, error: Option<String>) {
+        self.report(outcome, error);
+    }
+
+    fn report(&mut self, outcome: Outcome, error: Option<String>) {
+        let Some(admission) = self.admission.take() else { return };
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let latency = self.started.elapsed();
+        // The actor may have been restarted meanwhile; the slot is given back above either way.
+        let _ = self.actor.cast(ProviderMsg::Finished { call_id: self.call_id, admission, outcome, latency, error });
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if self.admission.is_none() {
+            return;
+        }
+        let panicked = std::thread::panicking();
+        let error = if panicked { "the call task panicked" } else { "the call was cancelled" };
+        if panicked {
+            warn!(call_id = %self.call_id, "provider call task panicked");
+            if let Some((bus, reply_to)) = self.panic_reply.take() {
+                let reply = ProviderReply::Failed(WireFailure {
+                    class: FailureClass::Retryable.into(),
+                    status: None,
+                    message: error.into(),
+                    latency_us: self.started.elapsed().as_micros() as u64,
+                    chunks: 0,
+                });
+                tokio::spawn(async move { publish_reply(bus.as_ref(), reply_to, &reply).await });
+            }
+        }
+        self.report(Outcome::Failure(FailureClass::Cancelled), Some(error.into()));
+    }
+}
+
+/// Runs one call against the upstream provider, within what is left of the query's deadline.
 async fn run_call(
     provider: &dyn LlmProvider,
     bus: &dyn Bus,
     call: ProviderCall,
-    first_token: Option<Duration>,
+    limits: StreamLimits,
 ) -> ProviderReply {
     let started = Instant::now();
     let budget = Duration::from_millis(call.budget_ms);
     let mut chunks = 0u64;
     let work = async {
         match &call.stream {
+            // The client's own `timeout_ms` bounds a whole call; breaking it is the provider's (retryable) failure.
             None => provider.complete(&call.request).await,
-            Some(target) => stream_to(provider, bus, &call, target, first_token, &mut chunks).await,
+            Some(target) => stream_to(provider, bus, &call, target, limits, &mut chunks).await,
         }
     };
     let result = match tokio::time::timeout(budget, work).await {
         Ok(result) => result,
-        // The router's cap on an attempt is the provider's timeout; the client's own deadline is a cancellation.
-        Err(_) if call.attempt_capped => Err(ProviderError {
-            class: FailureClass::Retryable,
-            status: None,
-            message: format!("no answer within the attempt's {} ms", call.budget_ms),
-            provider: provider.name().to_owned(),
-        }),
+        // The query's deadline passed: the caller gave up, which says nothing about the provider.
         Err(_) => Err(ProviderError {
             class: FailureClass::Cancelled,
             status: None,
-            message: format!("deadline of {} ms reached", call.budget_ms),
+            message: format!("the query's deadline ({} ms) passed", call.budget_ms),
             provider: provider.name().to_owned(),
         }),
     };
@@ -365,17 +462,24 @@ async fn run_call(
     }
 }
 
+/// The answer of a router granting a stream to the attempt that asked first.
+pub const STREAM_GRANTED: &[u8] = b"granted";
+
 /// Streams a completion, publishing each delta as a chunk frame to the client's reply subject.
+///
+/// When the target names a claim subject (the query may be hedged), the first chunk waits for the router's
+/// grant: the attempt that asks first streams, any other gives up as cancelled, so two attempts never both write
+/// to the client.
 async fn stream_to(
     provider: &dyn LlmProvider,
     bus: &dyn Bus,
     call: &ProviderCall,
     target: &StreamTarget,
-    first_token: Option<Duration>,
+    limits: StreamLimits,
     chunks: &mut u64,
 ) -> Result<switchyard_protocol::Completion, ProviderError> {
-    let failure = |message: String| ProviderError {
-        class: FailureClass::Retryable,
+    let failure = |class: FailureClass, message: String| ProviderError {
+        class,
         status: None,
         message,
         provider: provider.name().to_owned(),
@@ -385,17 +489,27 @@ async fn stream_to(
         let event = stream.next().await;
         Ok::<_, ProviderError>((stream, event))
     };
-    let (mut stream, mut next) = match first_token {
-        Some(limit) => tokio::time::timeout(limit, first)
-            .await
-            .map_err(|_| failure(format!("no first token within {} ms", limit.as_millis())))??,
+    let (mut stream, mut next) = match limits.first_token {
+        Some(limit) => tokio::time::timeout(limit, first).await.map_err(|_| {
+            failure(FailureClass::Retryable, format!("no first token within {} ms", limit.as_millis()))
+        })??,
         None => first.await?,
     };
-    while let Some(event) = next.take() {
+    loop {
+        let Some(event) = next.take() else {
+            return Err(failure(FailureClass::Retryable, "stream ended without a final event".into()));
+        };
         match event? {
             StreamEvent::Delta(delta) => {
+                if *chunks == 0
+                    && let Some(claim) = &target.claim
+                {
+                    claim_stream(bus, claim, target.attempt)
+                        .await
+                        .map_err(|why| failure(FailureClass::Cancelled, why))?;
+                }
                 let frame = StreamFrame::Chunk { attempt: target.attempt, seq: *chunks, delta };
-                let bytes = Json::encode(&frame).map_err(|e| failure(e.to_string()))?;
+                let bytes = Json::encode(&frame).map_err(|e| failure(FailureClass::Retryable, e.to_string()))?;
                 // A chunk the client cannot receive is lost to it whatever we do; keep consuming the stream so
                 // the summary still reports usage and cost.
                 if let Err(error) = bus.publish(Message::new(target.subject.clone(), Bytes::from(bytes))).await {
@@ -405,7 +519,24 @@ async fn stream_to(
             }
             StreamEvent::Done(completion) => return Ok(completion),
         }
-        next = stream.next().await;
+        next = match limits.idle {
+            Some(idle) => tokio::time::timeout(idle, stream.next()).await.map_err(|_| {
+                failure(FailureClass::Retryable, format!("no chunk for {} ms in the stream", idle.as_millis()))
+            })?,
+            None => stream.next().await,
+        };
     }
-    Err(failure("stream ended without a final event".into()))
 }
+
+/// Asks the router whether this attempt may write the client's stream.
+async fn claim_stream(bus: &dyn Bus, claim: &str, attempt: u32) -> Result<(), String> {
+    let ask = Message::new(claim.to_owned(), Bytes::from(attempt.to_string()));
+    match bus.request(ask, CLAIM_WAIT).await {
+        Ok(reply) if reply.payload.as_ref() == STREAM_GRANTED => Ok(()),
+        Ok(_) => Err("another attempt of the query is streaming".into()),
+        Err(error) => Err(format!("the router did not grant the stream: {error}")),
+    }
+}
+
+/// How long a streaming attempt waits for its router's grant; the router answers from its own task at once.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);

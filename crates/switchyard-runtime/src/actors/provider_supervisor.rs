@@ -7,6 +7,7 @@
 //! back instead of waiting.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use switchyard_core::{BreakerConfig, RestartDecision, RestartPolicy, RestartTrac
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_providers::LlmProvider;
 
-use super::provider::{ClusterLink, ProviderActor, ProviderArgs, ProviderMsg};
+use super::provider::{ClusterLink, ProviderActor, ProviderArgs, ProviderMsg, StreamLimits};
 
 /// Which actor currently serves each provider on this node; shared with the bus bridge.
 #[derive(Clone, Default)]
@@ -44,7 +45,9 @@ impl ProviderDirectory {
 pub struct ProviderSpec {
     pub provider: Arc<dyn LlmProvider>,
     pub max_in_flight: usize,
-    pub first_token_timeout: Option<Duration>,
+    /// The provider's calls in flight on this node, across restarts of its actor.
+    pub in_flight: Arc<AtomicUsize>,
+    pub limits: StreamLimits,
     pub breaker: BreakerConfig,
     pub cluster: Option<ClusterLink>,
 }
@@ -95,7 +98,8 @@ impl ProviderSupervisorState {
             provider: child.spec.provider.clone(),
             bus: self.bus.clone(),
             max_in_flight: child.spec.max_in_flight,
-            first_token_timeout: child.spec.first_token_timeout,
+            in_flight: child.spec.in_flight.clone(),
+            limits: child.spec.limits,
             breaker: child.spec.breaker,
             cluster: child.spec.cluster.clone(),
         };

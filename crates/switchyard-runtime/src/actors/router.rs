@@ -104,7 +104,9 @@ impl Actor for RouterActor {
                 }
                 if let Some(key) = key {
                     for waiter in state.dedup.complete(&key, answer.clone()) {
-                        state.publish(waiter.reply_to, render(&answer, waiter.stream.then(StreamEnd::default))).await;
+                        state
+                            .publish(waiter.reply_to, render(&answer, waiter.stream.then(|| StreamEnd::of(&answer))))
+                            .await;
                     }
                 }
             }
@@ -176,7 +178,9 @@ impl RouterState {
                 }
                 Seen::Done(answer) => {
                     self.health.duplicates += 1;
-                    return self.publish(reply_to, render(&answer, request.stream.then(StreamEnd::default))).await;
+                    return self
+                        .publish(reply_to, render(&answer, request.stream.then(|| StreamEnd::of(&answer))))
+                        .await;
                 }
             }
         }
@@ -196,7 +200,7 @@ impl RouterState {
                 };
                 if let Err(error) = ctx
                     .bus
-                    .publish(Message::new(reply_to, render(&answer, request.stream.then(StreamEnd::default))))
+                    .publish(Message::new(reply_to, render(&answer, request.stream.then(|| StreamEnd::of(&answer)))))
                     .await
                 {
                     warn!(%error, "cannot publish reply");
