@@ -5,11 +5,16 @@
 //! commands it sends during each run (`INFO commandstats` before and after) are reported per query, to show
 //! that a healthy provider costs no Redis round trip per query.
 //!
-//! `cargo bench -p switchyard-benches --bench load -- [--seconds S] [--concurrency 1,64]`
+//! Two more runs follow: the same load with a distinct idempotency key on every query (its Redis cost per
+//! query), and a long-tail latency run (a log-normal mock, median 10 ms, sigma 1) on a route of two providers,
+//! once with hedging off and once on (delay: the provider's p95), which reports the p99 of each.
+//!
+//! `cargo bench -p switchyard-benches --bench load -- [--seconds S] [--concurrency 1,64] [--tail-concurrency 8]`
 //! Needs NATS at `SWITCHYARD_NATS_URL` (default nats://127.0.0.1:4222) and Redis at `SWITCHYARD_REDIS_URL`
 //! (default redis://127.0.0.1:6379); run `deploy/services.sh` first.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,7 +22,7 @@ use bytes::Bytes;
 
 use switchyard_benches::{Figures, closed_loop, round3};
 use switchyard_bus::{Bus, Message, NatsBus, NatsOptions};
-use switchyard_mock::{MockConfig, MockServer};
+use switchyard_mock::{Behavior, Latency, MockConfig, MockServer};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::client::{QueryOutcome, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
@@ -25,18 +30,24 @@ use switchyard_runtime::{Node, NodeConfig, SharedState};
 use switchyard_state::{RedisOptions, RedisStore};
 
 const MODEL: &str = "bench-model";
+const TAIL_A: &str = "tail-model-a";
+const TAIL_B: &str = "tail-model-b";
 
 struct Args {
     seconds: u64,
     concurrency: Vec<usize>,
+    tail_concurrency: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { seconds: 5, concurrency: vec![1, 64] };
+    let mut args = Args { seconds: 5, concurrency: vec![1, 64], tail_concurrency: 8 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--seconds" => args.seconds = it.next().context("--seconds needs a value")?.parse()?,
+            "--tail-concurrency" => {
+                args.tail_concurrency = it.next().context("--tail-concurrency needs a value")?.parse()?
+            }
             "--concurrency" => {
                 args.concurrency = it
                     .next()
@@ -60,7 +71,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let nats = std::env::var("SWITCHYARD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let mock = MockServer::start(MockConfig::default()).await?;
+    let tail = Behavior { latency: Latency::LogNormal { median_ms: 10.0, sigma: 1.0 }, ..Behavior::default() };
+    let models = [(TAIL_A.to_owned(), tail.clone()), (TAIL_B.to_owned(), tail)].into_iter().collect();
+    let mock = MockServer::start(MockConfig { models, ..MockConfig::default() }).await?;
     let namespace = format!("bench-{}", std::process::id());
     let config = NodeConfig::from_toml(&format!(
         r#"
@@ -73,9 +86,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         base_url = "{base}"
         model = "{MODEL}"
         max_in_flight = 4096
+        [[providers]]
+        name = "tail-a"
+        kind = "openai"
+        base_url = "{base}"
+        model = "{TAIL_A}"
+        max_in_flight = 4096
+        [[providers]]
+        name = "tail-b"
+        kind = "openai"
+        base_url = "{base}"
+        model = "{TAIL_B}"
+        max_in_flight = 4096
         [[routes]]
         name = "chat"
         providers = ["mock"]
+        [[routes]]
+        name = "tail"
+        providers = ["tail-a", "tail-b"]
+        hedge = {{ enabled = false }}
+        [[routes]]
+        name = "tail-hedged"
+        providers = ["tail-a", "tail-b"]
         "#,
         base = mock.openai_base_url()
     ))?;
@@ -148,9 +180,90 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "redis_commands_per_query": per_query,
         }));
     }
+
+    // Queries with an idempotency key: each one is claimed in Redis.
+    let subjects = Subjects::new(&namespace);
+    let mut idempotent = Vec::new();
+    for &concurrency in &args.concurrency {
+        let (client, subject) = (client.clone(), subjects.query("chat"));
+        let counter = Arc::new(AtomicU64::new(0));
+        let sent_so_far = counter.clone();
+        let commands_before = redis_commands(&mut stats).await?;
+        let figures = closed_loop(concurrency, warmup, duration, move || {
+            let mut request = QueryRequest::new(vec![ChatMessage::user("hello bench")]);
+            request.id = Some(format!("bench-{}-{}", std::process::id(), counter.fetch_add(1, Ordering::Relaxed)));
+            let payload = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+            let (client, message) = (client.clone(), Message::new(subject.clone(), payload));
+            async move {
+                match client.request(message, Duration::from_secs(10)).await {
+                    Ok(reply) => matches!(serde_json::from_slice(&reply.payload), Ok(QueryOutcome::Reply(_))),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+        print_row(concurrency, "with-id", &figures);
+        let commands = redis_commands(&mut stats).await?.saturating_sub(commands_before + 1);
+        // The warm-up's queries send commands too, so divide by every query sent.
+        let sent = sent_so_far.load(Ordering::Relaxed);
+        let per_query = commands as f64 / sent.max(1) as f64;
+        println!("{concurrency:>5} redis       {commands} commands with ids, about {per_query:.2} per query");
+        idempotent.push(serde_json::json!({
+            "concurrency": concurrency,
+            "switchyard": figures.json(),
+            "redis_commands": commands,
+            "redis_commands_per_query": per_query,
+        }));
+    }
+
+    // A long tail, without and with hedging.
+    println!("long tail: log-normal latency (median 10 ms, sigma 1.0), c={}", args.tail_concurrency);
+    let mut tail = Vec::new();
+    for route in ["tail", "tail-hedged"] {
+        let (client, subject, query) = (client.clone(), subjects.query(route), query.clone());
+        let hedges = Arc::new(AtomicU64::new(0));
+        let counted = hedges.clone();
+        let figures = closed_loop(args.tail_concurrency, warmup, duration, move || {
+            let (client, message, hedges) =
+                (client.clone(), Message::new(subject.clone(), query.clone()), counted.clone());
+            async move {
+                match client.request(message, Duration::from_secs(10)).await {
+                    Ok(reply) => match serde_json::from_slice(&reply.payload) {
+                        Ok(QueryOutcome::Reply(reply)) => {
+                            if reply.trace.attempts.iter().any(|a| a.hedged) {
+                                hedges.fetch_add(1, Ordering::Relaxed);
+                            }
+                            true
+                        }
+                        _ => false,
+                    },
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+        print_row(args.tail_concurrency, route, &figures);
+        let hedged = hedges.load(Ordering::Relaxed);
+        tail.push(serde_json::json!({ "route": route, "figures": figures.json(), "hedged_queries": hedged }));
+    }
+    if let [off, on] = tail.as_slice() {
+        let p99 = |v: &serde_json::Value| v["figures"]["p99_ms"].as_f64().unwrap_or_default();
+        println!(
+            "tail p99: hedging off {:.3} ms, on {:.3} ms ({:.2}x)",
+            p99(off),
+            p99(on),
+            p99(on) / p99(off).max(1e-9)
+        );
+    }
+
     node.shutdown().await;
     mock.shutdown().await;
-    println!("{}", serde_json::json!({ "bench": "load", "seconds": args.seconds, "runs": results }));
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "load", "seconds": args.seconds, "runs": results, "with_id": idempotent, "tail": tail
+        })
+    );
     Ok(())
 }
 
