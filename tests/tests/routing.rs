@@ -174,9 +174,14 @@ async fn a_hung_provider_times_out_within_the_attempt_cap_and_the_fallback_answe
     // Half the deadline for the first attempt while a fallback remains; the rest for the fallback.
     assert_eq!(outcomes(&answer), pairs(&[("primary", "retryable"), ("secondary", "success")]));
     assert!(started.elapsed() < Duration::from_millis(1800), "took {:?}", started.elapsed());
-    // The timeout counts against the hung provider's breaker (a cancellation would not).
-    let health = cluster.nodes[0].health().await;
-    let primary = health.providers.iter().find(|p| p.name == "primary").unwrap();
+    // The timeout counts against the hung provider's breaker (a cancellation would not). The provider actor
+    // books the outcome when the call task reports back, which may come after the answer: wait for it.
+    let primary = eventually("the provider actor books the timed-out call", Duration::from_secs(5), || async {
+        let health = cluster.nodes[0].health().await;
+        health.providers.into_iter().find(|p| p.name == "primary" && p.failures > 0)
+    })
+    .await
+    .unwrap();
     assert_eq!(primary.failures, 1);
     assert!(primary.last_error.as_deref().unwrap_or_default().contains("no answer within"));
     cluster.shutdown().await;
