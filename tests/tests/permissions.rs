@@ -7,10 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -21,7 +19,7 @@ use switchyard_mock::{MockConfig, MockServer};
 use switchyard_protocol::client::{QueryOutcome, StreamFrame};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::{Node, SharedState};
-use switchyard_testkit::{eventually, free_port};
+use switchyard_testkit::{ServerProcess, eventually};
 
 const PASSWORDS: [(&str, &str, &str); 3] = [
     ("node", "NODE_PASSWORD", "node-pw"),
@@ -29,44 +27,20 @@ const PASSWORDS: [(&str, &str, &str); 3] = [
     ("client", "CLIENT_PASSWORD", "client-pw"),
 ];
 
-/// A `nats-server` running the shipped accounts file, killed when dropped.
+/// A `nats-server` running the shipped accounts file (the listener is the test's own: no JetStream store shared with
+/// a real server on 4222), killed when dropped.
 struct SecuredNats {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
+    server: ServerProcess,
 }
 
 impl SecuredNats {
     fn start() -> SecuredNats {
         let deploy = switchyard_testkit::workspace_root().join("deploy");
-        let dir = std::env::temp_dir().join(format!("switchyard-perms-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // The accounts file byte for byte; only the listener differs from deploy/nats.conf (no JetStream store
-        // shared with a real server on 4222).
-        std::fs::copy(deploy.join("nats-accounts.conf"), dir.join("nats-accounts.conf")).unwrap();
-        let port = free_port().unwrap();
-        std::fs::write(dir.join("nats.conf"), format!("listen: 127.0.0.1:{port}\ninclude nats-accounts.conf\n"))
-            .unwrap();
         let shipped = std::fs::read_to_string(deploy.join("nats.conf")).unwrap();
         assert!(shipped.contains("include nats-accounts.conf"), "deploy/nats.conf must include the accounts file");
-        let binary = if std::path::Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server"
-        } else {
-            "nats-server"
-        };
-        let mut command = Command::new(binary);
-        command.args(["-c", "nats.conf"]).current_dir(&dir).stdout(Stdio::null()).stderr(Stdio::null());
-        for (_, var, password) in PASSWORDS {
-            command.env(var, password);
-        }
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
-        let server = SecuredNats { child, port, dir };
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "nats-server with the shipped permissions did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
+        let env: Vec<(&str, &str)> = PASSWORDS.iter().map(|(_, var, password)| (*var, *password)).collect();
+        let server = ServerProcess::nats_with_config(&deploy.join("nats-accounts.conf"), &env).unwrap();
+        SecuredNats { server }
     }
 
     async fn connect(&self, user: &str, inbox_prefix: Option<&str>) -> NatsBus {
@@ -74,7 +48,7 @@ impl SecuredNats {
         let options = NatsOptions {
             auth: NatsAuth::UserPassword { user: user.into(), password: password.into() },
             inbox_prefix: inbox_prefix.map(str::to_owned),
-            ..NatsOptions::new(format!("nats://127.0.0.1:{}", self.port))
+            ..NatsOptions::new(format!("nats://127.0.0.1:{}", self.server.port))
         };
         NatsBus::connect(options).await.unwrap_or_else(|e| panic!("{user} cannot connect: {e}"))
     }
@@ -89,14 +63,6 @@ impl SecuredNats {
 
     async fn client(&self) -> NatsBus {
         self.connect("client", Some("_INBOX_client")).await
-    }
-}
-
-impl Drop for SecuredNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

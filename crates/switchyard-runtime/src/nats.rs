@@ -5,7 +5,9 @@
 //! `deploy/nats-accounts.conf` each user may read replies only under its own inbox prefix (`nats.inbox_prefix`,
 //! `--inbox-prefix`).
 
-use switchyard_bus::{BusError, NatsBus, NatsOptions};
+use secrecy::SecretString;
+
+use switchyard_bus::{BusError, NatsAuth, NatsBus, NatsOptions};
 
 use crate::config::{ConfigError, NatsSection};
 
@@ -33,13 +35,57 @@ pub async fn connect(section: &NatsSection, name: &str) -> Result<NatsBus, Conne
     Ok(NatsBus::connect(options).await?)
 }
 
-/// Connects to `url` without credentials, or with those embedded in the URL (`nats://user:password@host`): the
-/// clients' way. `inbox_prefix` replaces `_INBOX` for servers that allow each user only its own inboxes.
+/// Connects to `url` without credentials, or with those embedded in it (`nats://user:password@host:4222`, or
+/// `nats://token@host:4222`): the clients' way. `inbox_prefix` replaces `_INBOX` for servers that allow each user
+/// only its own inboxes.
 pub async fn connect_url(url: &str, inbox_prefix: Option<&str>) -> Result<NatsBus, BusError> {
+    let (server, auth) = split_credentials(url);
     let options = NatsOptions {
         name: Some("switchyard-client".into()),
+        auth,
         inbox_prefix: inbox_prefix.map(str::to_owned),
-        ..NatsOptions::new(url)
+        ..NatsOptions::new(server)
     };
     NatsBus::connect(options).await
+}
+
+/// Takes the credentials out of a server URL (`async-nats` does not send those of the URL itself). The user ends at
+/// the first `:`, the password at the last `@`; nothing is percent-decoded.
+fn split_credentials(url: &str) -> (String, NatsAuth) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_owned(), NatsAuth::None) };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return (url.to_owned(), NatsAuth::None) };
+    let server = format!("{scheme}://{}", &rest[at + 1..]);
+    let auth = match rest[..at].split_once(':') {
+        Some((user, password)) => {
+            NatsAuth::UserPassword { user: user.to_owned(), password: SecretString::from(password.to_owned()) }
+        }
+        None => NatsAuth::Token(SecretString::from(rest[..at].to_owned())),
+    };
+    (server, auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn credentials_come_out_of_the_url() {
+        let (server, auth) = split_credentials("nats://client:p%w:d@127.0.0.1:4222");
+        assert_eq!(server, "nats://127.0.0.1:4222");
+        match auth {
+            NatsAuth::UserPassword { user, password } => {
+                assert_eq!((user.as_str(), password.expose_secret()), ("client", "p%w:d"));
+            }
+            other => panic!("expected a user and password, got {other:?}"),
+        }
+        let (server, auth) = split_credentials("tls://s3cret@nats.example:4222");
+        assert_eq!(server, "tls://nats.example:4222");
+        assert!(matches!(auth, NatsAuth::Token(token) if token.expose_secret() == "s3cret"));
+        let (server, auth) = split_credentials("nats://127.0.0.1:4222");
+        assert_eq!(server, "nats://127.0.0.1:4222");
+        assert!(matches!(auth, NatsAuth::None));
+    }
 }
