@@ -152,8 +152,12 @@ impl Default for NatsSection {
 impl NatsSection {
     /// What can be checked without reading a secret: one way to authenticate, complete TLS, a usable prefix.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.url.trim().is_empty() {
-            return Err(invalid("nats.url", "must not be empty"));
+        let url_ok = match self.url.split_once("://") {
+            Some((scheme, rest)) => ["nats", "tls", "ws", "wss"].contains(&scheme) && !rest.is_empty(),
+            None => !self.url.trim().is_empty() && !self.url.contains('/'),
+        };
+        if !url_ok || self.url.contains(',') {
+            return Err(invalid("nats.url", "one server: nats://, tls://, ws:// or wss:// and a host"));
         }
         match (&self.user, &self.password_env) {
             (Some(_), None) => return Err(invalid("nats.password_env", "`nats.user` needs `nats.password_env`")),

@@ -162,7 +162,7 @@ fn serve_with(name: &str, config: &str, unset: &str) -> (Option<i32>, String) {
 }
 
 #[test]
-fn a_missing_secret_exits_64_and_names_the_field() {
+fn a_missing_secret_or_bad_nats_setting_exits_64_and_names_the_field() {
     const UNSET: &str = "SWITCHYARD_TEST_UNSET_SECRET";
     let provider = |source: &str| {
         format!(
@@ -184,6 +184,7 @@ fn a_missing_secret_exits_64_and_names_the_field() {
         ("redis-url", format!("[redis]\nurl_env = \"{UNSET}\"\n{route}"), "redis.url_env"),
         ("nats-half-pair", format!("[nats]\nuser = \"node\"\n{route}"), "nats.password_env"),
         ("inbox-prefix", format!("[nats]\ninbox_prefix = \"bad prefix\"\n{route}"), "nats.inbox_prefix"),
+        ("nats-url", format!("[nats]\nurl = \"http://127.0.0.1:4222\"\n{route}"), "nats.url"),
     ];
     for (name, config, field) in cases {
         let (code, stderr) = serve_with(name, &config, UNSET);
