@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -78,7 +77,10 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
         e => anyhow::Error::new(e).context("cannot connect to NATS"),
     })?;
     let shared = match &config.redis {
-        Some(redis) => switchyard_runtime::state::connect(redis).await.context("cannot set up Redis")?,
+        Some(redis) => switchyard_runtime::state::connect(redis).await.map_err(|e| match e {
+            switchyard_runtime::state::StateConnectError::Config(e) => anyhow::Error::new(e),
+            e => anyhow::Error::new(e).context("cannot set up Redis"),
+        })?,
         None => switchyard_runtime::SharedState::default(),
     };
     let mut node = Node::start(&config, Arc::new(bus), shared).await?;
