@@ -28,6 +28,12 @@ pub enum ConfigError {
     Parse { message: String },
     #[error("invalid config field `{field}`: {reason}")]
     Invalid { field: String, reason: String },
+    /// A secret named by the configuration (an environment variable) is not there.
+    #[error("invalid config field `{field}`: environment variable `{var}` is not set")]
+    MissingEnv { field: String, var: String },
+    /// A file named by the configuration (a key, a seed, credentials, a certificate) cannot be read.
+    #[error("invalid config field `{field}`: cannot read {path}: {source}")]
+    Unreadable { field: String, path: PathBuf, source: std::io::Error },
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -116,6 +122,8 @@ pub struct NatsSection {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Prefix of this node's reply inboxes instead of `_INBOX` (see `deploy/nats-accounts.conf`).
+    pub inbox_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for NatsSection {
@@ -138,7 +146,44 @@ impl Default for NatsSection {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            inbox_prefix: None,
         }
+    }
+}
+
+impl NatsSection {
+    /// What can be checked without reading a secret: one way to authenticate, complete TLS, a usable prefix.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url_ok = match self.url.split_once("://") {
+            Some((scheme, rest)) => ["nats", "tls", "ws", "wss"].contains(&scheme) && !rest.is_empty(),
+            None => !self.url.trim().is_empty() && !self.url.contains('/'),
+        };
+        if !url_ok || self.url.contains(',') {
+            return Err(invalid("nats.url", "one server: nats://, tls://, ws:// or wss:// and a host"));
+        }
+        match (&self.user, &self.password_env) {
+            (Some(_), None) => return Err(invalid("nats.password_env", "`nats.user` needs `nats.password_env`")),
+            (None, Some(_)) => return Err(invalid("nats.user", "`nats.password_env` needs `nats.user`")),
+            (Some(user), Some(_)) if user.is_empty() => return Err(invalid("nats.user", "must not be empty")),
+            _ => {}
+        }
+        let methods =
+            [self.token_env.is_some(), self.user.is_some(), self.nkey_seed_file.is_some(), self.creds_file.is_some()];
+        if methods.iter().filter(|set| **set).count() > 1 {
+            let reason = "set at most one of token_env, user + password_env, nkey_seed_file, creds_file";
+            return Err(invalid("nats", reason));
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return Err(invalid("nats.tls_key_file", "a client certificate needs its key")),
+            (None, Some(_)) => return Err(invalid("nats.tls_cert_file", "a client key needs its certificate")),
+            _ => {}
+        }
+        if let Some(prefix) = &self.inbox_prefix
+            && !switchyard_bus::subject::is_valid_subject(prefix)
+        {
+            return Err(invalid("nats.inbox_prefix", "must be a subject without wildcards, such as `_INBOX_node`"));
+        }
+        Ok(())
     }
 }
 
@@ -618,6 +663,7 @@ impl NodeConfig {
         if node.max_in_flight_queries == 0 {
             return Err(invalid("node.max_in_flight_queries", "must be positive"));
         }
+        self.nats.validate()?;
         if let Some(redis) = &self.redis {
             match (&redis.url, &redis.url_env) {
                 (Some(url), None) if url.starts_with("redis://") || url.starts_with("rediss://") => {}

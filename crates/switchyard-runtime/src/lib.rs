@@ -16,6 +16,7 @@ pub mod nats;
 pub mod node;
 pub mod query;
 pub mod routing;
+pub mod secrets;
 pub mod state;
 
 pub use config::{ConfigError, NodeConfig, Role};

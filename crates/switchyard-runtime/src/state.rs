@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
 use switchyard_state::{BreakerStore, IdempotencyStore, RedisOptions, RedisStore, StateError};
 
 use crate::config::RedisSection;
@@ -23,8 +25,9 @@ impl SharedState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateConnectError {
-    #[error("environment variable `{var}` named by `redis.url_env` is not set")]
-    MissingEnv { var: String },
+    /// The URL's environment variable (`redis.url_env`) is missing or holds no Redis URL.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -32,15 +35,11 @@ pub enum StateConnectError {
 /// Connects without waiting for Redis: a node starts (and serves) while Redis is down, and every call is
 /// bounded by `call_timeout_ms` until it is back.
 pub async fn connect(section: &RedisSection) -> Result<SharedState, StateConnectError> {
-    let url = match (&section.url, &section.url_env) {
-        (Some(url), _) => url.clone(),
-        (None, Some(var)) => std::env::var(var).map_err(|_| StateConnectError::MissingEnv { var: var.clone() })?,
-        (None, None) => return Ok(SharedState::default()),
-    };
+    let Some(url) = crate::secrets::redis_url(section)? else { return Ok(SharedState::default()) };
     let options = RedisOptions {
         key_prefix: section.key_prefix.clone(),
         call_timeout: Duration::from_millis(section.call_timeout_ms),
         ..RedisOptions::default()
     };
-    Ok(SharedState::from_store(RedisStore::connect_lazy(&url, options).await?))
+    Ok(SharedState::from_store(RedisStore::connect_lazy(url.expose_secret(), options).await?))
 }

@@ -65,10 +65,25 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts a private `nats-server` on a free loopback port.
     pub fn nats() -> anyhow::Result<Self> {
+        Self::nats_with(None, &[])
+    }
+
+    /// Starts a private `nats-server` on a free loopback port with the configuration file `config` (its listen
+    /// address is overridden), with `env` added to its environment (e.g. the passwords a config names).
+    pub fn nats_with_config(config: &std::path::Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::nats_with(Some(config), env)
+    }
+
+    fn nats_with(config: Option<&std::path::Path>, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let port = free_port()?;
         let bin = which("nats-server").unwrap_or_else(|| "/usr/sbin/nats-server".into());
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(config) = config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -46,6 +46,10 @@ pub enum Command {
         deadline_ms: u64,
         #[arg(long, env = "SWITCHYARD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats: String,
+        /// Prefix of reply inboxes, for servers that allow each user only its own (`_INBOX_client` with
+        /// deploy/nats.conf).
+        #[arg(long, env = "SWITCHYARD_NATS_INBOX_PREFIX")]
+        inbox_prefix: Option<String>,
         /// Subject namespace of the cluster.
         #[arg(long, env = "SWITCHYARD_NAMESPACE", default_value = "switchyard")]
         namespace: String,
@@ -56,6 +60,10 @@ pub enum Command {
     Admin {
         #[arg(long, env = "SWITCHYARD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats: String,
+        /// Prefix of reply inboxes, for servers that allow each user only its own (`_INBOX_admin` with
+        /// deploy/nats.conf).
+        #[arg(long, env = "SWITCHYARD_NATS_INBOX_PREFIX")]
+        inbox_prefix: Option<String>,
         /// Subject namespace of the cluster.
         #[arg(long, env = "SWITCHYARD_NAMESPACE", default_value = "switchyard")]
         namespace: String,

@@ -13,6 +13,24 @@ use switchyard_protocol::subjects::{Subjects, is_valid_token};
 
 use crate::cli::AdminCommand;
 
+/// Where the cluster is: the NATS URL (credentials may be in it), the inbox prefix, the subject namespace.
+pub struct Connection {
+    pub nats: String,
+    pub inbox_prefix: Option<String>,
+    pub namespace: String,
+}
+
+impl Connection {
+    async fn connect(&self) -> anyhow::Result<switchyard_bus::NatsBus> {
+        if !is_valid_token(&self.namespace) {
+            bail!("namespace must be 1 to 64 characters of [A-Za-z0-9_-]");
+        }
+        switchyard_runtime::nats::connect_url(&self.nats, self.inbox_prefix.as_deref())
+            .await
+            .context("cannot connect to NATS")
+    }
+}
+
 pub struct QueryOptions {
     pub stream: bool,
     pub trace: bool,
@@ -20,12 +38,13 @@ pub struct QueryOptions {
     pub deadline_ms: u64,
 }
 
-pub async fn query(nats: &str, namespace: &str, route: &str, text: &str, options: QueryOptions) -> anyhow::Result<()> {
-    if !is_valid_token(route) || !is_valid_token(namespace) {
-        bail!("route and namespace must be 1 to 64 characters of [A-Za-z0-9_-]");
+pub async fn query(to: &Connection, route: &str, text: &str, options: QueryOptions) -> anyhow::Result<()> {
+    if !is_valid_token(route) {
+        bail!("route must be 1 to 64 characters of [A-Za-z0-9_-]");
     }
+    let bus = to.connect().await?;
+    let namespace = &to.namespace;
     let subjects = Subjects::new(namespace);
-    let bus = switchyard_runtime::nats::connect_url(nats).await.context("cannot connect to NATS")?;
     let mut request = QueryRequest::new(vec![ChatMessage::user(text)]);
     request.id = options.id;
     request.stream = options.stream;
@@ -117,12 +136,9 @@ fn print_trace(trace: &Trace) {
     }
 }
 
-pub async fn admin(nats: &str, namespace: &str, command: AdminCommand) -> anyhow::Result<()> {
-    if !is_valid_token(namespace) {
-        bail!("namespace must be 1 to 64 characters of [A-Za-z0-9_-]");
-    }
-    let subjects = Subjects::new(namespace);
-    let bus = switchyard_runtime::nats::connect_url(nats).await.context("cannot connect to NATS")?;
+pub async fn admin(to: &Connection, command: AdminCommand) -> anyhow::Result<()> {
+    let bus = to.connect().await?;
+    let subjects = Subjects::new(&to.namespace);
     let (subject, wait_ms) = match &command {
         AdminCommand::Health { node: Some(node), wait_ms } => (subjects.admin_node(node, "health"), *wait_ms),
         AdminCommand::Health { node: None, wait_ms } => (subjects.admin_health(), *wait_ms),

@@ -3,8 +3,8 @@
 //! Three nodes share an in-memory bus; two mock providers (one OpenAI-compatible, one Anthropic-compatible)
 //! run on loopback in this process. The script: healthy traffic; an outage of the primary provider (queries fail
 //! over, and each node's breaker trips so the dead provider is no longer called); a crashed provider actor (its
-//! supervisor restarts it); recovery (a half-open probe closes each breaker). Each query prints one line; a
-//! summary closes the run.
+//! supervisor restarts it); recovery (once an open interval is over, one half-open probe reaches the healed primary
+//! and closes the cluster's breaker, then each node's own). Each query prints one line; a summary closes the run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +24,10 @@ use switchyard_state::MemoryStore;
 
 const PRIMARY_MODEL: &str = "gpt-4o-mini";
 const SECONDARY_MODEL: &str = "claude-3-5-haiku";
+/// How long phase 4 keeps sending queries for the breakers to close (open waits grow to 2 s during the outage).
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pace of phase 4's queries while the breakers are still open: enough for a probe after each open interval.
+const RECOVERY_PACE: Duration = Duration::from_millis(100);
 
 const QUESTIONS: &[&str] = &[
     "What is a circuit breaker?",
@@ -41,6 +45,8 @@ struct Tally {
     failovers: usize,
     by_provider: BTreeMap<String, usize>,
     latencies_ms: Vec<f64>,
+    /// Who answered the last query (to count the primary's answers after the outage).
+    last_provider: Option<String>,
 }
 
 pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
@@ -92,15 +98,36 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
         ask(&client, &mut n, &mut tally).await;
     }
 
-    phase("4. recovery: the primary is healthy again; each node's breaker lets one probe through");
+    phase(
+        "4. recovery: the primary is healthy again; after its open interval one probe reaches it and closes the breakers",
+    );
     mock.clear_behavior(PRIMARY_MODEL);
-    // Each node's breaker lets a probe through once its open interval is over.
-    wait_for_nodes(&cluster, Duration::from_secs(5), |health| {
-        health.providers.iter().all(|p| p.name != "primary" || p.breaker != "open")
-    })
-    .await;
+    let outage_end = n;
+    let mut primary_after_outage = 0;
+    // Paced queries until every breaker of the primary, each node's and the cluster's, is closed again.
+    let recovery = Instant::now();
+    let recovered = loop {
+        if all_breakers_closed(&cluster).await {
+            break true;
+        }
+        if recovery.elapsed() > RECOVERY_TIMEOUT {
+            break false;
+        }
+        ask(&client, &mut n, &mut tally).await;
+        primary_after_outage += usize::from(tally.last_provider.as_deref() == Some("primary"));
+        tokio::time::sleep(RECOVERY_PACE).await;
+    };
+    if recovered {
+        println!(
+            "   every breaker of `primary` is closed again, {:.1} s after it healed",
+            recovery.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("   the breakers of `primary` were not all closed within {RECOVERY_TIMEOUT:?}");
+    }
     for _ in 0..queries {
         ask(&client, &mut n, &mut tally).await;
+        primary_after_outage += usize::from(tally.last_provider.as_deref() == Some("primary"));
     }
 
     println!("\n== summary");
@@ -117,12 +144,18 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
         mock.calls(PRIMARY_MODEL),
         mock.calls(SECONDARY_MODEL)
     );
+    println!("answered by primary after the outage (q{:02} on): {primary_after_outage}", outage_end + 1);
     for node in &cluster {
         let health = node.health().await;
         let restarts: Vec<String> = health
             .providers
             .iter()
-            .map(|p| format!("{} {} (restarts {}, breaker {})", p.name, p.status, p.restarts, p.breaker))
+            .map(|p| {
+                format!(
+                    "{} {} (restarts {}, breaker {}, cluster breaker {})",
+                    p.name, p.status, p.restarts, p.breaker, p.cluster_breaker
+                )
+            })
             .collect();
         println!("  {}: {}", health.node, restarts.join(", "));
     }
@@ -149,6 +182,17 @@ async fn wait_for_nodes(cluster: &[Node], timeout: Duration, done: impl Fn(&Node
     false
 }
 
+/// Whether every node sees every provider's breakers, its own and the cluster's, closed.
+async fn all_breakers_closed(cluster: &[Node]) -> bool {
+    for node in cluster {
+        let health = node.health().await;
+        if !health.providers.iter().all(|p| p.breaker == "closed" && p.cluster_breaker == "closed") {
+            return false;
+        }
+    }
+    true
+}
+
 fn phase(title: &str) {
     println!("\n== {title}");
 }
@@ -165,6 +209,7 @@ fn outage() -> Behavior {
 
 async fn ask(client: &Arc<dyn Bus>, n: &mut usize, tally: &mut Tally) {
     *n += 1;
+    tally.last_provider = None;
     let question = QUESTIONS[*n % QUESTIONS.len()];
     let mut request = QueryRequest::new(vec![ChatMessage::user(question)]);
     request.id = Some(format!("demo-{n}"));
@@ -183,6 +228,7 @@ async fn ask(client: &Arc<dyn Bus>, n: &mut usize, tally: &mut Tally) {
             tally.answered += 1;
             tally.failovers += usize::from(failover);
             *tally.by_provider.entry(reply.provider.clone()).or_default() += 1;
+            tally.last_provider = Some(reply.provider.clone());
             tally.latencies_ms.push(started.elapsed().as_secs_f64() * 1000.0);
             println!(
                 "q{n:02} {:<7} {:<46} {:>6.2} ms  {}{}",

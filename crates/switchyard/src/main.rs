@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -46,11 +45,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
             Command::Demo { queries, nodes } => demo::run(queries, nodes).await,
-            Command::Query { route, stream, trace, id, deadline_ms, nats, namespace, text } => {
+            Command::Query { route, stream, trace, id, deadline_ms, nats, inbox_prefix, namespace, text } => {
                 let options = client::QueryOptions { stream, trace, id, deadline_ms };
-                client::query(&nats, &namespace, &route, &text, options).await
+                let to = client::Connection { nats, inbox_prefix, namespace };
+                client::query(&to, &route, &text, options).await
             }
-            Command::Admin { nats, namespace, command } => client::admin(&nats, &namespace, command).await,
+            Command::Admin { nats, inbox_prefix, namespace, command } => {
+                client::admin(&client::Connection { nats, inbox_prefix, namespace }, command).await
+            }
         }
     });
     match result {
@@ -68,10 +70,17 @@ fn main() -> ExitCode {
 
 async fn serve(path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(path)?;
-    let bus =
-        switchyard_runtime::nats::connect(&config.nats, &config.node.name).await.context("cannot connect to NATS")?;
+    // Every secret the config names is read before anything connects: a missing one is a config error (exit 64).
+    config.resolve_secrets()?;
+    let bus = switchyard_runtime::nats::connect(&config.nats, &config.node.name).await.map_err(|e| match e {
+        switchyard_runtime::nats::ConnectError::Config(e) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context("cannot connect to NATS"),
+    })?;
     let shared = match &config.redis {
-        Some(redis) => switchyard_runtime::state::connect(redis).await.context("cannot set up Redis")?,
+        Some(redis) => switchyard_runtime::state::connect(redis).await.map_err(|e| match e {
+            switchyard_runtime::state::StateConnectError::Config(e) => anyhow::Error::new(e),
+            e => anyhow::Error::new(e).context("cannot set up Redis"),
+        })?,
         None => switchyard_runtime::SharedState::default(),
     };
     let mut node = Node::start(&config, Arc::new(bus), shared).await?;

@@ -146,3 +146,52 @@ fn a_bad_config_exits_64_and_names_the_field() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nmae"));
     let _ = std::fs::remove_file(&path);
 }
+
+/// Runs `serve` on `config` with `unset` removed from the environment; returns the exit code and stderr.
+fn serve_with(name: &str, config: &str, unset: &str) -> (Option<i32>, String) {
+    let path = temp_path(name);
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env_remove(unset)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_missing_secret_or_bad_nats_setting_exits_64_and_names_the_field() {
+    const UNSET: &str = "SWITCHYARD_TEST_UNSET_SECRET";
+    let provider = |source: &str| {
+        format!(
+            "[nats]\nurl = \"{nats}\"\n[[providers]]\nname = \"p\"\nkind = \"openai\"\n\
+             base_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n{source}\n[[routes]]\nname = \"r\"\nproviders = [\"p\"]\n",
+            nats = nats_url()
+        )
+    };
+    let route = "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n\
+                 api_key = \"sk-inline\"\n[[routes]]\nname = \"r\"\nproviders = [\"p\"]\n";
+    let cases = [
+        ("api-key-env", provider(&format!("api_key_env = \"{UNSET}\"")), "providers[0].api_key_env"),
+        ("api-key-file", provider("api_key_file = \"/nonexistent/switchyard/key\""), "providers[0].api_key_file"),
+        ("nats-password", format!("[nats]\nuser = \"node\"\npassword_env = \"{UNSET}\"\n{route}"), "nats.password_env"),
+        ("nats-token", format!("[nats]\ntoken_env = \"{UNSET}\"\n{route}"), "nats.token_env"),
+        ("nats-nkey", format!("[nats]\nnkey_seed_file = \"/nonexistent/seed\"\n{route}"), "nats.nkey_seed_file"),
+        ("nats-creds", format!("[nats]\ncreds_file = \"/nonexistent/x.creds\"\n{route}"), "nats.creds_file"),
+        ("nats-tls", format!("[nats]\ntls_ca_file = \"/nonexistent/ca.pem\"\n{route}"), "nats.tls_ca_file"),
+        ("redis-url", format!("[redis]\nurl_env = \"{UNSET}\"\n{route}"), "redis.url_env"),
+        ("nats-half-pair", format!("[nats]\nuser = \"node\"\n{route}"), "nats.password_env"),
+        ("inbox-prefix", format!("[nats]\ninbox_prefix = \"bad prefix\"\n{route}"), "nats.inbox_prefix"),
+        ("nats-url", format!("[nats]\nurl = \"http://127.0.0.1:4222\"\n{route}"), "nats.url"),
+    ];
+    for (name, config, field) in cases {
+        let (code, stderr) = serve_with(name, &config, UNSET);
+        assert_eq!(code, Some(64), "{name}: {stderr}");
+        assert!(stderr.contains(field), "{name}: stderr does not name {field}: {stderr}");
+        if field.ends_with("_env") && name != "nats-half-pair" {
+            assert!(stderr.contains(UNSET), "{name}: stderr does not name the variable: {stderr}");
+        }
+    }
+}
