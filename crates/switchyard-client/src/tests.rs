@@ -296,3 +296,32 @@ async fn a_silent_stream_is_resent_until_its_first_frame() {
     assert_eq!(events[0], delta(0, "kept answer"));
     assert_eq!(done_text(events.get(1)), Some((0, "kept answer".into(), "kept answer".into())));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_error_ends_a_stream() {
+    let (mut fake, client) = Fake::start().await;
+    let streaming = tokio::spawn({
+        let client = client.clone();
+        async move { drain(&client, ask("fails")).await }
+    });
+    let (_, copy, _) = fake.copy().await;
+    fake.chunk(&copy, 1, 0, "par").await;
+    let cut = ErrorReply::new(ErrorType::UpstreamError, "stream_interrupted", "cut");
+    fake.answer(&copy, StreamFrame::Error { attempt: 1, chunks: 1, error: cut }).await;
+    let (events, error) = streaming.await.unwrap();
+    assert_eq!(events, [delta(1, "par")]);
+    match error {
+        Some(ClientError::Server { reply }) => assert_eq!(reply.error.code, "stream_interrupted"),
+        other => panic!("expected the typed error, got {other:?}"),
+    }
+
+    // A query refused before the node knew it streams gets a plain error, not a frame.
+    let streaming = tokio::spawn(async move { drain(&client, ask("refused")).await });
+    let (_, copy, _) = fake.copy().await;
+    let unknown = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", "no such route");
+    fake.answer(&copy, &unknown).await;
+    match streaming.await.unwrap().1 {
+        Some(ClientError::Server { reply }) => assert_eq!(reply.error.code, "unknown_route"),
+        other => panic!("expected the typed error, got {other:?}"),
+    }
+}
