@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,8 +40,9 @@ pub enum Command {
         /// Print the trace: which providers were tried, with what outcome.
         #[arg(long)]
         trace: bool,
-        #[arg(long)]
-        id: Option<String>,
+        /// The idempotency key, and how often the query is re-sent by it.
+        #[command(flatten)]
+        id: IdempotencyArgs,
         #[arg(long, default_value_t = 30_000)]
         deadline_ms: u64,
         #[arg(long, env = "SWITCHYARD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
@@ -70,6 +71,19 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+/// A query's idempotency key and its re-sending: a query that gets no reply is re-sent with the same id, which
+/// the nodes answer once.
+#[derive(Debug, Clone, Args)]
+pub struct IdempotencyArgs {
+    /// Idempotency key (a uuid when absent): copies of the query with this id are answered once.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Re-send the query (same id) when no reply came within this many milliseconds (doubling each time); for
+    /// `--stream`, when no frame came. 0 never re-sends.
+    #[arg(long, default_value_t = 2_000)]
+    pub resend_after_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,17 +1,20 @@
-//! The client subcommands: `query` and `admin`, over NATS.
+//! The client subcommands: `query` (through the `switchyard-client` library, which re-sends by id and puts
+//! streams back together) and `admin`, over NATS.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 
 use switchyard_bus::{Bus, Message};
+use switchyard_client::{Client, ClientError, ClientOptions, StreamEvent};
 use switchyard_protocol::ChatMessage;
-use switchyard_protocol::client::{QueryOutcome, QueryReply, QueryRequest, StreamFrame, Trace};
+use switchyard_protocol::client::{QueryReply, QueryRequest, Trace};
 use switchyard_protocol::subjects::{Subjects, is_valid_token};
 
-use crate::cli::AdminCommand;
+use crate::cli::{AdminCommand, IdempotencyArgs};
 
 /// Where the cluster is: the NATS URL (credentials may be in it), the inbox prefix, the subject namespace.
 pub struct Connection {
@@ -34,7 +37,8 @@ impl Connection {
 pub struct QueryOptions {
     pub stream: bool,
     pub trace: bool,
-    pub id: Option<String>,
+    /// The idempotency key and the re-send interval.
+    pub id: IdempotencyArgs,
     pub deadline_ms: u64,
 }
 
@@ -42,67 +46,70 @@ pub async fn query(to: &Connection, route: &str, text: &str, options: QueryOptio
     if !is_valid_token(route) {
         bail!("route must be 1 to 64 characters of [A-Za-z0-9_-]");
     }
-    let bus = to.connect().await?;
     let namespace = &to.namespace;
-    let subjects = Subjects::new(namespace);
+    let bus: Arc<dyn Bus> = Arc::new(to.connect().await?);
+    let client_options =
+        ClientOptions { resend_after: Duration::from_millis(options.id.resend_after_ms), ..ClientOptions::default() };
+    let client = Client::new(bus, Subjects::new(namespace), client_options);
     let mut request = QueryRequest::new(vec![ChatMessage::user(text)]);
-    request.id = options.id;
-    request.stream = options.stream;
+    request.id = options.id.id;
     request.deadline_ms = Some(options.deadline_ms);
-    let payload = Bytes::from(serde_json::to_vec(&request)?);
-    let wait = Duration::from_millis(options.deadline_ms + 1_000);
 
     if !options.stream {
-        let reply = bus.request(Message::new(subjects.query(route), payload), wait).await?;
-        match serde_json::from_slice::<QueryOutcome>(&reply.payload)? {
-            QueryOutcome::Reply(reply) => {
+        let reply = client.query(route, request).await.map_err(|e| failure(e, options.trace, namespace))?;
+        println!("{}", reply.content);
+        if options.trace {
+            print_summary(&reply);
+        }
+        return Ok(());
+    }
+
+    let mut events = client.stream(route, request).await.map_err(|e| failure(e, options.trace, namespace))?;
+    let mut stdout = std::io::stdout();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(StreamEvent::Delta { text, .. }) => {
+                write!(stdout, "{text}")?;
+                stdout.flush()?;
+            }
+            Ok(StreamEvent::Restart { attempt }) => {
+                println!();
+                eprintln!("-- attempt {attempt} answered instead of the one above; its text follows");
+            }
+            Ok(StreamEvent::Done(done)) => {
+                println!();
+                if options.trace {
+                    print_summary(&done.reply);
+                }
+                return Ok(());
+            }
+            // The chunks printed are incomplete, but the final frame holds the whole answer: print that.
+            Err(ClientError::Gap { attempt, expected, got, reply, .. }) => {
+                println!();
+                eprintln!("-- {got} of {expected} chunks of attempt {attempt} arrived; the full answer follows");
                 println!("{}", reply.content);
                 if options.trace {
                     print_summary(&reply);
                 }
                 return Ok(());
             }
-            QueryOutcome::Error(error) => {
-                if options.trace
-                    && let Some(trace) = &error.trace
-                {
-                    print_trace(trace);
-                }
-                bail!("{}: {} ({})", serde_json::to_string(&error.error.kind)?, error.error.message, error.error.code);
+            Err(error) => {
+                println!();
+                return Err(failure(error, options.trace, namespace));
             }
         }
     }
+    bail!("the stream ended without an answer")
+}
 
-    let mut frames = switchyard_bus::request_many(&bus, Message::new(subjects.query(route), payload)).await?;
-    let mut stdout = std::io::stdout();
-    loop {
-        let message = tokio::time::timeout(wait, frames.next()).await.context("no answer before the deadline")?;
-        let Some(message) = message else { bail!("the reply subscription closed") };
-        if message.is_no_responders() {
-            bail!("no node serves namespace `{namespace}`");
-        }
-        match serde_json::from_slice::<StreamFrame>(&message.payload)? {
-            StreamFrame::Chunk { delta, .. } => {
-                write!(stdout, "{delta}")?;
-                stdout.flush()?;
-            }
-            StreamFrame::Done { reply, .. } => {
-                println!();
-                if options.trace {
-                    print_summary(&reply);
-                }
-                return Ok(());
-            }
-            StreamFrame::Error { error, .. } => {
-                println!();
-                if options.trace
-                    && let Some(trace) = &error.trace
-                {
-                    print_trace(trace);
-                }
-                bail!("{} ({})", error.error.message, error.error.code);
-            }
-        }
+/// The error to exit with, after printing the trace of a typed error when asked.
+fn failure(error: ClientError, trace: bool, namespace: &str) -> anyhow::Error {
+    if trace && let Some(trace) = error.server_reply().and_then(|reply| reply.trace.as_ref()) {
+        print_trace(trace);
+    }
+    match error {
+        ClientError::NoResponders { .. } => anyhow!("no node serves namespace `{namespace}`"),
+        error => anyhow::Error::new(error),
     }
 }
 

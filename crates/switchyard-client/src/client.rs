@@ -1,0 +1,88 @@
+//! [`Client`]: sends queries to a Switchyard cluster and waits for their answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use switchyard_bus::Bus;
+use switchyard_protocol::client::{QueryOutcome, QueryReply, QueryRequest};
+use switchyard_protocol::subjects::{Subjects, is_valid_token};
+
+use crate::flight::{Flight, is_copy_refusal};
+use crate::stream::QueryStream;
+use crate::{ClientError, ClientOptions};
+
+/// A client of one Switchyard cluster (one subject namespace). Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    options: ClientOptions,
+}
+
+impl Client {
+    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, options: ClientOptions) -> Self {
+        Self { bus, subjects, options }
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// Asks `route` and waits for the answer: the first reply to any copy of the query.
+    ///
+    /// The request gets an id (uuid v4) unless it has one, and a deadline (`default_deadline`) unless it has
+    /// one; `stream` is cleared. While nothing answers, the same request is re-sent (see the crate docs).
+    pub async fn query(&self, route: &str, mut request: QueryRequest) -> Result<QueryReply, ClientError> {
+        request.stream = false;
+        let mut flight = self.start(route, request).await?;
+        loop {
+            let message = flight.next().await?;
+            if message.is_no_responders() {
+                if flight.refused() {
+                    return Err(ClientError::NoResponders { subject: flight.subject.clone() });
+                }
+                continue;
+            }
+            let outcome = serde_json::from_slice::<QueryOutcome>(&message.payload)
+                .map_err(|e| ClientError::Decode { id: flight.id.clone(), reason: e.to_string() })?;
+            match outcome {
+                QueryOutcome::Reply(reply) => return Ok(reply),
+                QueryOutcome::Error(error) if is_copy_refusal(&error) && !flight.refused() => {
+                    debug!(id = %flight.id, code = %error.error.code, "a copy was refused, waiting for the others");
+                }
+                QueryOutcome::Error(error) => return Err(ClientError::Server { reply: Box::new(error) }),
+            }
+        }
+    }
+
+    /// Asks `route` for a streamed answer; read it with [`QueryStream::next`] or as a `Stream`.
+    ///
+    /// The request gets an id and a deadline as in [`Client::query`]; `stream` is set. The query is re-sent
+    /// while its stream has produced no frame (see the crate docs).
+    pub async fn stream(&self, route: &str, mut request: QueryRequest) -> Result<QueryStream, ClientError> {
+        request.stream = true;
+        let flight = self.start(route, request).await?;
+        Ok(QueryStream::new(flight, self.options.gap_grace))
+    }
+
+    /// Completes the request (id, deadline), validates it, encodes it once and sends the first copy.
+    async fn start(&self, route: &str, mut request: QueryRequest) -> Result<Flight, ClientError> {
+        if !is_valid_token(route) {
+            return Err(ClientError::InvalidRoute { route: route.to_owned() });
+        }
+        let id = request.id.get_or_insert_with(|| uuid::Uuid::new_v4().to_string()).clone();
+        let deadline_ms = *request
+            .deadline_ms
+            .get_or_insert_with(|| u64::try_from(self.options.default_deadline.as_millis()).unwrap_or(u64::MAX));
+        request
+            .validate()
+            .map_err(|error| ClientError::InvalidRequest { reply: Box::new(error.with_id(Some(id.clone()))) })?;
+        let payload = serde_json::to_vec(&request).map_err(|e| ClientError::Encode { reason: e.to_string() })?;
+        let subject = self.subjects.query(route);
+        let deadline = Duration::from_millis(deadline_ms);
+        Flight::start(self.bus.clone(), subject, id, Bytes::from(payload), deadline, &self.options).await
+    }
+}

@@ -1,0 +1,164 @@
+//! [`QueryStream`]: the frames of a streaming query, turned into [`StreamEvent`]s.
+//!
+//! The stream rules are in the crate docs; the assembling is in [`crate::assemble`]. This module drives it from
+//! the reply inbox: it stops re-sending at the first frame of the stream, waits a short grace for chunks that
+//! trail the final frame, and ends after the first final frame (any later one, from another copy, is ignored).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use switchyard_bus::Message;
+use switchyard_protocol::client::{ErrorReply, QueryReply, StreamFrame};
+
+use crate::ClientError;
+use crate::assemble::{Assembler, Missing, StreamEvent};
+use crate::flight::{Flight, is_copy_refusal};
+
+/// The final frame is known, but chunks of its attempt are missing.
+struct Trailing {
+    attempt: u32,
+    chunks: u64,
+    reply: QueryReply,
+    until: Instant,
+    missing: Missing,
+}
+
+/// A streaming query in flight. Yields deltas, possibly a restart, then one `Done` or an error, then ends.
+pub struct QueryStream {
+    flight: Flight,
+    assembler: Assembler,
+    ready: VecDeque<StreamEvent>,
+    trailing: Option<Trailing>,
+    gap_grace: Duration,
+    finished: bool,
+}
+
+impl QueryStream {
+    pub(crate) fn new(flight: Flight, gap_grace: Duration) -> Self {
+        Self {
+            flight,
+            assembler: Assembler::default(),
+            ready: VecDeque::new(),
+            trailing: None,
+            gap_grace,
+            finished: false,
+        }
+    }
+
+    /// The query's idempotency key.
+    pub fn id(&self) -> &str {
+        &self.flight.id
+    }
+
+    /// The next event; `None` after `Done` or an error.
+    pub async fn next(&mut self) -> Option<Result<StreamEvent, ClientError>> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                if matches!(event, StreamEvent::Done(_)) {
+                    self.finished = true;
+                    self.ready.clear();
+                }
+                return Some(Ok(event));
+            }
+            if self.finished {
+                return None;
+            }
+            let received = match self.trailing.as_ref().map(|trailing| trailing.until) {
+                Some(until) => match tokio::time::timeout_at(until, self.flight.next()).await {
+                    Ok(Ok(message)) => Ok(message),
+                    // The grace ran out (or the wait ended otherwise): the chunks are lost.
+                    Ok(Err(_)) | Err(_) => Err(self.gap()),
+                },
+                None => self.flight.next().await,
+            };
+            let outcome = match received {
+                Ok(message) => self.take(message),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
+                self.finished = true;
+                return Some(Err(error));
+            }
+        }
+    }
+
+    /// The events as a `Stream`.
+    pub fn into_stream(self) -> impl Stream<Item = Result<StreamEvent, ClientError>> + Send {
+        futures::stream::unfold(self, |mut stream| async move { stream.next().await.map(|item| (item, stream)) })
+    }
+
+    fn gap(&mut self) -> ClientError {
+        match self.trailing.take() {
+            Some(Trailing { missing, reply, .. }) => ClientError::Gap {
+                id: self.flight.id.clone(),
+                attempt: missing.attempt,
+                expected: missing.expected,
+                got: missing.got,
+                reply: Box::new(reply),
+            },
+            None => ClientError::Closed { id: self.flight.id.clone() },
+        }
+    }
+
+    /// Takes one message from the inbox; an `Err` ends the stream.
+    fn take(&mut self, message: Message) -> Result<(), ClientError> {
+        if message.is_no_responders() {
+            if self.flight.refused() && self.trailing.is_none() {
+                return Err(ClientError::NoResponders { subject: self.flight.subject.clone() });
+            }
+            return Ok(());
+        }
+        let frame = match serde_json::from_slice::<StreamFrame>(&message.payload) {
+            Ok(frame) => frame,
+            // A query refused before the node knew it streams (malformed, too large) gets a plain error.
+            Err(e) => match serde_json::from_slice::<ErrorReply>(&message.payload) {
+                Ok(error) => StreamFrame::Error { attempt: 0, chunks: 0, error },
+                Err(_) => return Err(ClientError::Decode { id: self.flight.id.clone(), reason: e.to_string() }),
+            },
+        };
+        match frame {
+            StreamFrame::Chunk { attempt, seq, delta } => {
+                self.flight.stop_resending();
+                self.ready.extend(self.assembler.chunk(attempt, seq, delta));
+                if let Some(trailing) = self.trailing.take() {
+                    self.finish(trailing.attempt, trailing.chunks, trailing.reply, Some(trailing.until));
+                }
+            }
+            StreamFrame::Done { attempt, chunks, reply } => {
+                self.flight.stop_resending();
+                if self.trailing.is_some() {
+                    debug!(id = %self.flight.id, attempt, "second final frame ignored");
+                } else {
+                    self.finish(attempt, chunks, reply, None);
+                }
+            }
+            StreamFrame::Error { error, .. } => {
+                if self.trailing.is_some() {
+                    debug!(id = %self.flight.id, code = %error.error.code, "error after the final frame ignored");
+                } else if is_copy_refusal(&error) && !self.flight.refused() {
+                    debug!(id = %self.flight.id, code = %error.error.code, "a copy was refused, waiting for the others");
+                } else {
+                    return Err(ClientError::Server { reply: Box::new(error) });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tries to end the stream on a final frame; keeps waiting (until `until`, or a fresh grace) when chunks of
+    /// the winner are missing.
+    fn finish(&mut self, attempt: u32, chunks: u64, reply: QueryReply, until: Option<Instant>) {
+        match self.assembler.finish(attempt, chunks, &reply) {
+            Ok(events) => self.ready.extend(events),
+            Err(missing) => {
+                let until = until.unwrap_or_else(|| Instant::now() + self.gap_grace);
+                debug!(id = %self.flight.id, attempt, expected = missing.expected, got = missing.got, "waiting for late chunks");
+                self.trailing = Some(Trailing { attempt, chunks, reply, until, missing });
+            }
+        }
+    }
+}
