@@ -211,11 +211,11 @@ async fn a_real_node_serves_clients_and_operators_under_the_shipped_permissions(
         let frame = tokio::time::timeout(Duration::from_secs(10), frames.next()).await.unwrap().unwrap();
         match serde_json::from_slice::<StreamFrame>(&frame.payload).unwrap() {
             StreamFrame::Chunk { .. } => chunks += 1,
-            StreamFrame::Done(done) => {
+            StreamFrame::Done { reply: done, .. } => {
                 assert_eq!(done.provider, "primary");
                 break;
             }
-            StreamFrame::Error(error) => panic!("the stream failed: {error:?}"),
+            StreamFrame::Error { error, .. } => panic!("the stream failed: {error:?}"),
         }
     }
     assert!(chunks >= 2, "a streamed answer arrives in chunks through the service import: {chunks}");
