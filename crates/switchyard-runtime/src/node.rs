@@ -1,7 +1,7 @@
 //! A running node: built from its configuration, inspected, and shut down gracefully.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
@@ -42,6 +42,8 @@ pub struct Node {
     draining: Arc<AtomicBool>,
     started: Instant,
     drain_timeout: Duration,
+    /// Each hosted provider's calls in flight, read directly so a drain never mistakes a slow answer for zero.
+    provider_calls: Vec<Arc<AtomicUsize>>,
 }
 
 /// How a graceful shutdown went.
@@ -60,6 +62,7 @@ impl Node {
             config.node.name.clone()
         };
         let specs = if config.has_role(Role::Providers) { Some(build_providers(&config.providers)?) } else { None };
+        let provider_calls = specs.iter().flatten().map(|spec| spec.in_flight.clone()).collect();
         let routing = match config.has_role(Role::Router) {
             true => Some(Arc::new(Routing::from_config(config).map_err(|reason| NodeError::Spawn { reason })?)),
             false => None,
@@ -116,6 +119,7 @@ impl Node {
             join,
             children,
             draining,
+            provider_calls,
             started: Instant::now(),
             drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
         })
@@ -152,11 +156,17 @@ impl Node {
 
     async fn wait_for_router(&self, deadline: Instant) -> u64 {
         let Some(router) = &self.children.router else { return 0 };
+        let mut in_flight = 0;
         loop {
-            let in_flight = match router.call(RouterMsg::Health, Some(Duration::from_secs(1))).await {
-                Ok(CallResult::Success(health)) => health.in_flight,
-                _ => return 0,
-            };
+            // A health call that times out says nothing: keep the last count and ask again, until the deadline.
+            match router.call(RouterMsg::Health, Some(Duration::from_secs(1))).await {
+                Ok(CallResult::Success(health)) => in_flight = health.in_flight,
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(node = %self.name, %error, "the router is gone while draining");
+                    return in_flight;
+                }
+            }
             if in_flight == 0 || Instant::now() >= deadline {
                 if in_flight > 0 {
                     warn!(node = %self.name, in_flight, "drain timeout reached with queries in flight");
@@ -168,12 +178,10 @@ impl Node {
     }
 
     async fn wait_for_providers(&self, deadline: Instant) {
-        if self.children.providers.is_none() {
-            return;
-        }
-        while Instant::now() < deadline {
-            let health = self.health().await;
-            if health.providers.iter().all(|p| p.in_flight == 0) {
+        let busy = || self.provider_calls.iter().map(|calls| calls.load(Ordering::Acquire)).sum::<usize>();
+        while busy() > 0 {
+            if Instant::now() >= deadline {
+                warn!(node = %self.name, calls = busy(), "drain timeout reached with provider calls in flight");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

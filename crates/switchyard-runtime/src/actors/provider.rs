@@ -540,3 +540,139 @@ async fn claim_stream(bus: &dyn Bus, claim: &str, attempt: u32) -> Result<(), St
 
 /// How long a streaming attempt waits for its router's grant; the router answers from its own task at once.
 const CLAIM_WAIT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use switchyard_bus::MemoryBus;
+    use switchyard_protocol::ChatMessage;
+    use switchyard_protocol::client::QueryRequest;
+    use switchyard_providers::CompletionStream;
+
+    /// A provider whose calls panic, or never end.
+    struct Broken {
+        panics: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl LlmProvider for Broken {
+        fn name(&self) -> &str {
+            "broken"
+        }
+
+        fn model(&self) -> &str {
+            "broken-model"
+        }
+
+        async fn complete(&self, _: &switchyard_protocol::ChatRequest) -> Result<Completion, ProviderError> {
+            if self.panics {
+                panic!("a bug in the provider client");
+            }
+            std::future::pending().await
+        }
+
+        async fn stream(&self, _: &switchyard_protocol::ChatRequest) -> Result<CompletionStream, ProviderError> {
+            std::future::pending().await
+        }
+    }
+
+    use switchyard_protocol::Completion;
+
+    async fn start(panics: bool) -> (ActorRef<ProviderMsg>, Arc<MemoryBus>, Arc<AtomicUsize>) {
+        let bus = Arc::new(MemoryBus::new());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let args = ProviderArgs {
+            provider: Arc::new(Broken { panics }),
+            bus: bus.clone(),
+            max_in_flight: 4,
+            in_flight: in_flight.clone(),
+            breaker: BreakerConfig::default(),
+            limits: StreamLimits::default(),
+            cluster: None,
+        };
+        let (actor, _) = Actor::spawn(None, ProviderActor, args).await.unwrap();
+        (actor, bus, in_flight)
+    }
+
+    fn call() -> ProviderCall {
+        ProviderCall {
+            call_id: Uuid::new_v4(),
+            request: QueryRequest::new(vec![ChatMessage::user("hi")]).to_chat_request(),
+            budget_ms: 60_000,
+            stream: None,
+            bypass_breaker: false,
+        }
+    }
+
+    async fn health(actor: &ActorRef<ProviderMsg>) -> ProviderHealth {
+        ractor::call!(actor, ProviderMsg::Health).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_gives_its_slot_back_and_answers_its_router() {
+        let (actor, bus, in_flight) = start(true).await;
+        let mut replies = bus.subscribe("router.inbox").await.unwrap();
+        actor.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into() }).unwrap();
+        let reply = replies.next().await.unwrap();
+        match Bincode::decode::<ProviderReply>(&reply.payload).unwrap() {
+            ProviderReply::Failed(failure) => {
+                assert_eq!(failure.class, FailureClass::Retryable.into());
+                assert!(failure.message.contains("panicked"), "{}", failure.message);
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        // The guard's report reaches the actor after the reply: wait for it through the actor's own mailbox.
+        while health(&actor).await.in_flight > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(in_flight.load(Ordering::Acquire), 0);
+        let health = health(&actor).await;
+        assert_eq!((health.failures, health.breaker.as_str()), (0, "closed"), "a bug of ours is not the provider's");
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_gives_its_slot_back_without_charging_the_provider() {
+        let (actor, _bus, in_flight) = start(false).await;
+        let call = call();
+        let call_id = call.call_id;
+        actor.cast(ProviderMsg::Call { call, reply_to: "nobody".into() }).unwrap();
+        assert_eq!(health(&actor).await.in_flight, 1);
+        actor.cast(ProviderMsg::Cancel { call_id }).unwrap();
+        while health(&actor).await.in_flight > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(in_flight.load(Ordering::Acquire), 0);
+        let health = health(&actor).await;
+        assert_eq!((health.calls, health.successes, health.failures), (1, 0, 0));
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_restarted_actor_still_counts_its_predecessors_calls() {
+        let (first, bus, in_flight) = start(false).await;
+        for _ in 0..4 {
+            first.cast(ProviderMsg::Call { call: call(), reply_to: "nobody".into() }).unwrap();
+        }
+        assert_eq!(health(&first).await.in_flight, 4);
+        first.stop(None);
+        // The successor shares the count: its in-flight limit (4) is still reached by the calls that run on.
+        let args = ProviderArgs {
+            provider: Arc::new(Broken { panics: false }),
+            bus: bus.clone(),
+            max_in_flight: 4,
+            in_flight: in_flight.clone(),
+            breaker: BreakerConfig::default(),
+            limits: StreamLimits::default(),
+            cluster: None,
+        };
+        let (second, _) = Actor::spawn(None, ProviderActor, args).await.unwrap();
+        let mut replies = bus.subscribe("router.inbox").await.unwrap();
+        second.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into() }).unwrap();
+        let reply = Bincode::decode::<ProviderReply>(&replies.next().await.unwrap().payload).unwrap();
+        assert_eq!(reply, ProviderReply::Refused { reason: Refusal::Overloaded });
+        second.stop(None);
+    }
+}
