@@ -37,6 +37,14 @@ pub struct StreamTarget {
     pub claim: Option<String>,
 }
 
+/// What a router receives from a provider call: the answer, and the node that gave it (routers learn from it which
+/// nodes host a provider, so a call one node refuses can be sent to another).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderAnswer {
+    pub node: String,
+    pub reply: ProviderReply,
+}
+
 /// The answer of a provider actor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ProviderReply {
@@ -59,8 +67,10 @@ pub enum Refusal {
     Overloaded,
     /// The provider actor is being restarted by its supervisor.
     Restarting,
-    /// The provider's circuit breaker is open; try again after this long.
+    /// The cluster's circuit breaker for the provider is open; try again after this long.
     BreakerOpen { retry_after_ms: u64 },
+    /// This node's own breaker for the provider is open; another node may still serve the call.
+    LocalBreakerOpen { retry_after_ms: u64 },
 }
 
 impl Refusal {
@@ -69,7 +79,13 @@ impl Refusal {
             Refusal::Overloaded => "overloaded",
             Refusal::Restarting => "restarting",
             Refusal::BreakerOpen { .. } => "breaker_open",
+            Refusal::LocalBreakerOpen { .. } => "local_breaker_open",
         }
+    }
+
+    /// Whether the refusal is the refusing node's own matter, so another node hosting the provider may serve.
+    pub fn is_node_local(&self) -> bool {
+        !matches!(self, Refusal::BreakerOpen { .. })
     }
 }
 

@@ -60,6 +60,11 @@ impl Subjects {
         format!("{}.provider.{provider}.call", self.root)
     }
 
+    /// The subject of `provider`'s actor on one node, for a call another node refused.
+    pub fn provider_node_call(&self, provider: &str, node: &str) -> String {
+        format!("{}.provider.{provider}.node.{node}.call", self.root)
+    }
+
     /// The queue group of the nodes hosting `provider`.
     pub fn provider_queue(&self, provider: &str) -> String {
         format!("{}-provider-{provider}", self.namespace)

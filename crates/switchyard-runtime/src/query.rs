@@ -27,7 +27,7 @@ use switchyard_protocol::Completion;
 use switchyard_protocol::client::{
     Attempt, ErrorReply, ErrorType, QueryOutcome, QueryReply, QueryRequest, StreamFrame, Trace,
 };
-use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget};
+use switchyard_protocol::internal::{ProviderAnswer, ProviderCall, ProviderReply, Refusal, StreamTarget};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec, Json};
 use switchyard_state::{Claim, IdempotencyStore};
@@ -92,22 +92,31 @@ enum CallResult {
     Broken(String),
 }
 
-/// Sends one encoded call and waits, at most `wait`, for its reply.
-async fn call_provider(bus: Arc<dyn Bus>, subject: String, payload: Bytes, wait: Duration) -> CallResult {
-    match bus.request(Message::new(subject, payload), wait).await {
-        Ok(reply) => match Bincode::decode::<ProviderReply>(&reply.payload) {
-            Ok(ProviderReply::Completed { completion, chunks, .. }) => CallResult::Answered { completion, chunks },
-            Ok(ProviderReply::Failed(f)) => {
-                CallResult::Failed { class: f.class.into(), status: f.status, message: f.message, chunks: f.chunks }
-            }
-            Ok(ProviderReply::Refused { reason }) => CallResult::Refused { reason },
-            // Another version of Switchyard answered: the next provider (or node) may still speak ours.
-            Err(decode) => CallResult::Broken(format!("undecodable provider reply: {decode}")),
-        },
-        Err(BusError::NoResponders { .. }) => CallResult::NoResponders,
-        Err(BusError::Timeout { .. }) => CallResult::Timeout,
-        Err(other) => CallResult::Broken(other.to_string()),
-    }
+/// Sends one encoded call and waits, at most `wait`, for its reply; also says which node answered.
+async fn call_provider(
+    bus: Arc<dyn Bus>,
+    subject: String,
+    payload: Bytes,
+    wait: Duration,
+) -> (Option<String>, CallResult) {
+    let reply = match bus.request(Message::new(subject, payload), wait).await {
+        Ok(reply) => reply,
+        Err(BusError::NoResponders { .. }) => return (None, CallResult::NoResponders),
+        Err(BusError::Timeout { .. }) => return (None, CallResult::Timeout),
+        Err(other) => return (None, CallResult::Broken(other.to_string())),
+    };
+    let Ok(ProviderAnswer { node, reply }) = Bincode::decode::<ProviderAnswer>(&reply.payload) else {
+        // Another version of Switchyard answered: the next provider (or node) may still speak ours.
+        return (None, CallResult::Broken("undecodable provider reply".into()));
+    };
+    let result = match reply {
+        ProviderReply::Completed { completion, chunks, .. } => CallResult::Answered { completion, chunks },
+        ProviderReply::Failed(f) => {
+            CallResult::Failed { class: f.class.into(), status: f.status, message: f.message, chunks: f.chunks }
+        }
+        ProviderReply::Refused { reason } => CallResult::Refused { reason },
+    };
+    (Some(node), result)
 }
 
 /// Runs `request` on `plan`: retries of the same provider, fallbacks along the chains, balancing inside groups,
@@ -130,6 +139,8 @@ struct Running {
     slot: usize,
     provider: String,
     member: Option<(String, usize)>,
+    /// The node it was addressed to, when not the provider's queue group.
+    node: Option<String>,
     call_id: Uuid,
     started: Instant,
     abort: AbortHandle,
@@ -141,9 +152,11 @@ enum Next {
     Target,
     /// The same provider again, after a backoff.
     Retry { provider: String, member: Option<(String, usize)>, bypass: bool, delay: Duration, attempt_no: u32 },
+    /// The same provider on another node, because one node refused the call for reasons of its own.
+    Elsewhere { provider: String, member: Option<(String, usize)>, bypass: bool, node: String },
 }
 
-type Pending = Abortable<BoxFuture<'static, CallResult>>;
+type Pending = Abortable<BoxFuture<'static, (Option<String>, CallResult)>>;
 
 /// One query's walk over its route. See the module documentation.
 struct Walk<'a> {
@@ -165,12 +178,19 @@ struct Walk<'a> {
     attempt_no: u32,
     /// A query hedges at most once.
     hedged: bool,
+    /// A refusal by one node's own breaker or in-flight limit is tried once on another node.
+    redirected: bool,
     /// For a stream that may be hedged: where attempts ask for the stream, and the attempt that got it.
     claims: Option<Subscription>,
     streaming: Option<u32>,
 }
 
-type SlotFn = Box<dyn FnOnce(Result<CallResult, futures::future::Aborted>) -> (usize, Option<CallResult>) + Send>;
+type SlotFn = Box<
+    dyn FnOnce(
+            Result<(Option<String>, CallResult), futures::future::Aborted>,
+        ) -> (usize, Option<(Option<String>, CallResult)>)
+        + Send,
+>;
 
 impl<'a> Walk<'a> {
     fn new(
@@ -205,6 +225,7 @@ impl<'a> Walk<'a> {
             pending: FuturesUnordered::new(),
             attempt_no: 0,
             hedged: false,
+            redirected: false,
             claims: None,
             streaming: None,
         }
@@ -220,7 +241,11 @@ impl<'a> Walk<'a> {
                         tokio::time::sleep(delay.min(self.deadline.saturating_duration_since(Instant::now()))).await;
                         self.attempt_no = attempt_no;
                         self.routing.start(&member);
-                        self.start(provider, member, bypass, false).await
+                        self.start(provider, member, bypass, false, None).await
+                    }
+                    Some(Next::Elsewhere { provider, member, bypass, node }) => {
+                        self.routing.start(&member);
+                        self.start(provider, member, bypass, false, Some(node)).await
                     }
                     None => false,
                 };
@@ -234,8 +259,8 @@ impl<'a> Walk<'a> {
                 biased;
                 Some(claim) = next_claim(&mut self.claims) => self.on_claim(claim).await,
                 Some((slot, result)) = self.pending.next() => {
-                    let Some(result) = result else { continue };
-                    match self.on_result(slot, result).await {
+                    let Some((node, result)) = result else { continue };
+                    match self.on_result(slot, node, result).await {
                         Step::Done(answer) => return answer,
                         Step::Wait => {}
                         Step::Then(then) => next = Some(then),
@@ -267,11 +292,12 @@ impl<'a> Walk<'a> {
             match self.routing.resolve(&target, Instant::now()) {
                 Resolved::Provider { name, member, bypass_breaker } => {
                     self.attempt_no = 1;
-                    return self.start(name, member, bypass_breaker, false).await;
+                    self.redirected = false;
+                    return self.start(name, member, bypass_breaker, false, None).await;
                 }
                 Resolved::Unavailable { retry_after } => {
                     self.note_retry_after(retry_after.as_millis().max(1) as u64);
-                    self.trace.attempts.push(attempt(target, "group_unavailable", false, false));
+                    self.trace.attempts.push(attempt(target, "unavailable", false, false));
                 }
             }
         }
@@ -301,17 +327,25 @@ impl<'a> Walk<'a> {
         match self.routing.resolve(&target, Instant::now()) {
             Resolved::Provider { name, member, bypass_breaker } => {
                 debug!(route = %self.plan.name, provider = %name, "hedging a slow attempt");
-                self.start(name, member, bypass_breaker, true).await;
+                self.start(name, member, bypass_breaker, true, None).await;
             }
             Resolved::Unavailable { retry_after } => {
                 self.note_retry_after(retry_after.as_millis().max(1) as u64);
-                self.trace.attempts.push(attempt(target, "group_unavailable", false, true));
+                self.trace.attempts.push(attempt(target, "unavailable", false, true));
             }
         }
     }
 
-    /// Sends one attempt to `provider`; `false` only when the call cannot even be encoded.
-    async fn start(&mut self, provider: String, member: Option<(String, usize)>, bypass: bool, hedged: bool) -> bool {
+    /// Sends one attempt to `provider` (on `node` when set, else to any node hosting it); `false` only when the
+    /// call cannot even be encoded.
+    async fn start(
+        &mut self,
+        provider: String,
+        member: Option<(String, usize)>,
+        bypass: bool,
+        hedged: bool,
+        node: Option<String>,
+    ) -> bool {
         let slot = self.trace.attempts.len();
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         self.call.call_id = Uuid::new_v4();
@@ -348,20 +382,16 @@ impl<'a> Walk<'a> {
         self.trace.attempts.push(attempt(provider.clone(), "running", bypass, hedged));
         // A little slack beyond the deadline lets the provider report its own expiry.
         let wait = remaining + Duration::from_millis(50);
-        let subject = self.ctx.subjects.provider_call(&provider);
+        let subject = match &node {
+            Some(node) => self.ctx.subjects.provider_node_call(&provider, node),
+            None => self.ctx.subjects.provider_call(&provider),
+        };
         let (abort, registration) = AbortHandle::new_pair();
-        let call: BoxFuture<'static, CallResult> =
-            Box::pin(call_provider(self.ctx.bus.clone(), subject, payload, wait));
+        let call: BoxFuture<'static, _> = Box::pin(call_provider(self.ctx.bus.clone(), subject, payload, wait));
         let map: SlotFn = Box::new(move |result| (slot, result.ok()));
         self.pending.push(Abortable::new(call, registration).map(map));
-        self.running.push(Running {
-            slot,
-            provider,
-            member,
-            call_id: self.call.call_id,
-            started: Instant::now(),
-            abort,
-        });
+        let call_id = self.call.call_id;
+        self.running.push(Running { slot, provider, member, node, call_id, started: Instant::now(), abort });
         true
     }
 
@@ -417,9 +447,12 @@ impl<'a> Walk<'a> {
     }
 
     /// Takes in the result of the attempt in `slot`.
-    async fn on_result(&mut self, slot: usize, result: CallResult) -> Step {
+    async fn on_result(&mut self, slot: usize, answered_by: Option<String>, result: CallResult) -> Step {
         let Some(index) = self.running.iter().position(|r| r.slot == slot) else { return Step::Wait };
-        let Running { provider, member, started, .. } = self.running.swap_remove(index);
+        let Running { provider, member, started, node, .. } = self.running.swap_remove(index);
+        if let Some(host) = &answered_by {
+            self.routing.note_host(&provider, host);
+        }
         let latency = started.elapsed();
         let others_running = !self.running.is_empty();
         let bypass = self.trace.attempts.get(slot).is_some_and(|a| a.panic);
@@ -498,18 +531,38 @@ impl<'a> Walk<'a> {
             }
             CallResult::Refused { reason } => {
                 let refused_for = match reason {
-                    Refusal::BreakerOpen { retry_after_ms } => {
+                    Refusal::BreakerOpen { retry_after_ms } | Refusal::LocalBreakerOpen { retry_after_ms } => {
                         self.note_retry_after(retry_after_ms);
                         Some(Duration::from_millis(retry_after_ms))
                     }
                     _ => None,
                 };
-                self.routing.finish(&member, latency, false, refused_for);
                 entry.outcome = format!("refused_{}", reason.as_str());
+                if let Some(host) = &answered_by {
+                    entry.message = Some(format!("refused by node {host}"));
+                }
                 self.trace.attempts[slot] = entry;
+                // One node's own refusal: another node hosting the provider may serve the call, once per target.
+                if reason.is_node_local() && !self.redirected && !others_running {
+                    let avoid: Vec<String> = answered_by.into_iter().collect();
+                    if let Some(host) = self.routing.other_host(&provider, &avoid, rand::random::<f64>()) {
+                        self.redirected = true;
+                        debug!(provider = %provider, node = %host, "a node refused the call; trying another");
+                        self.routing.finish(&member, latency, false, None);
+                        return Step::Then(Next::Elsewhere { provider, member, bypass, node: host });
+                    }
+                }
+                self.routing.finish(&member, latency, false, refused_for);
+                if let (None, Refusal::BreakerOpen { .. }, Some(wait)) = (&member, reason, refused_for) {
+                    self.routing.refused(&provider, wait);
+                }
             }
             CallResult::NoResponders => {
                 self.routing.finish(&member, latency, false, None);
+                if let Some(node) = &node {
+                    // The node addressed directly is gone.
+                    self.routing.forget_host(&provider, node);
+                }
                 entry.outcome = "no_responders".into();
                 self.trace.attempts[slot] = entry;
             }

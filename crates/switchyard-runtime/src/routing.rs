@@ -49,6 +49,19 @@ pub struct Routing {
     budget: Mutex<RetryBudget>,
     /// Each provider's recent successful latencies, as this router saw them.
     latency: HashMap<String, Mutex<LatencyWindow>>,
+    /// Each provider's refusal by the cluster's breaker: a plain chain entry is skipped until then, as a group
+    /// member is.
+    refused_until: HashMap<String, Mutex<Option<Instant>>>,
+    /// The nodes seen answering for each provider, so a call one node refuses can go to another.
+    hosts: HashMap<String, Mutex<Vec<String>>>,
+}
+
+/// Most nodes remembered per provider.
+const MAX_HOSTS: usize = 64;
+
+/// One default value per configured provider.
+fn per_provider<T: Default>(config: &NodeConfig) -> HashMap<String, Mutex<T>> {
+    config.providers.iter().map(|p| (p.name.clone(), Mutex::default())).collect()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,8 +91,37 @@ impl Routing {
             groups.insert(g.name.clone(), Mutex::new(GroupState { balancer, unavailable_until: vec![None; size] }));
         }
         let budget = RetryBudget::new(config.retry_budget.to_core()).map_err(|e| e.to_string())?;
-        let latency = config.providers.iter().map(|p| (p.name.clone(), Mutex::default())).collect();
-        Ok(Routing { routes, groups, budget: Mutex::new(budget), latency })
+        let latency = per_provider(config);
+        let refused_until = per_provider(config);
+        let hosts = per_provider(config);
+        Ok(Routing { routes, groups, budget: Mutex::new(budget), latency, refused_until, hosts })
+    }
+
+    /// Remembers that `node` hosts `provider`.
+    pub fn note_host(&self, provider: &str, node: &str) {
+        let Some(hosts) = self.hosts.get(provider) else { return };
+        let mut hosts = lock(hosts);
+        if !hosts.iter().any(|h| h == node) {
+            if hosts.len() == MAX_HOSTS {
+                hosts.remove(0);
+            }
+            hosts.push(node.to_owned());
+        }
+    }
+
+    /// Forgets `node` for `provider` (it no longer answers there).
+    pub fn forget_host(&self, provider: &str, node: &str) {
+        if let Some(hosts) = self.hosts.get(provider) {
+            lock(hosts).retain(|h| h != node);
+        }
+    }
+
+    /// A node known to host `provider`, other than those in `avoid`.
+    pub fn other_host(&self, provider: &str, avoid: &[String], draw: f64) -> Option<String> {
+        let hosts = lock(self.hosts.get(provider)?);
+        let candidates: Vec<&String> = hosts.iter().filter(|h| !avoid.contains(h)).collect();
+        let pick = (draw.clamp(0.0, 0.999_999) * candidates.len() as f64) as usize;
+        candidates.get(pick).map(|h| (*h).clone())
     }
 
     /// Records the latency of a provider's successful call.
@@ -116,6 +158,11 @@ impl Routing {
     /// Resolves a chain entry to a provider; picks a member (and records its start) for a group.
     pub fn resolve(&self, target: &str, now: Instant) -> Resolved {
         let Some(group) = self.groups.get(target) else {
+            if let Some(until) = self.refused_until.get(target).and_then(|u| *lock(u))
+                && until > now
+            {
+                return Resolved::Unavailable { retry_after: until - now };
+            }
             return Resolved::Provider { name: target.to_owned(), member: None, bypass_breaker: false };
         };
         let mut group = lock(group);
@@ -150,14 +197,26 @@ impl Routing {
         refused_for: Option<Duration>,
     ) {
         let Some((group, index)) = member else { return };
+        self.finish_member(group, *index, latency, failed, refused_for);
+    }
+
+    /// Records that the cluster's breaker refused `provider` for `wait`; a plain chain entry naming it is skipped
+    /// until then (a group member is remembered by [`Routing::finish`]).
+    pub fn refused(&self, provider: &str, wait: Duration) {
+        if let Some(until) = self.refused_until.get(provider) {
+            *lock(until) = Some(Instant::now() + wait);
+        }
+    }
+
+    fn finish_member(&self, group: &str, index: usize, latency: Duration, failed: bool, refused_for: Option<Duration>) {
         let Some(group) = self.groups.get(group) else { return };
         let mut group = lock(group);
         let now = Instant::now();
-        group.balancer.on_end(*index, latency, now);
+        group.balancer.on_end(index, latency, now);
         if failed {
-            group.balancer.on_failure(*index, now);
+            group.balancer.on_failure(index, now);
         }
-        if let Some(slot) = group.unavailable_until.get_mut(*index) {
+        if let Some(slot) = group.unavailable_until.get_mut(index) {
             *slot = refused_for.map(|wait| now + wait);
         }
     }

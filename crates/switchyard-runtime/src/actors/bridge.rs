@@ -8,27 +8,28 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use switchyard_bus::{Bus, BusError, Message, Subscription};
+use switchyard_bus::{Bus, Message, Subscription};
 use switchyard_core::FailureClass;
 use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, WireFailure};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec};
 
 use super::admin::AdminMsg;
-use super::provider::ProviderMsg;
+use super::provider::{ProviderMsg, publish_reply};
 use super::provider_supervisor::ProviderDirectory;
 use super::router::RouterMsg;
 
 pub struct BusBridge;
 
 pub struct BridgeArgs {
+    /// This node's name: provider calls may be addressed to it directly.
+    pub node: String,
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
     pub router: Option<ActorRef<RouterMsg>>,
@@ -69,11 +70,16 @@ impl Actor for BusBridge {
                 .bus
                 .queue_subscribe(&args.subjects.provider_call(provider), &args.subjects.provider_queue(provider))
                 .await?;
-            let (bus, directory, name) = (args.bus.clone(), args.directory.clone(), provider.clone());
-            calls.push(pump(sub, provider_drain.clone(), move |message| {
-                let (bus, directory, name) = (bus.clone(), directory.clone(), name.clone());
-                async move { forward_call(bus.as_ref(), &directory, &name, message).await }
-            }));
+            // The same calls, addressed to this node: a router sends here a call another node refused.
+            let direct = args.bus.subscribe(&args.subjects.provider_node_call(provider, &args.node)).await?;
+            for sub in [sub, direct] {
+                let (bus, directory) = (args.bus.clone(), args.directory.clone());
+                let (name, node) = (provider.clone(), args.node.clone());
+                calls.push(pump(sub, provider_drain.clone(), move |message| {
+                    let (bus, directory, name, node) = (bus.clone(), directory.clone(), name.clone(), node.clone());
+                    async move { forward_call(bus.as_ref(), &directory, &name, &node, message).await }
+                }));
+            }
             // Cancellations reach every node hosting the provider; the one running the call aborts it.
             let sub = args.bus.subscribe(&args.subjects.provider_cancel(provider)).await?;
             let (directory, name) = (args.directory.clone(), provider.clone());
@@ -171,7 +177,7 @@ where
 }
 
 /// Decodes a provider call and hands it to the provider's actor, or refuses it on the actor's behalf.
-async fn forward_call(bus: &dyn Bus, directory: &ProviderDirectory, provider: &str, message: Message) {
+async fn forward_call(bus: &dyn Bus, directory: &ProviderDirectory, provider: &str, node: &str, message: Message) {
     let Some(reply_to) = message.reply else {
         debug!(provider, "provider call without a reply subject dropped");
         return;
@@ -193,10 +199,5 @@ async fn forward_call(bus: &dyn Bus, directory: &ProviderDirectory, provider: &s
             chunks: 0,
         }),
     };
-    if let Ok(bytes) = Bincode::encode(&refusal)
-        && let Err(error) = bus.publish(Message::new(reply_to, Bytes::from(bytes))).await
-        && !matches!(error, BusError::Closed)
-    {
-        warn!(%error, "cannot publish refusal");
-    }
+    publish_reply(bus, reply_to, node, refusal).await;
 }

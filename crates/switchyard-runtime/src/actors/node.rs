@@ -103,6 +103,7 @@ impl Actor for NodeSupervisor {
                 }
                 hosted = specs.iter().map(|s| s.provider.name().to_owned()).collect();
                 let sup_args = ProviderSupervisorArgs {
+                    node: args.node.clone(),
                     specs,
                     bus: args.bus.clone(),
                     policy: args.restart_policy,
@@ -129,7 +130,7 @@ impl Actor for NodeSupervisor {
             None => None,
         };
         let admin_args = AdminArgs {
-            node: args.node,
+            node: args.node.clone(),
             roles: args.roles,
             bus: args.bus.clone(),
             subjects: args.subjects.clone(),
@@ -140,6 +141,7 @@ impl Actor for NodeSupervisor {
         };
         let (admin, _) = Actor::spawn_linked(None, AdminActor, admin_args.clone(), myself.get_cell()).await?;
         let bridge_args = BridgeArgs {
+            node: args.node,
             bus: args.bus,
             subjects: args.subjects,
             router: router.clone(),

@@ -36,7 +36,7 @@ use switchyard_core::{
 };
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_protocol::client::StreamFrame;
-use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailure};
+use switchyard_protocol::internal::{ProviderAnswer, ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailure};
 use switchyard_protocol::{Bincode, Codec, Json};
 use switchyard_providers::{LlmProvider, ProviderError, StreamEvent};
 use tokio::task::AbortHandle;
@@ -47,6 +47,8 @@ use super::state_sync::StateSyncMsg;
 pub struct ProviderActor;
 
 pub struct ProviderArgs {
+    /// This node's name, stamped on every answer.
+    pub node: String,
     pub provider: Arc<dyn LlmProvider>,
     pub bus: Arc<dyn Bus>,
     pub max_in_flight: usize,
@@ -82,6 +84,7 @@ pub struct StreamLimits {
 }
 
 pub struct ProviderState {
+    node: String,
     provider: Arc<dyn LlmProvider>,
     bus: Arc<dyn Bus>,
     max_in_flight: usize,
@@ -151,6 +154,7 @@ impl Actor for ProviderActor {
         args: ProviderArgs,
     ) -> Result<ProviderState, ActorProcessingErr> {
         Ok(ProviderState {
+            node: args.node,
             provider: args.provider,
             bus: args.bus,
             max_in_flight: args.max_in_flight,
@@ -175,13 +179,15 @@ impl Actor for ProviderActor {
                     Ok(admission) => admission,
                     Err(reason) => {
                         state.stats.refused += 1;
-                        publish_reply(state.bus.as_ref(), reply_to, &ProviderReply::Refused { reason }).await;
+                        let refused = ProviderReply::Refused { reason };
+                        publish_reply(state.bus.as_ref(), reply_to, &state.node, refused).await;
                         return Ok(());
                     }
                 };
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
                 state.stats.calls += 1;
                 let (provider, bus, limits) = (state.provider.clone(), state.bus.clone(), state.limits);
+                let node = state.node.clone();
                 let call_id = call.call_id;
                 let guard = CallGuard {
                     actor: myself,
@@ -189,17 +195,17 @@ impl Actor for ProviderActor {
                     call_id,
                     admission: Some(admission),
                     started: Instant::now(),
-                    panic_reply: Some((bus.clone(), reply_to.clone())),
+                    panic_reply: Some((bus.clone(), reply_to.clone(), node.clone())),
                 };
                 let task = tokio::spawn(async move {
                     let mut guard = guard;
                     let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
                     guard.panic_reply = None;
-                    publish_reply(bus.as_ref(), reply_to, &reply).await;
                     let (outcome, error) = match &reply {
                         ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
                         _ => (Outcome::Success, None),
                     };
+                    publish_reply(bus.as_ref(), reply_to, &node, reply).await;
                     guard.finish(outcome, error);
                 });
                 state.running.insert(call_id, task.abort_handle());
@@ -297,10 +303,9 @@ impl ProviderState {
         if bypass {
             return Ok(Admission::Bypass);
         }
-        self.breaker
-            .try_acquire(now)
-            .map(|permit| Admission::Local(permit, epoch))
-            .map_err(|rejected| refuse(rejected.retry_after))
+        self.breaker.try_acquire(now).map(|permit| Admission::Local(permit, epoch)).map_err(|rejected| {
+            Refusal::LocalBreakerOpen { retry_after_ms: rejected.retry_after.as_millis().max(1) as u64 }
+        })
     }
 
     /// Feeds an outcome to the local breaker and to the cluster.
@@ -352,8 +357,8 @@ impl ProviderState {
 }
 
 /// Publishes a provider's answer; a router that gave up no longer listens, which is not an error here.
-async fn publish_reply(bus: &dyn Bus, reply_to: String, reply: &ProviderReply) {
-    match Bincode::encode(reply) {
+pub(crate) async fn publish_reply(bus: &dyn Bus, reply_to: String, node: &str, reply: ProviderReply) {
+    match Bincode::encode(&ProviderAnswer { node: node.to_owned(), reply }) {
         Ok(bytes) => {
             if let Err(error) = bus.publish(Message::new(reply_to, Bytes::from(bytes))).await {
                 warn!(%error, "cannot publish provider reply");
@@ -374,8 +379,8 @@ struct CallGuard {
     call_id: Uuid,
     admission: Option<Admission>,
     started: Instant,
-    /// Where to send a failure if the task panics before it has replied.
-    panic_reply: Option<(Arc<dyn Bus>, String)>,
+    /// Where to send a failure if the task panics before it has replied, and this node's name.
+    panic_reply: Option<(Arc<dyn Bus>, String, String)>,
 }
 
 impl CallGuard {
@@ -401,7 +406,7 @@ impl Drop for CallGuard {
         let error = if panicked { "the call task panicked" } else { "the call was cancelled" };
         if panicked {
             warn!(call_id = %self.call_id, "provider call task panicked");
-            if let Some((bus, reply_to)) = self.panic_reply.take() {
+            if let Some((bus, reply_to, node)) = self.panic_reply.take() {
                 let reply = ProviderReply::Failed(WireFailure {
                     class: FailureClass::Retryable.into(),
                     status: None,
@@ -409,7 +414,7 @@ impl Drop for CallGuard {
                     latency_us: self.started.elapsed().as_micros() as u64,
                     chunks: 0,
                 });
-                tokio::spawn(async move { publish_reply(bus.as_ref(), reply_to, &reply).await });
+                tokio::spawn(async move { publish_reply(bus.as_ref(), reply_to, &node, reply).await });
             }
         }
         self.report(Outcome::Failure(FailureClass::Cancelled), Some(error.into()));
@@ -584,6 +589,7 @@ mod tests {
         let bus = Arc::new(MemoryBus::new());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let args = ProviderArgs {
+            node: "node-t".into(),
             provider: Arc::new(Broken { panics }),
             bus: bus.clone(),
             max_in_flight: 4,
@@ -616,7 +622,7 @@ mod tests {
         let mut replies = bus.subscribe("router.inbox").await.unwrap();
         actor.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into() }).unwrap();
         let reply = replies.next().await.unwrap();
-        match Bincode::decode::<ProviderReply>(&reply.payload).unwrap() {
+        match Bincode::decode::<ProviderAnswer>(&reply.payload).unwrap().reply {
             ProviderReply::Failed(failure) => {
                 assert_eq!(failure.class, FailureClass::Retryable.into());
                 assert!(failure.message.contains("panicked"), "{}", failure.message);
@@ -660,6 +666,7 @@ mod tests {
         first.stop(None);
         // The successor shares the count: its in-flight limit (4) is still reached by the calls that run on.
         let args = ProviderArgs {
+            node: "node-t".into(),
             provider: Arc::new(Broken { panics: false }),
             bus: bus.clone(),
             max_in_flight: 4,
@@ -671,8 +678,9 @@ mod tests {
         let (second, _) = Actor::spawn(None, ProviderActor, args).await.unwrap();
         let mut replies = bus.subscribe("router.inbox").await.unwrap();
         second.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into() }).unwrap();
-        let reply = Bincode::decode::<ProviderReply>(&replies.next().await.unwrap().payload).unwrap();
-        assert_eq!(reply, ProviderReply::Refused { reason: Refusal::Overloaded });
+        let answer = Bincode::decode::<ProviderAnswer>(&replies.next().await.unwrap().payload).unwrap();
+        assert_eq!(answer.reply, ProviderReply::Refused { reason: Refusal::Overloaded });
+        assert_eq!(answer.node, "node-t");
         second.stop(None);
     }
 }

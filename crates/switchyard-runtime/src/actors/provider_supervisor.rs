@@ -55,6 +55,7 @@ pub struct ProviderSpec {
 pub struct ProviderSupervisor;
 
 pub struct ProviderSupervisorArgs {
+    pub node: String,
     pub specs: Vec<ProviderSpec>,
     pub bus: Arc<dyn Bus>,
     pub policy: RestartPolicy,
@@ -76,6 +77,7 @@ struct Child {
 }
 
 pub struct ProviderSupervisorState {
+    node: String,
     children: HashMap<String, Child>,
     by_actor: HashMap<ActorId, String>,
     bus: Arc<dyn Bus>,
@@ -95,6 +97,7 @@ impl ProviderSupervisorState {
     async fn start_child(&mut self, myself: &ActorRef<ProviderSupervisorMsg>, name: &str) {
         let Some(child) = self.children.get_mut(name) else { return };
         let args = ProviderArgs {
+            node: self.node.clone(),
             provider: child.spec.provider.clone(),
             bus: self.bus.clone(),
             max_in_flight: child.spec.max_in_flight,
@@ -129,6 +132,7 @@ impl Actor for ProviderSupervisor {
         args: ProviderSupervisorArgs,
     ) -> Result<ProviderSupervisorState, ActorProcessingErr> {
         let mut state = ProviderSupervisorState {
+            node: args.node,
             children: HashMap::new(),
             by_actor: HashMap::new(),
             bus: args.bus,
