@@ -4,6 +4,8 @@
 //!   (~100 ms, at once on a local trip) each provider with calls since the last flush gets one `report`, successes
 //!   included, so the cluster's failure rate is computed over every node's calls, not only the failing ones'. A
 //!   busy healthy provider costs one store command per interval per node, never one per query; an idle one none.
+//!   The reports of one flush go out together (one pipelined round trip; a script per provider, since each
+//!   provider has its own hash slot).
 //! - A 429's cooldown is coalesced per provider (the longest one of the newest epoch) and sent at once, tagged
 //!   with the epoch its call was admitted under: the store ignores it if the breaker closed since.
 //! - The store's answer decides cluster trips (threshold **and** at least two reporting nodes, hard errors
@@ -366,7 +368,8 @@ impl StateSyncState {
     }
 
     /// Reports every provider's batch with calls since the last flush, successes included (one `report` per
-    /// provider), and the 429 cooldowns seen, each with its epoch. Nothing is sent when nothing happened.
+    /// provider, all in one pipeline), and the 429 cooldowns seen, each with its epoch. Nothing is sent when
+    /// nothing happened.
     fn flush(&mut self, myself: &ActorRef<StateSyncMsg>) {
         if self.flushing {
             self.flush_again = true;
@@ -394,12 +397,18 @@ impl StateSyncState {
                 };
                 let _ = me.cast(message);
             }
-            let mut results = Vec::with_capacity(due.len());
-            for (provider, batch) in due {
+            // All providers' reports at once: on the multiplexed Redis connection they travel as one pipeline
+            // (one round trip per flush), each still its own script on its own provider's hash slot.
+            let reports = due.into_iter().map(|(provider, batch)| {
                 let mut policy = policies.get(&provider).cloned().unwrap_or_default();
                 policy.wait = jittered(policy.wait);
-                results.push((provider.clone(), store.report(&provider, &node, batch, &policy).await));
-            }
+                let (store, node) = (&store, &node);
+                async move {
+                    let result = store.report(&provider, node, batch, &policy).await;
+                    (provider, result)
+                }
+            });
+            let results = futures::future::join_all(reports).await;
             let _ = me.cast(StateSyncMsg::Flushed(results));
         });
     }
