@@ -106,6 +106,8 @@ pub struct StateSyncState {
     pending: HashMap<String, OutcomeBatch>,
     /// Per provider since the last flush: the newest epoch a 429 was seen under, and its longest cooldown.
     rate_limits: HashMap<String, (u64, Duration)>,
+    /// The lease (epoch) whose renewal chain runs, per provider.
+    renewing: HashMap<String, u64>,
     /// Polls in a row that showed a provider at an older epoch than this node knows.
     older_polls: HashMap<String, u32>,
     flushing: bool,
@@ -146,10 +148,12 @@ pub enum StateSyncMsg {
         provider: String,
         epoch: u64,
     },
-    /// Time to renew this node's probe lease of `epoch`, if its probe still runs.
+    /// Time to renew this node's probe lease of `epoch`, if its probe still runs. `first` starts the renewal
+    /// chain of a grant (ignored when that lease already has one: the owner may be granted its lease again).
     RenewTick {
         provider: String,
         epoch: u64,
+        first: bool,
     },
     /// The store's answer to a renewal.
     Renewed {
@@ -191,6 +195,7 @@ impl Actor for StateSync {
             args,
             pending: HashMap::new(),
             rate_limits: HashMap::new(),
+            renewing: HashMap::new(),
             older_polls: HashMap::new(),
             flushing: false,
             flush_again: false,
@@ -258,7 +263,7 @@ impl Actor for StateSync {
                 }
             }
             StateSyncMsg::TryProbe { provider, epoch } => state.try_probe(&myself, provider, epoch),
-            StateSyncMsg::RenewTick { provider, epoch } => state.renew_tick(&myself, provider, epoch),
+            StateSyncMsg::RenewTick { provider, epoch, first } => state.renew_tick(&myself, provider, epoch, first),
             StateSyncMsg::Renewed { provider, epoch, result } => state.renewed(&myself, provider, epoch, result).await,
             StateSyncMsg::StoreFailed(error) => state.store_failed(error),
         }
@@ -562,7 +567,11 @@ impl StateSyncState {
                     debug!(provider = %provider, epoch, "probe lease granted");
                     // Renew while the probe runs; if no call comes to send it, ask again once the lease is over.
                     let renewing = provider.clone();
-                    me.send_after(renew_every, move || StateSyncMsg::RenewTick { provider: renewing, epoch });
+                    me.send_after(renew_every, move || StateSyncMsg::RenewTick {
+                        provider: renewing,
+                        epoch,
+                        first: true,
+                    });
                     me.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch });
                 }
                 Ok(ProbeDecision::Refused(view)) => {
@@ -576,10 +585,20 @@ impl StateSyncState {
         });
     }
 
-    /// A renewal tick for this node's lease of `epoch`: the gate says whether to renew, wait or let go.
-    fn renew_tick(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64) {
+    /// A renewal tick for this node's lease of `epoch`: the gate says whether to renew, wait or let go. One
+    /// renewal chain per provider and lease.
+    fn renew_tick(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64, first: bool) {
+        let chain = self.renewing.get(&provider).copied();
+        if (first && chain == Some(epoch)) || (!first && chain != Some(epoch)) {
+            return;
+        }
         let settings = self.args.settings;
         let decision = self.args.gates.with(&provider, |gate| gate.lease_renewal(epoch, now(), settings.max_probe));
+        if !matches!(decision, Some(LeaseRenewal::Renew { .. } | LeaseRenewal::Wait)) {
+            self.renewing.remove(&provider);
+        } else {
+            self.renewing.insert(provider.clone(), epoch);
+        }
         match decision {
             Some(LeaseRenewal::Renew { epoch }) => {
                 let (store, node, me) = (self.args.store.clone(), self.args.node.clone(), myself.clone());
@@ -589,7 +608,11 @@ impl StateSyncState {
                 });
             }
             Some(LeaseRenewal::Wait) => {
-                myself.send_after(settings.renew_every(), move || StateSyncMsg::RenewTick { provider, epoch });
+                myself.send_after(settings.renew_every(), move || StateSyncMsg::RenewTick {
+                    provider,
+                    epoch,
+                    first: false,
+                });
             }
             Some(LeaseRenewal::GiveUp) => {
                 warn!(provider = %provider, epoch, max_probe_ms = settings.max_probe.as_millis() as u64,
@@ -612,9 +635,12 @@ impl StateSyncState {
                 let until = now() + lease_left(&view, self.args.settings.probe_lease);
                 self.args.gates.with(&provider, |gate| gate.renew_probe(epoch, until));
                 debug!(provider = %provider, epoch, "probe lease renewed");
-                myself.send_after(every, move || StateSyncMsg::RenewTick { provider, epoch });
+                myself.send_after(every, move || StateSyncMsg::RenewTick { provider, epoch, first: false });
             }
             Ok(ProbeDecision::Refused(view)) => {
+                if self.renewing.get(&provider) == Some(&epoch) {
+                    self.renewing.remove(&provider);
+                }
                 // Lapsed (renewals failed for a whole lease) or the cluster moved on: the store is the truth.
                 warn!(provider = %provider, epoch, store_epoch = view.epoch, "probe lease lost while the probe ran");
                 self.reconcile(myself, view).await;
@@ -622,7 +648,7 @@ impl StateSyncState {
             Err(error) => {
                 // The lease may still hold: try again at the next tick.
                 self.store_failed(error);
-                myself.send_after(every, move || StateSyncMsg::RenewTick { provider, epoch });
+                myself.send_after(every, move || StateSyncMsg::RenewTick { provider, epoch, first: false });
             }
         }
     }
