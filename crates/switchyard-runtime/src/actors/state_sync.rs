@@ -106,6 +106,8 @@ pub struct StateSyncState {
     pending: HashMap<String, OutcomeBatch>,
     /// Per provider since the last flush: the newest epoch a 429 was seen under, and its longest cooldown.
     rate_limits: HashMap<String, (u64, Duration)>,
+    /// The generation of the latest scheduled probe attempt, per provider.
+    probe_timers: HashMap<String, u64>,
     /// The lease (epoch) whose renewal chain runs, per provider.
     renewing: HashMap<String, u64>,
     /// Polls in a row that showed a provider at an older epoch than this node knows.
@@ -144,9 +146,12 @@ pub enum StateSyncMsg {
         announce: bool,
     },
     Event(BreakerEvent),
+    /// Ask for the probe lease. `timer` is the generation of a scheduled attempt: only the latest one scheduled
+    /// for a provider runs (views keep arriving while a lease is renewed, and each would schedule another).
     TryProbe {
         provider: String,
         epoch: u64,
+        timer: Option<u64>,
     },
     /// Time to renew this node's probe lease of `epoch`, if its probe still runs. `first` starts the renewal
     /// chain of a grant (ignored when that lease already has one: the owner may be granted its lease again).
@@ -196,6 +201,7 @@ impl Actor for StateSync {
             pending: HashMap::new(),
             rate_limits: HashMap::new(),
             renewing: HashMap::new(),
+            probe_timers: HashMap::new(),
             older_polls: HashMap::new(),
             flushing: false,
             flush_again: false,
@@ -262,7 +268,11 @@ impl Actor for StateSync {
                     state.apply_event(&myself, event);
                 }
             }
-            StateSyncMsg::TryProbe { provider, epoch } => state.try_probe(&myself, provider, epoch),
+            StateSyncMsg::TryProbe { provider, epoch, timer } => {
+                if timer.is_none() || timer == state.probe_timers.get(&provider).copied() {
+                    state.try_probe(&myself, provider, epoch);
+                }
+            }
             StateSyncMsg::RenewTick { provider, epoch, first } => state.renew_tick(&myself, provider, epoch, first),
             StateSyncMsg::Renewed { provider, epoch, result } => state.renewed(&myself, provider, epoch, result).await,
             StateSyncMsg::StoreFailed(error) => state.store_failed(error),
@@ -493,8 +503,7 @@ impl StateSyncState {
         // A probe lease is out: try again when it expires (a lease that ends unused must not stall the breaker).
         if let (ClusterPhase::HalfOpen, Some(lease)) = (phase, &view.probe) {
             let left = Duration::from_millis(lease.until_ms.saturating_sub(view.now_ms));
-            let (provider, epoch) = (view.provider.clone(), view.epoch);
-            myself.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch });
+            self.schedule_probe(myself, &view.provider, view.epoch, left);
         }
         self.apply(myself, view, false).await;
     }
@@ -524,18 +533,23 @@ impl StateSyncState {
         self.pending.remove(provider);
         match phase {
             ClusterPhase::Open { until } => {
-                let provider = provider.to_owned();
-                let wait = until.saturating_duration_since(now());
-                myself.send_after(wait, move || StateSyncMsg::TryProbe { provider, epoch });
+                self.schedule_probe(myself, provider, epoch, until.saturating_duration_since(now()));
             }
             ClusterPhase::Closed if !was_closed => self.notify_closed(provider),
             ClusterPhase::HalfOpen => {
                 // Another node probes; ask for the lease again if its probe never reports.
-                let provider = provider.to_owned();
-                myself.send_after(self.args.settings.probe_lease, move || StateSyncMsg::TryProbe { provider, epoch });
+                self.schedule_probe(myself, provider, epoch, self.args.settings.probe_lease);
             }
             _ => {}
         }
+    }
+
+    /// Asks for the probe lease of `epoch` after `after`, replacing any attempt scheduled before for `provider`.
+    fn schedule_probe(&mut self, myself: &ActorRef<StateSyncMsg>, provider: &str, epoch: u64, after: Duration) {
+        let timer = self.probe_timers.entry(provider.to_owned()).or_default();
+        *timer += 1;
+        let (provider, timer) = (provider.to_owned(), Some(*timer));
+        myself.send_after(after, move || StateSyncMsg::TryProbe { provider, epoch, timer });
     }
 
     fn notify_closed(&self, provider: &str) {
@@ -572,7 +586,7 @@ impl StateSyncState {
                         epoch,
                         first: true,
                     });
-                    me.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch });
+                    me.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch, timer: None });
                 }
                 Ok(ProbeDecision::Refused(view)) => {
                     // Someone else probes, or the state moved on: reconcile with what the store says.
@@ -657,7 +671,7 @@ impl StateSyncState {
         self.args.gates.with(&provider, |gate| gate.probe_done());
         let Some(success) = success else {
             // The probe's outcome said nothing about the provider: probe again.
-            let _ = myself.cast(StateSyncMsg::TryProbe { provider, epoch });
+            let _ = myself.cast(StateSyncMsg::TryProbe { provider, epoch, timer: None });
             return;
         };
         let wait = jittered(self.args.policies.get(&provider).map(|p| p.wait).unwrap_or_default());

@@ -35,6 +35,7 @@ enum Call {
     Report { node: String, batch: OutcomeBatch },
     RateLimited { epoch: u64, retry_after: Duration, changed: bool },
     Renew { node: String, granted: bool },
+    Acquire { node: String },
     Other,
 }
 
@@ -68,6 +69,10 @@ impl CountingStore {
     fn renewals(&self, by: &str) -> usize {
         self.calls().iter().filter(|c| matches!(c, Call::Renew { node, .. } if node == by)).count()
     }
+
+    fn acquires(&self, by: &str) -> usize {
+        self.calls().iter().filter(|c| matches!(c, Call::Acquire { node } if node == by)).count()
+    }
 }
 
 #[async_trait]
@@ -90,7 +95,7 @@ impl BreakerStore for CountingStore {
     }
 
     async fn acquire_probe(&self, provider: &str, node: &str, lease: Duration) -> Result<ProbeDecision, StateError> {
-        self.log(Call::Other);
+        self.log(Call::Acquire { node: node.to_owned() });
         self.inner.acquire_probe(provider, node, lease).await
     }
 
@@ -331,7 +336,11 @@ async fn the_probe_holder_renews_its_lease_and_a_dead_holder_hands_over_within_a
     let GateDecision::Probe { epoch } = holder.admit() else { panic!("the lease holder sends the probe") };
 
     // The probe runs for five leases: its holder keeps renewing, nobody else probes.
+    let asked = store.acquires(other_name);
     advance(5 * LEASE).await;
+    let asked = store.acquires(other_name) - asked;
+    eprintln!("the other node asked for the lease {asked} times in 5 leases");
+    assert!(asked <= 10, "one pending lease request per node, not one more per poll: {asked}");
     let view = store.get(P).await.unwrap();
     assert_eq!((view.state, view.epoch, owner().as_deref()), (BreakerState::HalfOpen, epoch, Some(&*holder_name)));
     let renewals = store.renewals(&holder_name);
