@@ -720,6 +720,7 @@ mod tests {
         assert_eq!(config.node.max_payload_bytes, 256 * 1024);
         assert!(config.has_role(Role::Router) && config.has_role(Role::Providers));
         assert_eq!(config.providers[0].max_in_flight, 512);
+        assert_eq!(config.cluster.probe_lease_ms, 2000, "short, and renewed while the probe runs");
     }
 
     #[test]
@@ -730,6 +731,7 @@ mod tests {
         check_err(&GOOD.replace("http://127.0.0.1:1/v1", "ftp://x"), "providers[0].base_url");
         check_err(&GOOD.replace("kind = \"openai\"", "kind = \"gemini\""), "gemini");
         check_err(&GOOD.replace("[[routes]]\n        name = \"chat\"\n        providers = [\"a\"]", ""), "routes");
+        check_err(&format!("{GOOD}\n        [cluster]\n        probe_lease_ms = 299"), "cluster.probe_lease_ms");
     }
 
     #[test]
