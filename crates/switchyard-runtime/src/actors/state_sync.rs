@@ -501,11 +501,19 @@ impl StateSyncState {
         }
         self.older_polls.remove(&view.provider);
         // A probe lease is out: try again when it expires (a lease that ends unused must not stall the breaker).
-        if let (ClusterPhase::HalfOpen, Some(lease)) = (phase, &view.probe) {
-            let left = Duration::from_millis(lease.until_ms.saturating_sub(view.now_ms));
-            self.schedule_probe(myself, &view.provider, view.epoch, left);
-        }
+        // Scheduled after applying the view, so the store's lease time replaces the generic one a new half-open
+        // state schedules.
+        let retry = match (phase, &view.probe) {
+            (ClusterPhase::HalfOpen, Some(lease)) => {
+                let left = Duration::from_millis(lease.until_ms.saturating_sub(view.now_ms));
+                Some((view.provider.clone(), view.epoch, left))
+            }
+            _ => None,
+        };
         self.apply(myself, view, false).await;
+        if let Some((provider, epoch, left)) = retry {
+            self.schedule_probe(myself, &provider, epoch, left);
+        }
     }
 
     fn apply_event(&mut self, myself: &ActorRef<StateSyncMsg>, event: BreakerEvent) {
