@@ -10,6 +10,12 @@
 //!   interval, however many nodes and queries are waiting.
 //! - **forced open**: refuse.
 //!
+//! The probe lease is short and renewed by its holder while the probe runs ([`ClusterGate::lease_renewal`]
+//! decides at each renewal tick): a live holder keeps it however long the call takes (up to the longest
+//! provider timeout, after which something went wrong and the lease is let go), and a dead holder's lease
+//! lapses within one lease, so another node probes. A lease whose probe never started is not renewed: it lapses
+//! and is asked for again.
+//!
 //! Views arrive out of order (events, polls, replies to our own reports); the epoch decides: a view with a lower
 //! epoch than the one applied changes nothing. When the shared store cannot be reached the node is *degraded*:
 //! it keeps honouring an open deadline it knows about, but past it the local breaker probes on its own, since no
@@ -55,6 +61,19 @@ pub const PROBE_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long a refused caller should wait while an operator forces the breaker open.
 pub const FORCED_OPEN_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// What the probe lease holder does about its lease at a renewal tick (see [`ClusterGate::lease_renewal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRenewal {
+    /// The probe is running: renew the lease of this epoch in the shared store.
+    Renew { epoch: u64 },
+    /// The lease holds but its probe has not gone out yet: check again at the next tick.
+    Wait,
+    /// The probe has run longer than any provider call may: let the lease lapse so another node probes.
+    GiveUp,
+    /// This node no longer holds that lease (reported, lapsed, or the cluster moved on): stop renewing.
+    Stop,
+}
+
 /// One node's copy of the cluster's breaker for one provider.
 #[derive(Debug, Clone)]
 pub struct ClusterGate {
@@ -63,12 +82,21 @@ pub struct ClusterGate {
     /// This node holds the probe lease of `epoch` until the instant; the probe may go out before then.
     lease: Option<(u64, Instant)>,
     probe_in_flight: bool,
+    /// When the probe went out (set with `probe_in_flight`).
+    probe_started: Option<Instant>,
     degraded: bool,
 }
 
 impl Default for ClusterGate {
     fn default() -> Self {
-        Self { phase: ClusterPhase::Closed, epoch: 0, lease: None, probe_in_flight: false, degraded: false }
+        Self {
+            phase: ClusterPhase::Closed,
+            epoch: 0,
+            lease: None,
+            probe_in_flight: false,
+            probe_started: None,
+            degraded: false,
+        }
     }
 }
 
@@ -96,6 +124,7 @@ impl ClusterGate {
         if epoch > self.epoch {
             self.lease = None;
             self.probe_in_flight = false;
+            self.probe_started = None;
         }
         self.phase = phase;
         self.epoch = epoch;
@@ -116,10 +145,42 @@ impl ClusterGate {
         }
     }
 
+    /// The store renewed this node's lease of `epoch` until `until` (never shortened; ignored when the lease is
+    /// not this node's any more).
+    pub fn renew_probe(&mut self, epoch: u64, until: Instant) {
+        if let Some((held, old)) = self.lease
+            && held == epoch
+            && epoch == self.epoch
+        {
+            self.lease = Some((epoch, old.max(until)));
+        }
+    }
+
+    /// At a renewal tick for the lease of `epoch`: renew while its probe runs (for at most `max_probe`, the
+    /// longest a provider call may take), wait while the lease holds and the probe has not gone out, stop
+    /// otherwise.
+    pub fn lease_renewal(&self, epoch: u64, now: Instant, max_probe: Duration) -> LeaseRenewal {
+        match self.lease {
+            Some((held, until)) if held == epoch && epoch == self.epoch => match self.probe_started {
+                Some(started) if self.probe_in_flight => {
+                    if now.saturating_duration_since(started) >= max_probe {
+                        LeaseRenewal::GiveUp
+                    } else {
+                        LeaseRenewal::Renew { epoch }
+                    }
+                }
+                _ if now < until => LeaseRenewal::Wait,
+                _ => LeaseRenewal::Stop,
+            },
+            _ => LeaseRenewal::Stop,
+        }
+    }
+
     /// The probe's outcome was reported; the next view decides what comes next.
     pub fn probe_done(&mut self) {
         self.lease = None;
         self.probe_in_flight = false;
+        self.probe_started = None;
     }
 
     pub fn set_degraded(&mut self, degraded: bool) {
@@ -149,6 +210,7 @@ impl ClusterGate {
             ClusterPhase::Open { .. } | ClusterPhase::HalfOpen => match self.lease {
                 Some((epoch, until)) if !self.probe_in_flight && now < until => {
                     self.probe_in_flight = true;
+                    self.probe_started = Some(now);
                     GateDecision::Probe { epoch }
                 }
                 _ if self.degraded => GateDecision::Admit,
@@ -219,6 +281,32 @@ mod tests {
             gate.admit(t0 + Duration::from_secs(2)),
             GateDecision::Refuse { retry_after: Duration::from_secs(1) }
         );
+    }
+
+    #[test]
+    fn the_holder_renews_only_while_its_probe_runs() {
+        let t0 = Instant::now();
+        let max = Duration::from_secs(30);
+        let ms = Duration::from_millis;
+        let mut gate = ClusterGate::default();
+        gate.apply(open_for(t0, 0), 4);
+        assert_eq!(gate.lease_renewal(4, t0, max), LeaseRenewal::Stop, "no lease, nothing to renew");
+        gate.grant_probe(4, t0 + ms(1000));
+        assert_eq!(gate.lease_renewal(4, t0, max), LeaseRenewal::Wait, "the probe has not gone out");
+        assert_eq!(gate.lease_renewal(4, t0 + ms(1000), max), LeaseRenewal::Stop, "an unused lease lapses");
+        assert_eq!(gate.admit(t0 + ms(10)), GateDecision::Probe { epoch: 4 });
+        assert_eq!(gate.lease_renewal(4, t0 + ms(300), max), LeaseRenewal::Renew { epoch: 4 });
+        assert_eq!(gate.lease_renewal(3, t0 + ms(300), max), LeaseRenewal::Stop, "another epoch's lease");
+        gate.renew_probe(4, t0 + ms(1300));
+        gate.renew_probe(4, t0 + ms(900));
+        assert!(!gate.wants_probe(t0 + ms(1200)), "renewed, never shortened");
+        assert_eq!(gate.lease_renewal(4, t0 + ms(10) + max, max), LeaseRenewal::GiveUp, "a probe past any timeout");
+        gate.probe_done();
+        assert_eq!(gate.lease_renewal(4, t0 + ms(400), max), LeaseRenewal::Stop, "reported: done");
+        gate.grant_probe(4, t0 + ms(2000));
+        gate.admit(t0);
+        assert!(gate.apply(ClusterPhase::Closed, 5));
+        assert_eq!(gate.lease_renewal(4, t0, max), LeaseRenewal::Stop, "the cluster moved on");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use breaker::{
 };
 pub use cost::Price;
 pub use dedup::{DedupTable, Seen};
-pub use gate::{ClusterGate, ClusterPhase, GateDecision};
+pub use gate::{ClusterGate, ClusterPhase, GateDecision, LeaseRenewal};
 pub use hedge::{HedgePolicy, LatencyWindow};
 pub use invalid::InvalidSetting;
 pub use outcome::{FailureClass, Outcome};

@@ -227,13 +227,18 @@ pub struct ClusterSection {
     pub min_reporting_nodes: u32,
     /// The cluster's failure-rate window.
     pub window_secs: u64,
-    /// How often outcomes with failures are reported.
+    /// How often a node reports its outcomes (successes included; one store command per provider with calls).
     pub flush_interval_ms: u64,
     /// How often the store is read as a backstop for lost events.
     pub poll_interval_ms: u64,
-    /// How long a node holds the half-open probe lease.
+    /// How long the half-open probe lease lasts unless renewed. Its holder renews it every third of it while the
+    /// probe runs (up to the longest provider `timeout_ms`), so a dead holder's lease passes to another node
+    /// within about this long. Keep it a few times the store's timeout.
     pub probe_lease_ms: u64,
 }
+
+/// The shortest accepted probe lease.
+const MIN_PROBE_LEASE_MS: u64 = 300;
 
 impl Default for ClusterSection {
     fn default() -> Self {
@@ -242,7 +247,7 @@ impl Default for ClusterSection {
             window_secs: 10,
             flush_interval_ms: 100,
             poll_interval_ms: 1000,
-            probe_lease_ms: 5000,
+            probe_lease_ms: 2000,
         }
     }
 }
@@ -691,6 +696,11 @@ impl NodeConfig {
                 return Err(invalid(field, "must be positive"));
             }
         }
+        if cluster.probe_lease_ms < MIN_PROBE_LEASE_MS {
+            // Renewed every third of it, each renewal bounded by the store's timeout: shorter leases lapse under a
+            // live holder.
+            return Err(invalid("cluster.probe_lease_ms", "must be at least 300"));
+        }
         if self.supervisor.backoff_base_ms == 0 {
             return Err(invalid("supervisor.backoff_base_ms", "must be positive"));
         }
@@ -812,6 +822,7 @@ mod tests {
         assert_eq!(config.node.max_payload_bytes, 256 * 1024);
         assert!(config.has_role(Role::Router) && config.has_role(Role::Providers));
         assert_eq!(config.providers[0].max_in_flight, 512);
+        assert_eq!(config.cluster.probe_lease_ms, 2000, "short, and renewed while the probe runs");
     }
 
     #[test]
@@ -822,6 +833,7 @@ mod tests {
         check_err(&GOOD.replace("http://127.0.0.1:1/v1", "ftp://x"), "providers[0].base_url");
         check_err(&GOOD.replace("kind = \"openai\"", "kind = \"gemini\""), "gemini");
         check_err(&GOOD.replace("[[routes]]\n        name = \"chat\"\n        providers = [\"a\"]", ""), "routes");
+        check_err(&format!("{GOOD}\n        [cluster]\n        probe_lease_ms = 299"), "cluster.probe_lease_ms");
     }
 
     #[test]

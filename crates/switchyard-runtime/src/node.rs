@@ -96,10 +96,9 @@ impl Node {
                 let settings = SyncSettings {
                     flush_interval: Duration::from_millis(config.cluster.flush_interval_ms),
                     poll_interval: Duration::from_millis(config.cluster.poll_interval_ms),
-                    // A probe must be able to finish inside its lease, or a second one would start beside it.
-                    probe_lease: Duration::from_millis(
-                        config.providers.iter().map(|p| p.timeout_ms).fold(config.cluster.probe_lease_ms, u64::max),
-                    ),
+                    // Short, and renewed by its holder while the probe runs, up to the longest provider timeout.
+                    probe_lease: Duration::from_millis(config.cluster.probe_lease_ms),
+                    max_probe: Duration::from_millis(config.providers.iter().map(|p| p.timeout_ms).max().unwrap_or(0)),
                 };
                 ClusterBreakers { store, policies, settings }
             }),

@@ -57,6 +57,8 @@ macro_rules! state_conformance_suite {
                 probe_failure_reopens_longer,
                 probe_result_needs_owner_and_epoch,
                 rate_limit_extends_never_shortens,
+                stale_rate_limit_never_reopens_a_closed_breaker,
+                probe_lease_is_renewed_while_held,
                 operator_commands_bump_epoch,
                 escalation_counters,
                 invalid_input_is_rejected,
@@ -465,16 +467,16 @@ pub async fn probe_result_needs_owner_and_epoch(fx: &Fixture) {
 }
 
 pub async fn rate_limit_extends_never_shortens(fx: &Fixture) {
-    let opened = fx.node(0).rate_limited(P, Duration::from_secs(5)).await.unwrap();
+    let opened = fx.node(0).rate_limited(P, 0, Duration::from_secs(5)).await.unwrap();
     assert!(opened.changed);
     let view = &opened.view;
     assert_eq!((view.state, view.epoch, view.consecutive_opens), (BreakerState::Open, 1, 0));
     assert_eq!(view.open_until_ms, Some(view.now_ms + 5000));
     let deadline = view.open_until_ms;
-    let shorter = fx.node(1).rate_limited(P, Duration::from_secs(1)).await.unwrap();
+    let shorter = fx.node(1).rate_limited(P, 0, Duration::from_secs(1)).await.unwrap();
     assert!(!shorter.changed, "a shorter Retry-After never shortens the cooldown");
     assert_eq!((shorter.view.epoch, shorter.view.open_until_ms), (1, deadline));
-    let longer = fx.node(2).rate_limited(P, Duration::from_secs(10)).await.unwrap();
+    let longer = fx.node(2).rate_limited(P, 0, Duration::from_secs(10)).await.unwrap();
     assert!(longer.changed);
     assert_eq!(longer.view.epoch, 2);
     assert_eq!(longer.view.open_until_ms, Some(longer.view.now_ms + 10_000));
@@ -483,10 +485,70 @@ pub async fn rate_limit_extends_never_shortens(fx: &Fixture) {
     fx.advance(Duration::from_secs(1));
     let grant = fx.node(0).acquire_probe(P, "node-0", Duration::from_secs(5)).await.unwrap();
     assert!(grant.is_granted(), "the cooldown ends at the extended deadline");
-    let reopened = fx.node(1).rate_limited(P, Duration::from_secs(3)).await.unwrap();
+    let reopened = fx.node(1).rate_limited(P, 0, Duration::from_secs(3)).await.unwrap();
     assert!(reopened.changed, "a 429 on the probe re-opens");
     assert_eq!((reopened.view.state, reopened.view.epoch, &reopened.view.probe), (BreakerState::Open, 4, &None));
     assert_eq!(reopened.view.open_until_ms, Some(reopened.view.now_ms + 3000));
+}
+
+pub async fn stale_rate_limit_never_reopens_a_closed_breaker(fx: &Fixture) {
+    let opened = fx.node(0).rate_limited(P, 0, Duration::from_secs(1)).await.unwrap();
+    assert_eq!((opened.changed, opened.view.epoch), (true, 1));
+    fx.advance(Duration::from_secs(1));
+    let grant = fx.node(1).acquire_probe(P, "node-1", Duration::from_secs(1)).await.unwrap();
+    let closed = fx.node(1).probe_result(P, "node-1", grant.view().epoch, true, &policy().wait).await.unwrap();
+    assert_eq!((closed.view.state, closed.view.epoch), (BreakerState::Closed, 3));
+    for epoch in [0, 1, 2] {
+        let stale = fx.node(2).rate_limited(P, epoch, Duration::from_secs(30)).await.unwrap();
+        assert!(!stale.changed, "a cooldown of epoch {epoch}, before the close at 3, is stale");
+        assert_eq!((stale.view.state, stale.view.epoch), (BreakerState::Closed, 3));
+    }
+    let fresh = fx.node(2).rate_limited(P, 3, Duration::from_secs(2)).await.unwrap();
+    assert!(fresh.changed, "a cooldown observed since the close opens");
+    assert_eq!((fresh.view.state, fresh.view.epoch), (BreakerState::Open, 4));
+
+    // A reset is a close too; after a trip, an older cooldown of the same closed spell still extends the open.
+    let reset = fx.node(0).reset(P).await.unwrap();
+    assert_eq!(reset.view.epoch, 5);
+    let tripped = trip(fx).await;
+    assert_eq!((tripped.epoch, tripped.open_remaining), (6, BASE));
+    let extended = fx.node(1).rate_limited(P, 5, Duration::from_secs(10)).await.unwrap();
+    assert!(extended.changed, "no close since epoch 5: the cooldown holds");
+    assert_eq!((extended.view.epoch, extended.view.open_until_ms), (7, Some(extended.view.now_ms + 10_000)));
+    let stale = fx.node(1).rate_limited(P, 4, Duration::from_secs(60)).await.unwrap();
+    assert!(!stale.changed, "observed before the reset: stale even while open");
+    assert_eq!(stale.view.open_until_ms, extended.view.open_until_ms);
+}
+
+pub async fn probe_lease_is_renewed_while_held(fx: &Fixture) {
+    let lease = Duration::from_secs(1);
+    let tripped = trip(fx).await;
+    fx.advance(tripped.open_remaining);
+    let grant = fx.node(0).acquire_probe(P, "node-0", lease).await.unwrap();
+    let epoch = grant.view().epoch;
+    assert!(grant.is_granted());
+    fx.advance(Duration::from_millis(800));
+    let renewed = fx.node(0).renew_probe(P, "node-0", epoch, lease).await.unwrap();
+    let ProbeDecision::Granted(view) = &renewed else { panic!("the owner renews its live lease: {renewed:?}") };
+    assert_eq!(view.epoch, epoch, "renewing is not a transition");
+    assert_eq!(view.probe.as_ref().map(|l| l.until_ms), Some(view.now_ms + 1000));
+    let shorter = fx.node(0).renew_probe(P, "node-0", epoch, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(shorter.view().probe, view.probe, "a renewal never shortens the lease");
+    fx.advance(Duration::from_millis(800));
+    assert!(!fx.node(1).acquire_probe(P, "node-1", lease).await.unwrap().is_granted(), "the renewed lease holds");
+    assert!(!fx.node(1).renew_probe(P, "node-1", epoch, lease).await.unwrap().is_granted(), "only the owner renews");
+    assert!(!fx.node(0).renew_probe(P, "node-0", epoch - 1, lease).await.unwrap().is_granted(), "of its epoch");
+    fx.advance(Duration::from_millis(200));
+    let lapsed = fx.node(0).renew_probe(P, "node-0", epoch, lease).await.unwrap();
+    assert!(!lapsed.is_granted(), "a lapsed lease is lost, not renewed");
+    assert_eq!(lapsed.view().epoch, epoch, "a refused renewal changes nothing");
+    let taken = fx.node(1).acquire_probe(P, "node-1", lease).await.unwrap();
+    assert!(taken.is_granted(), "a lapsed lease goes to the next node");
+    assert_eq!(taken.view().epoch, epoch + 1);
+    assert!(!fx.node(0).renew_probe(P, "node-0", epoch, lease).await.unwrap().is_granted());
+    let closed = fx.node(1).probe_result(P, "node-1", epoch + 1, true, &policy().wait).await.unwrap();
+    assert!(closed.changed);
+    assert!(!fx.node(1).renew_probe(P, "node-1", epoch + 1, lease).await.unwrap().is_granted(), "nothing to renew");
 }
 
 pub async fn operator_commands_bump_epoch(fx: &Fixture) {
@@ -497,7 +559,7 @@ pub async fn operator_commands_bump_epoch(fx: &Fixture) {
     assert_eq!(report(fx, 1, batch(1, 0, 10)).await.0, ReportEffect::Ignored);
     fx.advance(Duration::from_secs(3600));
     assert!(!fx.node(1).acquire_probe(P, "node-1", Duration::from_secs(1)).await.unwrap().is_granted());
-    assert!(!fx.node(1).rate_limited(P, Duration::from_secs(5)).await.unwrap().changed);
+    assert!(!fx.node(1).rate_limited(P, 0, Duration::from_secs(5)).await.unwrap().changed);
     assert_eq!(fx.node(2).force_open(P).await.unwrap().view.epoch, 2, "every command bumps the epoch");
 
     let disabled = fx.node(1).disable(P).await.unwrap();
@@ -506,7 +568,7 @@ pub async fn operator_commands_bump_epoch(fx: &Fixture) {
     report(fx, 0, batch(3, 0, 10)).await;
     let (effect, view) = report(fx, 1, batch(3, 0, 10)).await;
     assert_eq!((effect, view.state), (ReportEffect::Counted, BreakerState::Disabled), "disabled never trips");
-    assert!(!fx.node(1).rate_limited(P, Duration::from_secs(5)).await.unwrap().changed);
+    assert!(!fx.node(1).rate_limited(P, 0, Duration::from_secs(5)).await.unwrap().changed);
 
     let reset = fx.node(2).reset(P).await.unwrap();
     assert_eq!((reset.view.state, reset.view.epoch), (BreakerState::Closed, 4));
@@ -563,6 +625,8 @@ pub async fn invalid_input_is_rejected(fx: &Fixture) {
     let bad = TripPolicy { failure_rate_threshold: 1.5, ..policy() };
     config_error(store.report(P, "node-0", batch(0, 1, 0), &bad).await.map(drop), "failure_rate_threshold");
     config_error(store.acquire_probe(P, "node-0", Duration::ZERO).await.map(drop), "lease");
+    config_error(store.renew_probe(P, "node-0", 0, Duration::ZERO).await.map(drop), "lease");
+    name_error(store.renew_probe(P, "node 0", 0, Duration::from_secs(1)).await.map(drop), "node");
     let wait = OpenWait::new(Duration::ZERO, MAX);
     config_error(store.probe_result(P, "node-0", 0, true, &wait).await.map(drop), "wait.base");
     config_error(store.escalation_rate("c", 0, Duration::ZERO).await.map(drop), "window");

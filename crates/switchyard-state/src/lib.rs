@@ -13,14 +13,19 @@
 //! against both, so a component tested on [`MemoryStore`] behaves the same on Redis.
 //!
 //! # The protocol, in short
-//! - Nodes [`report`](BreakerStore::report) batched outcomes (about every 100 ms, at once on a local trip) into
+//! - Nodes [`report`](BreakerStore::report) batched outcomes, successes included so the rate is honest (about
+//!   every 100 ms, at once on a local trip), into
 //!   per-second buckets. A closed breaker trips when the window's failure or slow-call rate reaches the
 //!   threshold, with enough calls, and with at least `min_reporting_nodes` nodes reporting trouble, so one bad
 //!   node cannot trip the cluster; hard errors (authentication) trip with one node (see [`TripPolicy`]).
 //! - Once the open wait has passed, exactly one node wins [`acquire_probe`](BreakerStore::acquire_probe) and
 //!   sends the one probe call; its [`probe_result`](BreakerStore::probe_result) closes the breaker or re-opens
-//!   it for a longer wait. A lease that expires unreported can be taken by another node.
-//! - [`rate_limited`](BreakerStore::rate_limited) opens a 429 cooldown that later 429s extend, never shorten.
+//!   it for a longer wait. The lease is short (about a second or two) and its holder
+//!   [renews](BreakerStore::renew_probe) it while the probe runs, so a live holder keeps it however long the call
+//!   takes, and a lease whose holder died expires within one lease: then another node takes it.
+//! - [`rate_limited`](BreakerStore::rate_limited) opens a 429 cooldown that later 429s extend, never shorten. A
+//!   cooldown carries the epoch its call was admitted under; one observed before the breaker last closed is stale
+//!   and never re-opens it (the store remembers the epoch of the last close).
 //! - Operators [`force_open`](BreakerStore::force_open), [`disable`](BreakerStore::disable) and
 //!   [`reset`](BreakerStore::reset).
 //! - Every change bumps the epoch. A report made under an older epoch is stale and changes nothing; nodes that
@@ -78,11 +83,18 @@ pub trait BreakerStore: Send + Sync + 'static {
         policy: &TripPolicy,
     ) -> Result<ReportOutcome, StateError>;
 
-    /// A 429 cooldown: the breaker is open until at least now + `retry_after` (the caller applies its floor,
-    /// such as 1 s). Extends an open deadline, never shortens it; a half-open breaker re-opens (its probe lease is
-    /// dropped). Does not count as a consecutive open. Changes (and bumps the epoch) only when the state changes
-    /// or the deadline moves; forced-open and disabled breakers are left alone.
-    async fn rate_limited(&self, provider: &str, retry_after: Duration) -> Result<Update, StateError>;
+    /// A 429 cooldown observed by a call admitted under `epoch`: the breaker is open until at least now +
+    /// `retry_after` (the caller applies its floor, such as 1 s). Extends an open deadline, never shortens it; a
+    /// half-open breaker re-opens (its probe lease is dropped). Does not count as a consecutive open. Changes (and
+    /// bumps the epoch) only when the state changes or the deadline moves; forced-open and disabled breakers are
+    /// left alone.
+    ///
+    /// A stale cooldown changes nothing: one whose `epoch` is older than the epoch the breaker got when it last
+    /// closed (a successful probe or a reset). Its call was made before that close, and the close is newer
+    /// evidence that the provider answers, so it never re-opens the breaker nor stretches a later open. A cooldown
+    /// from an older epoch of the same closed spell (the breaker opened since, say by a trip or another 429, but
+    /// has not closed) still counts: the provider asked to be left alone, and nothing proved otherwise since.
+    async fn rate_limited(&self, provider: &str, epoch: u64, retry_after: Duration) -> Result<Update, StateError>;
 
     /// Asks for the half-open probe lease. Granted to exactly one node in the cluster when the breaker is open
     /// and its deadline has passed (state becomes half-open, epoch + 1, `node` owns the lease until now +
@@ -90,6 +102,20 @@ pub trait BreakerStore: Send + Sync + 'static {
     /// owner asking again while its lease holds gets the same grant back (same epoch), so a retry after a timed
     /// out call is safe. Everyone else is refused.
     async fn acquire_probe(&self, provider: &str, node: &str, lease: Duration) -> Result<ProbeDecision, StateError>;
+
+    /// The probe owner keeps its lease while the probe runs: when the breaker is half-open, `node` owns the lease
+    /// of `epoch` and it has not expired, the lease runs until at least now + `lease` (never shortened) and the
+    /// answer is [`ProbeDecision::Granted`]. Renewing is not a transition: the epoch stays, so the probe's result
+    /// is still reported under the grant's epoch. Anything else (another owner, a new epoch, a lease that already
+    /// lapsed and may have been taken) is [`ProbeDecision::Refused`] and changes nothing: a holder that was too
+    /// slow to renew has lost the lease.
+    async fn renew_probe(
+        &self,
+        provider: &str,
+        node: &str,
+        epoch: u64,
+        lease: Duration,
+    ) -> Result<ProbeDecision, StateError>;
 
     /// The probe owner reports its call. Applied only when the breaker is half-open, `node` owns the lease and
     /// `epoch` is the grant's epoch; otherwise nothing changes. Success closes the breaker (consecutive opens
@@ -155,8 +181,18 @@ impl<S: BreakerStore + ?Sized> BreakerStore for Arc<S> {
         (**self).report(provider, node, batch, policy).await
     }
 
-    async fn rate_limited(&self, provider: &str, retry_after: Duration) -> Result<Update, StateError> {
-        (**self).rate_limited(provider, retry_after).await
+    async fn rate_limited(&self, provider: &str, epoch: u64, retry_after: Duration) -> Result<Update, StateError> {
+        (**self).rate_limited(provider, epoch, retry_after).await
+    }
+
+    async fn renew_probe(
+        &self,
+        provider: &str,
+        node: &str,
+        epoch: u64,
+        lease: Duration,
+    ) -> Result<ProbeDecision, StateError> {
+        (**self).renew_probe(provider, node, epoch, lease).await
     }
 
     async fn acquire_probe(&self, provider: &str, node: &str, lease: Duration) -> Result<ProbeDecision, StateError> {

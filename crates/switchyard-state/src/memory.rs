@@ -84,6 +84,9 @@ struct Bucket {
 #[derive(Debug, Default)]
 struct Entry {
     breaker: RawBreaker,
+    /// The epoch the breaker got when it last closed (a successful probe or a reset); a 429 cooldown observed
+    /// under an older epoch is stale. Redis keeps it as the `closed_epoch` field of the breaker hash.
+    closed_epoch: u64,
     /// Outcome buckets and the nodes that reported bad outcomes, by Unix second.
     buckets: BTreeMap<u64, Expiring<Bucket>>,
     bad_nodes: BTreeMap<u64, Expiring<BTreeSet<String>>>,
@@ -103,6 +106,7 @@ impl Entry {
     /// the outcome buckets.
     fn close(&mut self) {
         self.transition(BreakerState::Closed);
+        self.closed_epoch = self.breaker.epoch;
         self.breaker.opens = 0;
         self.breaker.open_until_ms = 0;
         self.breaker.misconfigured = false;
@@ -274,9 +278,13 @@ impl BreakerStore for MemoryStore {
         })
     }
 
-    async fn rate_limited(&self, provider: &str, retry_after: Duration) -> Result<Update, StateError> {
+    async fn rate_limited(&self, provider: &str, epoch: u64, retry_after: Duration) -> Result<Update, StateError> {
         self.change(provider, |entry, now| {
             let until = now + ms(retry_after);
+            if epoch < entry.closed_epoch {
+                // Observed before the breaker last closed: that cooldown is over as far as the cluster knows.
+                return false;
+            }
             match entry.state() {
                 BreakerState::ForcedOpen | BreakerState::Disabled => false,
                 BreakerState::Open if until <= entry.breaker.open_until_ms => false,
@@ -317,6 +325,31 @@ impl BreakerStore for MemoryStore {
             entry.breaker.probe_owner = node.to_owned();
             entry.breaker.probe_until_ms = now + ms(lease);
             ProbeDecision::Granted(entry.breaker.view(provider, now))
+        })
+    }
+
+    async fn renew_probe(
+        &self,
+        provider: &str,
+        node: &str,
+        epoch: u64,
+        lease: Duration,
+    ) -> Result<ProbeDecision, StateError> {
+        validate_name("node", node)?;
+        if ms(lease) == 0 {
+            return Err(StateError::config("lease", "must be at least 1 ms"));
+        }
+        self.with_entry(provider, |entry, now| {
+            let breaker = &mut entry.breaker;
+            let holds = breaker.state == Some(BreakerState::HalfOpen)
+                && breaker.probe_owner == node
+                && breaker.epoch == epoch
+                && now < breaker.probe_until_ms;
+            if !holds {
+                return ProbeDecision::Refused(breaker.view(provider, now));
+            }
+            breaker.probe_until_ms = breaker.probe_until_ms.max(now + ms(lease));
+            ProbeDecision::Granted(breaker.view(provider, now))
         })
     }
 

@@ -59,6 +59,7 @@ struct Scripts {
     report: redis::Script,
     rate_limited: redis::Script,
     acquire_probe: redis::Script,
+    renew_probe: redis::Script,
     probe_result: redis::Script,
     command: redis::Script,
     get: redis::Script,
@@ -74,6 +75,7 @@ impl Scripts {
             report: redis::Script::new(REPORT.source),
             rate_limited: redis::Script::new(RATE_LIMITED.source),
             acquire_probe: redis::Script::new(ACQUIRE_PROBE.source),
+            renew_probe: redis::Script::new(RENEW_PROBE.source),
             probe_result: redis::Script::new(PROBE_RESULT.source),
             command: redis::Script::new(COMMAND.source),
             get: redis::Script::new(GET.source),
@@ -309,11 +311,36 @@ impl BreakerStore for RedisStore {
         Ok(ReportOutcome { effect, view })
     }
 
-    async fn rate_limited(&self, provider: &str, retry_after: Duration) -> Result<Update, StateError> {
-        let args = [ms(retry_after).to_string()];
+    async fn rate_limited(&self, provider: &str, epoch: u64, retry_after: Duration) -> Result<Update, StateError> {
+        let args = [epoch.to_string(), ms(retry_after).to_string()];
         let script = &self.inner.scripts.rate_limited;
         let (effect, view) = self.breaker_script("rate_limited", script, provider, &args).await?;
-        Ok(Update { changed: effect == "changed", view })
+        match effect.as_str() {
+            "changed" => Ok(Update { changed: true, view }),
+            "unchanged" | "stale" => Ok(Update { changed: false, view }),
+            other => Err(unexpected("rate_limited", other)),
+        }
+    }
+
+    async fn renew_probe(
+        &self,
+        provider: &str,
+        node: &str,
+        epoch: u64,
+        lease: Duration,
+    ) -> Result<ProbeDecision, StateError> {
+        validate_name("node", node)?;
+        if ms(lease) == 0 {
+            return Err(StateError::config("lease", "must be at least 1 ms"));
+        }
+        let args = [node.to_owned(), epoch.to_string(), ms(lease).to_string()];
+        let script = &self.inner.scripts.renew_probe;
+        let (effect, view) = self.breaker_script("renew_probe", script, provider, &args).await?;
+        match effect.as_str() {
+            "granted" => Ok(ProbeDecision::Granted(view)),
+            "refused" => Ok(ProbeDecision::Refused(view)),
+            other => Err(unexpected("renew_probe", other)),
+        }
     }
 
     async fn acquire_probe(&self, provider: &str, node: &str, lease: Duration) -> Result<ProbeDecision, StateError> {

@@ -102,7 +102,8 @@ async fn calls_time_out_within_the_bound_while_redis_is_paused() -> anyhow::Resu
         assert!(matches!(error, StateError::Timeout { operation: "get", timeout } if timeout == DEFAULT_CALL_TIMEOUT));
         fails_quickly("report", store.report("p", "node-0", OutcomeBatch::new(0), &policy)).await;
         fails_quickly("acquire_probe", store.acquire_probe("p", "node-0", Duration::from_secs(1))).await;
-        fails_quickly("rate_limited", store.rate_limited("p", Duration::from_secs(1))).await;
+        fails_quickly("rate_limited", store.rate_limited("p", 0, Duration::from_secs(1))).await;
+        fails_quickly("renew_probe", store.renew_probe("p", "node-0", 1, Duration::from_secs(1))).await;
         fails_quickly("get_many", store.get_many(&["p", "q"])).await;
         fails_quickly("escalations", store.add_escalations("c", 0, EscalationCounts::default())).await;
         let quick_connect = RedisOptions { connect_timeout: DEFAULT_CALL_TIMEOUT, ..options() };
@@ -132,7 +133,7 @@ async fn store_recovers_after_redis_restarts_on_the_same_port() -> anyhow::Resul
     let url = format!("redis://127.0.0.1:{port}");
     let server = Redis::start(port, &[])?;
     let store = RedisStore::connect(&url, options()).await?;
-    let opened = store.rate_limited("p", Duration::from_secs(60)).await?;
+    let opened = store.rate_limited("p", 0, Duration::from_secs(60)).await?;
     assert_eq!((opened.view.state, opened.view.epoch), (BreakerState::Open, 1));
 
     drop(server);
@@ -153,7 +154,7 @@ async fn store_recovers_after_redis_restarts_on_the_same_port() -> anyhow::Resul
     // The restarted Redis kept nothing (no persistence): the node reconciles by epoch, which is the runtime's job.
     assert_eq!((view.state, view.epoch), (BreakerState::Closed, 0));
     // Scripts are loaded again on first use (EVALSHA falls back to loading them).
-    let opened = store.rate_limited("p", Duration::from_secs(60)).await?;
+    let opened = store.rate_limited("p", 0, Duration::from_secs(60)).await?;
     assert_eq!((opened.view.state, opened.view.epoch), (BreakerState::Open, 1));
     Ok(())
 }
@@ -371,7 +372,7 @@ async fn rediss_with_a_private_ca() -> anyhow::Result<()> {
     let url = format!("rediss://127.0.0.1:{port}");
     let trusting = RedisOptions { tls_ca_file: Some(PathBuf::from(&ca)), ..options() };
     let store = RedisStore::connect(&url, trusting).await?;
-    let opened = store.rate_limited("p", Duration::from_secs(5)).await?;
+    let opened = store.rate_limited("p", 0, Duration::from_secs(5)).await?;
     assert_eq!(opened.view.state, BreakerState::Open);
 
     let error = RedisStore::connect(&url, options()).await.expect_err("the server's CA is not a system root");

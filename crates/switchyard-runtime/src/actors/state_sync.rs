@@ -1,12 +1,19 @@
 //! `StateSync`: keeps this node's copy of the cluster's breakers in step with the shared store.
 //!
-//! - Outcomes of provider calls arrive one message per call and are batched per provider; a batch goes to the
-//!   store only when it holds a failure (every ~100 ms, at once on a local trip), so a healthy provider costs no
-//!   Redis command per query. Successes ride along with the next bad batch, which keeps the cluster's rate honest.
+//! - Outcomes of provider calls arrive one message per call and are batched per provider; every flush interval
+//!   (~100 ms, at once on a local trip) each provider with calls since the last flush gets one `report`, successes
+//!   included, so the cluster's failure rate is computed over every node's calls, not only the failing ones'. A
+//!   busy healthy provider costs one store command per interval per node, never one per query; an idle one none.
+//!   The reports of one flush go out together (one pipelined round trip; a script per provider, since each
+//!   provider has its own hash slot).
+//! - A 429's cooldown is coalesced per provider (the longest one of the newest epoch) and sent at once, tagged
+//!   with the epoch its call was admitted under: the store ignores it if the breaker closed since.
 //! - The store's answer decides cluster trips (threshold **and** at least two reporting nodes, hard errors
 //!   excepted); a trip is pushed to every node on `events.breaker.<p>` and applied to this node's gate at once.
 //! - Past an open deadline every node asks for the probe lease; the one that gets it lets one call through, and
-//!   its outcome closes or re-opens the breaker for everyone.
+//!   its outcome closes or re-opens the breaker for everyone. The lease is short (`cluster.probe_lease_ms`); the
+//!   holder renews it every third of a lease while its probe runs (the gate decides, `LeaseRenewal`), up to the
+//!   longest provider timeout. A holder that dies stops renewing, and another node probes within about a lease.
 //! - Every second a poll of the store is the backstop for lost events. A failing store marks the node degraded
 //!   (it keeps its local breakers and still applies events); the first good poll clears it. A store that lost its
 //!   memory (epoch 0 after a restart) is adopted: local breakers take over until it learns again.
@@ -20,13 +27,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::collections::hash_map::Entry;
+
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use switchyard_bus::{Bus, Message};
-use switchyard_core::{ClusterGate, ClusterPhase, FailureClass, Outcome};
+use switchyard_core::{ClusterGate, ClusterPhase, FailureClass, LeaseRenewal, Outcome};
 use switchyard_protocol::internal::BreakerEvent;
 use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec};
@@ -64,7 +73,17 @@ impl ClusterGates {
 pub struct SyncSettings {
     pub flush_interval: Duration,
     pub poll_interval: Duration,
+    /// How long a probe lease lasts unless renewed.
     pub probe_lease: Duration,
+    /// The longest a probe may run (the longest provider timeout): renewals stop after it.
+    pub max_probe: Duration,
+}
+
+impl SyncSettings {
+    /// How often the lease holder renews: a third of the lease, so two renewals may fail before it lapses.
+    pub fn renew_every(&self) -> Duration {
+        self.probe_lease / 3
+    }
 }
 
 pub struct StateSync;
@@ -83,10 +102,14 @@ pub struct StateSyncArgs {
 
 pub struct StateSyncState {
     args: StateSyncArgs,
-    /// Outcomes not reported yet, per provider, with when the batch was started.
-    pending: HashMap<String, (OutcomeBatch, Instant)>,
-    /// The longest 429 cooldown seen per provider since the last flush.
-    rate_limits: HashMap<String, Duration>,
+    /// Outcomes not reported yet, per provider.
+    pending: HashMap<String, OutcomeBatch>,
+    /// Per provider since the last flush: the newest epoch a 429 was seen under, and its longest cooldown.
+    rate_limits: HashMap<String, (u64, Duration)>,
+    /// The generation of the latest scheduled probe attempt, per provider.
+    probe_timers: HashMap<String, u64>,
+    /// The lease (epoch) whose renewal chain runs, per provider.
+    renewing: HashMap<String, u64>,
     /// Polls in a row that showed a provider at an older epoch than this node knows.
     older_polls: HashMap<String, u32>,
     flushing: bool,
@@ -123,9 +146,25 @@ pub enum StateSyncMsg {
         announce: bool,
     },
     Event(BreakerEvent),
+    /// Ask for the probe lease. `timer` is the generation of a scheduled attempt: only the latest one scheduled
+    /// for a provider runs (views keep arriving while a lease is renewed, and each would schedule another).
     TryProbe {
         provider: String,
         epoch: u64,
+        timer: Option<u64>,
+    },
+    /// Time to renew this node's probe lease of `epoch`, if its probe still runs. `first` starts the renewal
+    /// chain of a grant (ignored when that lease already has one: the owner may be granted its lease again).
+    RenewTick {
+        provider: String,
+        epoch: u64,
+        first: bool,
+    },
+    /// The store's answer to a renewal.
+    Renewed {
+        provider: String,
+        epoch: u64,
+        result: Result<ProbeDecision, StateError>,
     },
     StoreFailed(StateError),
 }
@@ -161,6 +200,8 @@ impl Actor for StateSync {
             args,
             pending: HashMap::new(),
             rate_limits: HashMap::new(),
+            renewing: HashMap::new(),
+            probe_timers: HashMap::new(),
             older_polls: HashMap::new(),
             flushing: false,
             flush_again: false,
@@ -227,7 +268,13 @@ impl Actor for StateSync {
                     state.apply_event(&myself, event);
                 }
             }
-            StateSyncMsg::TryProbe { provider, epoch } => state.try_probe(&myself, provider, epoch),
+            StateSyncMsg::TryProbe { provider, epoch, timer } => {
+                if timer.is_none() || timer == state.probe_timers.get(&provider).copied() {
+                    state.try_probe(&myself, provider, epoch);
+                }
+            }
+            StateSyncMsg::RenewTick { provider, epoch, first } => state.renew_tick(&myself, provider, epoch, first),
+            StateSyncMsg::Renewed { provider, epoch, result } => state.renewed(&myself, provider, epoch, result).await,
             StateSyncMsg::StoreFailed(error) => state.store_failed(error),
         }
         Ok(())
@@ -259,6 +306,17 @@ fn jittered(wait: OpenWait) -> OpenWait {
     wait.with_jitter(wait.base.mul_f64(rand::random::<f64>() * 0.1))
 }
 
+/// This node's clock. Tokio's, so that actor tests with paused time move it (outside tests it is the system's
+/// monotonic clock).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The lease left in a view, by the store's clock.
+fn lease_left(view: &ClusterView, otherwise: Duration) -> Duration {
+    view.probe.as_ref().map_or(otherwise, |l| Duration::from_millis(l.until_ms.saturating_sub(view.now_ms)))
+}
+
 /// The phase of a view on this node's clock.
 fn phase_of(view: &ClusterView, now: Instant) -> ClusterPhase {
     match view.state {
@@ -283,74 +341,89 @@ fn phase_of_event(event: &BreakerEvent, now: Instant) -> Option<ClusterPhase> {
 
 impl StateSyncState {
     fn record(&mut self, provider: &str, epoch: u64, outcome: Outcome, slow: bool) {
-        let now = Instant::now();
-        let (batch, since) = self.pending.entry(provider.to_owned()).or_insert_with(|| (OutcomeBatch::new(epoch), now));
+        if let Outcome::Failure(FailureClass::RateLimited { retry_after }) = outcome {
+            // Coalesced per provider: the newest epoch's longest cooldown. Never dropped here for its epoch: only
+            // the store knows whether the breaker closed since (an older epoch of the same open spell counts).
+            let cooldown = retry_after.unwrap_or(Duration::ZERO).clamp(Duration::from_secs(1), MAX_COOLDOWN);
+            match self.rate_limits.entry(provider.to_owned()) {
+                Entry::Vacant(slot) => {
+                    slot.insert((epoch, cooldown));
+                }
+                Entry::Occupied(mut slot) => {
+                    let (seen, longest) = slot.get_mut();
+                    if epoch > *seen {
+                        (*seen, *longest) = (epoch, cooldown);
+                    } else if epoch == *seen {
+                        *longest = (*longest).max(cooldown);
+                    }
+                }
+            }
+        }
+        // Outcomes of an older cluster state say nothing about the current one (the store would call them stale).
+        let known = self.args.gates.with(provider, |gate| gate.epoch()).unwrap_or_default();
+        if epoch < known {
+            return;
+        }
+        let batch = self.pending.entry(provider.to_owned()).or_insert_with(|| OutcomeBatch::new(epoch));
         if batch.epoch != epoch {
-            // Outcomes of an older cluster state say nothing about the new one.
             if epoch < batch.epoch {
                 return;
             }
-            (*batch, *since) = (OutcomeBatch::new(epoch), now);
+            *batch = OutcomeBatch::new(epoch);
         }
         batch.slow_calls += u64::from(slow);
         match outcome {
             Outcome::Success => batch.successes += 1,
             Outcome::Failure(FailureClass::Retryable) => batch.failures += 1,
             Outcome::Failure(FailureClass::Fatal { auth: true }) => batch.hard_errors += 1,
-            Outcome::Failure(FailureClass::RateLimited { retry_after }) => {
-                let cooldown = retry_after.unwrap_or(Duration::ZERO).clamp(Duration::from_secs(1), MAX_COOLDOWN);
-                let longest = self.rate_limits.entry(provider.to_owned()).or_default();
-                *longest = (*longest).max(cooldown);
-            }
-            // The request's own fault, or a cancellation: says nothing about the provider.
+            // A 429 is a cooldown (above), not a failure; the request's own fault or a cancellation says nothing
+            // about the provider.
             Outcome::Failure(_) => {}
         }
     }
 
-    /// Reports every batch that holds trouble, and the 429 cooldowns seen; healthy batches wait (no store
-    /// command while all is well) and are dropped once older than the trip window, so old successes never dilute
-    /// a new outage.
+    /// Reports every provider's batch with calls since the last flush, successes included (one `report` per
+    /// provider, all in one pipeline), and the 429 cooldowns seen, each with its epoch. Nothing is sent when
+    /// nothing happened.
     fn flush(&mut self, myself: &ActorRef<StateSyncMsg>) {
         if self.flushing {
             self.flush_again = true;
             return;
         }
-        let now = Instant::now();
-        let policies = &self.args.policies;
-        self.pending.retain(|provider, (batch, since)| {
-            let window = policies.get(provider).map_or(Duration::from_secs(10), |p| p.window);
-            batch.failures + batch.hard_errors + batch.slow_calls > 0 || now.duration_since(*since) < window
-        });
-        let due: Vec<(String, OutcomeBatch)> = self
-            .pending
-            .iter()
-            .filter(|(_, (b, _))| b.failures > 0 || b.hard_errors > 0 || b.slow_calls > 0)
-            .map(|(p, (b, _))| (p.clone(), *b))
-            .collect();
-        let cooldowns: Vec<(String, Duration)> = self.rate_limits.drain().collect();
+        let due: Vec<(String, OutcomeBatch)> =
+            self.pending.drain().filter(|(_, batch)| batch.calls() > 0 || batch.is_bad()).collect();
+        let cooldowns: Vec<(String, (u64, Duration))> = self.rate_limits.drain().collect();
         if due.is_empty() && cooldowns.is_empty() {
             return;
-        }
-        for (provider, batch) in &due {
-            self.pending.insert(provider.clone(), (OutcomeBatch::new(batch.epoch), now));
         }
         self.flushing = true;
         let (store, node, me) = (self.args.store.clone(), self.args.node.clone(), myself.clone());
         let policies = self.args.policies.clone();
         tokio::spawn(async move {
-            for (provider, cooldown) in cooldowns {
-                let message = match store.rate_limited(&provider, cooldown).await {
-                    Ok(update) => StateSyncMsg::View { view: update.view, announce: update.changed },
+            for (provider, (epoch, cooldown)) in cooldowns {
+                let message = match store.rate_limited(&provider, epoch, cooldown).await {
+                    Ok(update) => {
+                        if !update.changed && update.view.state == BreakerState::Closed {
+                            debug!(provider = %provider, epoch, "429 cooldown from before the last close ignored");
+                        }
+                        StateSyncMsg::View { view: update.view, announce: update.changed }
+                    }
                     Err(error) => StateSyncMsg::StoreFailed(error),
                 };
                 let _ = me.cast(message);
             }
-            let mut results = Vec::with_capacity(due.len());
-            for (provider, batch) in due {
+            // All providers' reports at once: on the multiplexed Redis connection they travel as one pipeline
+            // (one round trip per flush), each still its own script on its own provider's hash slot.
+            let reports = due.into_iter().map(|(provider, batch)| {
                 let mut policy = policies.get(&provider).cloned().unwrap_or_default();
                 policy.wait = jittered(policy.wait);
-                results.push((provider.clone(), store.report(&provider, &node, batch, &policy).await));
-            }
+                let (store, node) = (&store, &node);
+                async move {
+                    let result = store.report(&provider, node, batch, &policy).await;
+                    (provider, result)
+                }
+            });
+            let results = futures::future::join_all(reports).await;
             let _ = me.cast(StateSyncMsg::Flushed(results));
         });
     }
@@ -383,7 +456,7 @@ impl StateSyncState {
 
     /// Applies a view to this node's gate; announces it when it is news we caused.
     async fn apply(&mut self, myself: &ActorRef<StateSyncMsg>, view: ClusterView, announce: bool) {
-        let now = Instant::now();
+        let now = now();
         let phase = phase_of(&view, now);
         let applied = self.args.gates.with(&view.provider, |gate| {
             let was_closed = gate.phase() == ClusterPhase::Closed;
@@ -411,7 +484,7 @@ impl StateSyncState {
     /// The poll's view: applied like any other, except that a store which lost its memory is adopted.
     async fn reconcile(&mut self, myself: &ActorRef<StateSyncMsg>, view: ClusterView) {
         let known = self.args.gates.with(&view.provider, |gate| gate.epoch()).unwrap_or_default();
-        let phase = phase_of(&view, Instant::now());
+        let phase = phase_of(&view, now());
         if view.epoch < known {
             // An event can overtake a poll, so one older view proves nothing; two in a row (or a store that
             // knows nothing at all) mean the store restarted and lost what we know: it is the truth again.
@@ -428,16 +501,23 @@ impl StateSyncState {
         }
         self.older_polls.remove(&view.provider);
         // A probe lease is out: try again when it expires (a lease that ends unused must not stall the breaker).
-        if let (ClusterPhase::HalfOpen, Some(lease)) = (phase, &view.probe) {
-            let left = Duration::from_millis(lease.until_ms.saturating_sub(view.now_ms));
-            let (provider, epoch) = (view.provider.clone(), view.epoch);
-            myself.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch });
-        }
+        // Scheduled after applying the view, so the store's lease time replaces the generic one a new half-open
+        // state schedules.
+        let retry = match (phase, &view.probe) {
+            (ClusterPhase::HalfOpen, Some(lease)) => {
+                let left = Duration::from_millis(lease.until_ms.saturating_sub(view.now_ms));
+                Some((view.provider.clone(), view.epoch, left))
+            }
+            _ => None,
+        };
         self.apply(myself, view, false).await;
+        if let Some((provider, epoch, left)) = retry {
+            self.schedule_probe(myself, &provider, epoch, left);
+        }
     }
 
     fn apply_event(&mut self, myself: &ActorRef<StateSyncMsg>, event: BreakerEvent) {
-        let now = Instant::now();
+        let now = now();
         let Some(phase) = phase_of_event(&event, now) else { return };
         let applied = self.args.gates.with(&event.provider, |gate| {
             let was_closed = gate.phase() == ClusterPhase::Closed;
@@ -461,18 +541,23 @@ impl StateSyncState {
         self.pending.remove(provider);
         match phase {
             ClusterPhase::Open { until } => {
-                let provider = provider.to_owned();
-                let wait = until.saturating_duration_since(Instant::now());
-                myself.send_after(wait, move || StateSyncMsg::TryProbe { provider, epoch });
+                self.schedule_probe(myself, provider, epoch, until.saturating_duration_since(now()));
             }
             ClusterPhase::Closed if !was_closed => self.notify_closed(provider),
             ClusterPhase::HalfOpen => {
                 // Another node probes; ask for the lease again if its probe never reports.
-                let provider = provider.to_owned();
-                myself.send_after(self.args.settings.probe_lease, move || StateSyncMsg::TryProbe { provider, epoch });
+                self.schedule_probe(myself, provider, epoch, self.args.settings.probe_lease);
             }
             _ => {}
         }
+    }
+
+    /// Asks for the probe lease of `epoch` after `after`, replacing any attempt scheduled before for `provider`.
+    fn schedule_probe(&mut self, myself: &ActorRef<StateSyncMsg>, provider: &str, epoch: u64, after: Duration) {
+        let timer = self.probe_timers.entry(provider.to_owned()).or_default();
+        *timer += 1;
+        let (provider, timer) = (provider.to_owned(), Some(*timer));
+        myself.send_after(after, move || StateSyncMsg::TryProbe { provider, epoch, timer });
     }
 
     fn notify_closed(&self, provider: &str) {
@@ -482,30 +567,34 @@ impl StateSyncState {
     }
 
     fn try_probe(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64) {
-        let wants = self.args.gates.with(&provider, |gate| gate.epoch() == epoch && gate.wants_probe(Instant::now()));
+        let wants = self.args.gates.with(&provider, |gate| gate.epoch() == epoch && gate.wants_probe(now()));
         if wants != Some(true) {
             return;
         }
         let (store, node, me, lease) =
             (self.args.store.clone(), self.args.node.clone(), myself.clone(), self.args.settings.probe_lease);
+        let renew_every = self.args.settings.renew_every();
         let gates = self.args.gates.clone();
         tokio::spawn(async move {
             match store.acquire_probe(&provider, &node, lease).await {
                 Ok(ProbeDecision::Granted(view)) => {
                     let epoch = view.epoch;
                     // The store's lease, not a fresh one: when we asked again it may be the one granted before.
-                    let left = view
-                        .probe
-                        .as_ref()
-                        .map_or(lease, |l| Duration::from_millis(l.until_ms.saturating_sub(view.now_ms)));
-                    let until = Instant::now() + left;
+                    let left = lease_left(&view, lease);
+                    let until = now() + left;
                     gates.with(&provider, |gate| {
                         gate.apply(ClusterPhase::HalfOpen, epoch);
                         gate.grant_probe(epoch, until);
                     });
                     debug!(provider = %provider, epoch, "probe lease granted");
-                    // If no call comes to send the probe, ask again once the lease is over.
-                    me.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch });
+                    // Renew while the probe runs; if no call comes to send it, ask again once the lease is over.
+                    let renewing = provider.clone();
+                    me.send_after(renew_every, move || StateSyncMsg::RenewTick {
+                        provider: renewing,
+                        epoch,
+                        first: true,
+                    });
+                    me.send_after(left, move || StateSyncMsg::TryProbe { provider, epoch, timer: None });
                 }
                 Ok(ProbeDecision::Refused(view)) => {
                     // Someone else probes, or the state moved on: reconcile with what the store says.
@@ -518,11 +607,79 @@ impl StateSyncState {
         });
     }
 
+    /// A renewal tick for this node's lease of `epoch`: the gate says whether to renew, wait or let go. One
+    /// renewal chain per provider and lease.
+    fn renew_tick(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64, first: bool) {
+        let chain = self.renewing.get(&provider).copied();
+        if (first && chain == Some(epoch)) || (!first && chain != Some(epoch)) {
+            return;
+        }
+        let settings = self.args.settings;
+        let decision = self.args.gates.with(&provider, |gate| gate.lease_renewal(epoch, now(), settings.max_probe));
+        if !matches!(decision, Some(LeaseRenewal::Renew { .. } | LeaseRenewal::Wait)) {
+            self.renewing.remove(&provider);
+        } else {
+            self.renewing.insert(provider.clone(), epoch);
+        }
+        match decision {
+            Some(LeaseRenewal::Renew { epoch }) => {
+                let (store, node, me) = (self.args.store.clone(), self.args.node.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let result = store.renew_probe(&provider, &node, epoch, settings.probe_lease).await;
+                    let _ = me.cast(StateSyncMsg::Renewed { provider, epoch, result });
+                });
+            }
+            Some(LeaseRenewal::Wait) => {
+                myself.send_after(settings.renew_every(), move || StateSyncMsg::RenewTick {
+                    provider,
+                    epoch,
+                    first: false,
+                });
+            }
+            Some(LeaseRenewal::GiveUp) => {
+                warn!(provider = %provider, epoch, max_probe_ms = settings.max_probe.as_millis() as u64,
+                    "probe outlived the longest provider timeout, letting its lease lapse");
+            }
+            Some(LeaseRenewal::Stop) | None => {}
+        }
+    }
+
+    async fn renewed(
+        &mut self,
+        myself: &ActorRef<StateSyncMsg>,
+        provider: String,
+        epoch: u64,
+        result: Result<ProbeDecision, StateError>,
+    ) {
+        let every = self.args.settings.renew_every();
+        match result {
+            Ok(ProbeDecision::Granted(view)) => {
+                let until = now() + lease_left(&view, self.args.settings.probe_lease);
+                self.args.gates.with(&provider, |gate| gate.renew_probe(epoch, until));
+                debug!(provider = %provider, epoch, "probe lease renewed");
+                myself.send_after(every, move || StateSyncMsg::RenewTick { provider, epoch, first: false });
+            }
+            Ok(ProbeDecision::Refused(view)) => {
+                if self.renewing.get(&provider) == Some(&epoch) {
+                    self.renewing.remove(&provider);
+                }
+                // Lapsed (renewals failed for a whole lease) or the cluster moved on: the store is the truth.
+                warn!(provider = %provider, epoch, store_epoch = view.epoch, "probe lease lost while the probe ran");
+                self.reconcile(myself, view).await;
+            }
+            Err(error) => {
+                // The lease may still hold: try again at the next tick.
+                self.store_failed(error);
+                myself.send_after(every, move || StateSyncMsg::RenewTick { provider, epoch, first: false });
+            }
+        }
+    }
+
     fn probe_result(&mut self, myself: &ActorRef<StateSyncMsg>, provider: String, epoch: u64, success: Option<bool>) {
         self.args.gates.with(&provider, |gate| gate.probe_done());
         let Some(success) = success else {
             // The probe's outcome said nothing about the provider: probe again.
-            let _ = myself.cast(StateSyncMsg::TryProbe { provider, epoch });
+            let _ = myself.cast(StateSyncMsg::TryProbe { provider, epoch, timer: None });
             return;
         };
         let wait = jittered(self.args.policies.get(&provider).map(|p| p.wait).unwrap_or_default());
@@ -536,3 +693,6 @@ impl StateSyncState {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,8 @@
 //! The Lua scripts, one per transition, each with a versioned name. A script's text starts with its name
 //! (`-- switchyard_breaker_report_v1`), so it is recognisable in `SCRIPT`, `SLOWLOG` and `MONITOR` output.
+//! The `closed_epoch` field of the breaker hash (the epoch of the last close) is written by the v2 close scripts
+//! (`probe_result`, `command`) and read by `rate_limited_v2`; a hash without it reads as 0, so a breaker last
+//! closed by a v1 script simply treats every cooldown as fresh, as v1 did.
 //! Changing a script's behaviour means a new version in its name, since nodes of two releases may share a
 //! Redis during a rolling upgrade.
 
@@ -23,14 +26,16 @@ macro_rules! lua {
 
 /// Adds a batch of outcomes and decides a cluster trip.
 pub const REPORT: LuaScript = lua!("switchyard_breaker_report_v1", "../scripts/report.lua");
-/// Opens or extends a 429 cooldown.
-pub const RATE_LIMITED: LuaScript = lua!("switchyard_breaker_rate_limited_v1", "../scripts/rate_limited.lua");
+/// Opens or extends a 429 cooldown, unless it was observed before the breaker last closed (v2: takes the epoch).
+pub const RATE_LIMITED: LuaScript = lua!("switchyard_breaker_rate_limited_v2", "../scripts/rate_limited.lua");
 /// Grants the half-open probe lease to one node.
 pub const ACQUIRE_PROBE: LuaScript = lua!("switchyard_breaker_acquire_probe_v1", "../scripts/acquire_probe.lua");
-/// Closes or re-opens after the probe.
-pub const PROBE_RESULT: LuaScript = lua!("switchyard_breaker_probe_result_v1", "../scripts/probe_result.lua");
-/// Operator commands: force_open, disable, reset.
-pub const COMMAND: LuaScript = lua!("switchyard_breaker_command_v1", "../scripts/command.lua");
+/// Renews the probe lease of its owner while the probe runs.
+pub const RENEW_PROBE: LuaScript = lua!("switchyard_breaker_renew_probe_v1", "../scripts/renew_probe.lua");
+/// Closes or re-opens after the probe (v2: a close records `closed_epoch`).
+pub const PROBE_RESULT: LuaScript = lua!("switchyard_breaker_probe_result_v2", "../scripts/probe_result.lua");
+/// Operator commands: force_open, disable, reset (v2: a reset records `closed_epoch`).
+pub const COMMAND: LuaScript = lua!("switchyard_breaker_command_v2", "../scripts/command.lua");
 /// Reads a breaker with Redis `TIME`.
 pub const GET: LuaScript = lua!("switchyard_breaker_get_v1", "../scripts/get.lua");
 /// Adds escalation counts to the current time bucket.
@@ -45,10 +50,11 @@ pub const IDEMPOTENCY_CLAIM: LuaScript = LuaScript {
 };
 
 /// Every script, for tooling that preloads or inspects them.
-pub const ALL: [LuaScript; 9] = [
+pub const ALL: [LuaScript; 10] = [
     REPORT,
     RATE_LIMITED,
     ACQUIRE_PROBE,
+    RENEW_PROBE,
     PROBE_RESULT,
     COMMAND,
     GET,
@@ -64,7 +70,9 @@ mod tests {
     #[test]
     fn every_script_is_named_and_versioned() {
         for script in ALL {
-            assert!(script.name.starts_with("switchyard_") && script.name.ends_with("_v1"), "{}", script.name);
+            let version = script.name.rsplit_once("_v").map(|(_, v)| v).unwrap_or_default();
+            let versioned = !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit());
+            assert!(script.name.starts_with("switchyard_") && versioned, "{}", script.name);
             assert!(script.source.starts_with(&format!("-- {}\n", script.name)));
         }
         let names: std::collections::BTreeSet<_> = ALL.iter().map(|script| script.name).collect();

@@ -1,7 +1,7 @@
 -- KEYS[1] breaker hash. ARGV: offset, command (force_open, disable or reset).
 --
 -- Operator commands; each always bumps the epoch. Reset also clears consecutive opens, the misconfigured flag
--- and the outcome buckets.
+-- and the outcome buckets, and records the close in `closed_epoch` (older 429 cooldowns are then stale).
 local key = KEYS[1]
 local now = now_ms()
 local command = ARGV[2]
@@ -16,6 +16,7 @@ elseif command == 'reset' then
   b.opens = 0
   b.misconfigured = 0
   clear_buckets(key, now)
+  redis.call('HSET', key, 'closed_epoch', b.epoch)
 else
   return redis.error_reply('unknown switchyard breaker command ' .. command)
 end

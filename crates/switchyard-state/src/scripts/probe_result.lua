@@ -1,7 +1,8 @@
 -- KEYS[1] breaker hash. ARGV: offset, node, epoch, success (1/0), wait_base_ms, wait_max_ms, jitter_ms.
 --
 -- Applied only when the breaker is half-open, `node` owns the lease and `epoch` is the grant's. Success closes
--- (opens, misconfigured and buckets cleared); failure re-opens for the next, longer wait.
+-- (opens, misconfigured and buckets cleared; `closed_epoch` records the close, so older 429 cooldowns are stale);
+-- failure re-opens for the next, longer wait.
 local key = KEYS[1]
 local now = now_ms()
 local b = load_breaker(key)
@@ -16,6 +17,7 @@ if ARGV[4] == '1' then
   b.misconfigured = 0
   clear_probe(b)
   clear_buckets(key, now)
+  redis.call('HSET', key, 'closed_epoch', b.epoch)
 else
   open_for_next(b, now, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 end

@@ -1,12 +1,18 @@
--- KEYS[1] breaker hash. ARGV: offset, retry_after_ms.
+-- KEYS[1] breaker hash. ARGV: offset, epoch, retry_after_ms.
 --
--- A 429 cooldown: open until max(open_until, now + retry_after). Extends, never shortens; changes (and bumps the
--- epoch) only when the state changes or the deadline moves. Forced-open and disabled breakers are left alone.
+-- A 429 cooldown observed by a call admitted under `epoch`: open until max(open_until, now + retry_after).
+-- Extends, never shortens; changes (and bumps the epoch) only when the state changes or the deadline moves.
+-- Forced-open and disabled breakers are left alone. A cooldown observed before the breaker last closed
+-- (`epoch` < the `closed_epoch` field, written by a successful probe or a reset) is stale and changes nothing.
 local key = KEYS[1]
 local now = now_ms()
 local b = load_breaker(key)
-local until_ms = now + tonumber(ARGV[2])
+local epoch = tonumber(ARGV[2])
+local until_ms = now + tonumber(ARGV[3])
 
+if epoch < tonumber(redis.call('HGET', key, 'closed_epoch') or '0') then
+  return reply('stale', now, b)
+end
 if b.state == 'forced_open' or b.state == 'disabled' then
   return reply('unchanged', now, b)
 end
