@@ -5,7 +5,7 @@
 //! by idempotency key: a query whose `id` is already being answered waits for that answer, and one whose answer
 //! is still within its deadline gets it again, without a second upstream call. Within a node this is the
 //! in-memory table; across nodes (the queue group may hand a retry to another node) a claim in the shared
-//! idempotency store decides which node runs the query (`query::answer_once`).
+//! idempotency store decides which node runs the query (`idempotent::answer_once`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,8 @@ use switchyard_protocol::client::{ErrorReply, ErrorType, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_state::IdempotencyStore;
 
-use crate::query::{Answer, QueryContext, StreamEnd, answer_once, render, run_query};
+use crate::idempotent::answer_once;
+use crate::query::{Answer, QueryContext, StreamEnd, render, run_query};
 use crate::routing::Routing;
 
 pub struct RouterActor;
