@@ -26,7 +26,7 @@ pub use breaker::{
     Rejected, RemoteState, SlidingWindow, Transition, TransitionReason,
 };
 pub use cost::Price;
-pub use dedup::{DedupTable, Seen};
+pub use dedup::{DedupLimits, DedupTable, Seen};
 pub use gate::{ClusterGate, ClusterPhase, GateDecision};
 pub use invalid::InvalidSetting;
 pub use outcome::{FailureClass, Outcome};
