@@ -4,8 +4,10 @@
 //! The client keeps a window of queries outstanding, far more than the node admits, so the node must shed
 //! (`overloaded`, before parsing) rather than queue. The process RSS (`VmRSS` in `/proc/self/status`) is sampled
 //! every few milliseconds: before, peak and after each flood, against the bound the node's limits imply:
-//! `max_in_flight_bytes` (queries held) + `dedup_max_answer_bytes` (kept answers) + a fixed allowance for the
-//! runtime, the mock and the client's own window. Prints a table and ends with one JSON line.
+//! `COPIES` x `max_in_flight_bytes` (a held query exists in several forms along its path: payload, parsed
+//! request, provider call, HTTP bodies on both sides of the mock, answer, rendered reply) +
+//! `dedup_max_answer_bytes` (kept answers) + a fixed allowance for the runtime, the mock and the client's own
+//! window. Prints a table and ends with one JSON line. RSS "after" includes what the allocator keeps for reuse.
 //!
 //! The node runs without a shared store (the idempotency answers would then live in Redis, outside the node).
 //!
@@ -27,7 +29,9 @@ use switchyard_runtime::{Node, NodeConfig, SharedState};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The runtime, the mock, the allocator's slack and the client's window of outstanding messages.
-const ALLOWANCE_MIB: f64 = 192.0;
+const ALLOWANCE_MIB: f64 = 256.0;
+/// How many copies of a held query's payload the path holds at worst.
+const COPIES: f64 = 8.0;
 
 struct Args {
     queries: u64,
@@ -36,7 +40,7 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { queries: 1_000_000, large: 5_000, window: 20_000 };
+    let mut args = Args { queries: 1_000_000, large: 1_000, window: 20_000 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || -> anyhow::Result<u64> { Ok(it.next().context("a value is needed")?.parse()?) };
@@ -109,6 +113,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         [node]
         name = "flooded"
         namespace = "{namespace}"
+        max_in_flight_bytes = 16777216
+        dedup_max_answer_bytes = 16777216
         [[providers]]
         name = "mock"
         kind = "openai"
@@ -124,7 +130,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let bus = MemoryBus::new();
     let node = Node::start(&config, Arc::new(bus.clone()), SharedState::default()).await?;
     let limits = &config.node;
-    let bound = (limits.max_in_flight_bytes + limits.dedup_max_answer_bytes) as f64 / MIB + ALLOWANCE_MIB;
+    let bound =
+        (COPIES * limits.max_in_flight_bytes as f64 + limits.dedup_max_answer_bytes as f64) / MIB + ALLOWANCE_MIB;
 
     let client: Arc<dyn Bus> = Arc::new(bus.clone());
     let counts = Arc::new(Counts::default());
@@ -147,7 +154,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let subject = Subjects::new(&namespace).query("chat");
     println!("switchyard memory benchmark: in-process node, window of {} outstanding queries", args.window);
-    println!("bound: max_in_flight_bytes + dedup_max_answer_bytes + {ALLOWANCE_MIB} MiB = {bound:.0} MiB");
+    println!("bound: {COPIES} x max_in_flight_bytes + dedup_max_answer_bytes + {ALLOWANCE_MIB} MiB = {bound:.0} MiB");
     println!(
         "{:<8} {:>9} {:>9} {:>10} {:>7} {:>8} {:>9} {:>9} {:>9}",
         "flood", "queries", "answered", "overloaded", "other", "secs", "rss0 MiB", "peak MiB", "after MiB"

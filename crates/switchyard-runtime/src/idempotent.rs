@@ -181,7 +181,10 @@ where
 /// One look at the store: the answer, a conflict, the current owner, or a take-over from a dead one.
 async fn look(idem: &Idempotency, key: &str, fingerprint: &str, owner: &str, deadline: Instant) -> Look {
     let retention = idem.retention_for(deadline);
-    let found = match idem.store.alive(owner).await {
+    // A claim of this very instance that this node is not answering (the router de-duplicates its own copies,
+    // so there is no such query in flight here) was left behind: its answer never got stored. Take it back.
+    let alive = if owner == idem.instance { Ok(false) } else { idem.store.alive(owner).await };
+    let found = match alive {
         Ok(false) => idem.store.take_over(key, fingerprint, owner, &idem.instance, retention).await,
         Ok(true) => idem.store.claim(key, fingerprint, &idem.instance, retention).await,
         Err(error) => Err(error),
