@@ -97,6 +97,8 @@ struct Counts {
     answered: AtomicU64,
     overloaded: AtomicU64,
     other: AtomicU64,
+    /// The first bytes of other errors, for the report.
+    kinds: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -140,9 +142,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let counts = counts.clone();
         tokio::spawn(async move {
             while let Some(message) = replies.next().await {
-                let text = &message.payload[..message.payload.len().min(64)];
+                let text = &message.payload[..message.payload.len().min(96)];
                 let counter = if text.starts_with(b"{\"error\"") {
-                    if text.windows(10).any(|w| w == b"overloaded") { &counts.overloaded } else { &counts.other }
+                    if text.windows(10).any(|w| w == b"overloaded") {
+                        &counts.overloaded
+                    } else {
+                        let mut kinds = counts.kinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        *kinds.entry(String::from_utf8_lossy(text).into_owned()).or_default() += 1;
+                        &counts.other
+                    }
                 } else {
                     &counts.answered
                 };
@@ -212,6 +220,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     sink.abort();
     mock.shutdown().await;
     let held = health.router.map_or(0, |r| r.in_flight);
+    for (kind, count) in counts.kinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        println!("other error x{count}: {kind}");
+    }
     println!(
         "{}",
         serde_json::json!({ "bench": "memory", "bound_mib": bound.round(), "held_after": held, "runs": results })

@@ -127,6 +127,12 @@ impl<W, V: Clone> DedupTable<W, V> {
         entry.waiters
     }
 
+    /// Ends the work on `key` without keeping a result (it must not answer later copies, for instance because the
+    /// key turned out to belong to another request elsewhere), and returns the waiters that joined.
+    pub fn forget(&mut self, key: &str) -> Vec<W> {
+        self.in_flight.remove(key).map(|entry| entry.waiters).unwrap_or_default()
+    }
+
     /// The weight of the answers kept.
     pub fn weight(&self) -> usize {
         self.done_weight
@@ -205,6 +211,17 @@ mod tests {
             Seen::New,
             "the least recently used answer was evicted"
         );
+    }
+
+    #[test]
+    fn a_forgotten_key_keeps_no_binding() {
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(5);
+        let mut table: DedupTable<u8, u32> = DedupTable::new(LIMITS);
+        table.claim("q1", "fp-2", &mut Some(0), t0, until);
+        table.claim("q1", "fp-2", &mut Some(1), t0, until);
+        assert_eq!(table.forget("q1"), vec![1]);
+        assert_eq!(table.claim("q1", "fp-1", &mut Some(2), t0, until), Seen::New);
     }
 
     #[test]

@@ -274,7 +274,14 @@ impl Actor for RouterActor {
                     Err(_) => state.health.errors += 1,
                 }
                 if let Some(key) = key {
-                    for waiter in state.dedup.complete(&key, answer.clone(), weight(&answer)) {
+                    // A conflict reported by the store means the key belongs to another request: this node must
+                    // not bind it to the refused one.
+                    let conflict = matches!(answer.as_ref(), Err(e) if e.error.code == "idempotency_conflict");
+                    let waiters = match conflict {
+                        true => state.dedup.forget(&key),
+                        false => state.dedup.complete(&key, answer.clone(), weight(&answer)),
+                    };
+                    for waiter in waiters {
                         deliver(state.ctx.bus.as_ref(), &waiter.reply_to, &answer, waiter.stream).await;
                     }
                 }
