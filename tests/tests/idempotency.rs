@@ -151,8 +151,21 @@ async fn a_dead_owners_query_is_taken_over_after_its_lease() {
     cluster.nodes.remove(owner).abort().await;
     let survivor = cluster.nodes[0].name().to_owned();
 
-    // The client re-sends the same id: the survivor finds the claim, sees the owner's lease expire, takes over.
-    let answer = reply(cluster.query("chat", &request).await.unwrap());
+    // The client re-sends the same id, as the client library does when no reply comes (a copy may still reach
+    // the dead node's subscription while the server has not yet processed its removal): the survivor finds the
+    // claim, sees the owner's lease expire, takes over.
+    let payload = bytes::Bytes::from(serde_json::to_vec(&request).unwrap());
+    let answer = eventually("the survivor answers a re-send", Duration::from_secs(15), || {
+        let message = switchyard_bus::Message::new(cluster.subjects.query("chat"), payload.clone());
+        let client = cluster.client.clone();
+        async move {
+            let reply = client.request(message, Duration::from_secs(2)).await.ok()?;
+            serde_json::from_slice::<QueryOutcome>(&reply.payload).ok()
+        }
+    })
+    .await
+    .unwrap();
+    let answer = reply(answer);
     assert_eq!(answer.content, "echo: survive me");
     assert_eq!(answer.trace.node, survivor, "the survivor answered");
     // Now answered and stored: one more copy gets the kept answer, without another upstream call.
