@@ -27,7 +27,7 @@ pub use breaker::{
     Rejected, RemoteState, SlidingWindow, Transition, TransitionReason,
 };
 pub use cost::Price;
-pub use dedup::{DedupTable, Seen};
+pub use dedup::{DedupLimits, DedupTable, Seen};
 pub use gate::{ClusterGate, ClusterPhase, GateDecision, LeaseRenewal};
 pub use hedge::{HedgePolicy, LatencyWindow};
 pub use invalid::InvalidSetting;

@@ -96,6 +96,42 @@ impl QueryRequest {
         Ok(())
     }
 
+    /// A stable digest (sha256, 64 hex digits) of everything in the request that can change its answer: the
+    /// messages, `max_tokens`, `temperature`, `logprobs`, `metadata` (rules route on it) and `objective`.
+    ///
+    /// An idempotency key is bound to this fingerprint: the same `id` with another fingerprint is refused with
+    /// `idempotency_conflict`, so a client that reuses or guesses an id never receives somebody else's answer.
+    /// Left out on purpose: `id` itself, `deadline_ms` (how long to wait, not what to answer) and `stream` (the
+    /// form of the answer, not the answer: a streaming copy of an answered id receives the same answer streamed).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+
+        /// The canonical form: a fixed struct encoded as JSON (field order fixed, metadata sorted by key).
+        #[derive(Serialize)]
+        struct Canonical<'a> {
+            v: u8,
+            messages: &'a [ChatMessage],
+            max_tokens: Option<u32>,
+            temperature: Option<f32>,
+            logprobs: bool,
+            metadata: &'a BTreeMap<String, String>,
+            objective: Option<&'a str>,
+        }
+        let canonical = Canonical {
+            v: 1,
+            messages: &self.messages,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            logprobs: self.logprobs,
+            metadata: &self.metadata,
+            objective: self.objective.as_deref(),
+        };
+        let mut hasher = Sha256::new();
+        // Serialising plain data into a Vec cannot fail; an empty encoding would still hash consistently.
+        hasher.update(serde_json::to_vec(&canonical).unwrap_or_default());
+        hex(&hasher.finalize())
+    }
+
     pub fn to_chat_request(&self) -> ChatRequest {
         ChatRequest {
             messages: self.messages.clone(),
@@ -104,6 +140,12 @@ impl QueryRequest {
             logprobs: self.logprobs,
         }
     }
+}
+
+/// Lower-case hexadecimal digits of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)] as char, DIGITS[usize::from(b & 15)] as char]).collect()
 }
 
 /// One upstream attempt, as the trace reports it.
@@ -345,6 +387,27 @@ mod tests {
         let request = parse(r#"{"id":"q1","messages":[{"role":"user","content":"hi"}],"stream":true}"#).expect("valid");
         assert_eq!(request.id.as_deref(), Some("q1"));
         assert!(request.stream);
+    }
+
+    #[test]
+    fn fingerprints_cover_what_changes_the_answer_only() {
+        let base = parse(r#"{"id":"q1","messages":[{"role":"user","content":"hi"}]}"#).expect("valid");
+        let same = |json: &str| parse(json).expect("valid").fingerprint() == base.fingerprint();
+        assert_eq!(base.fingerprint().len(), 64);
+        assert!(same(r#"{"id":"other","messages":[{"role":"user","content":"hi"}],"stream":true,"deadline_ms":5}"#));
+        for other in [
+            r#"{"messages":[{"role":"user","content":"ho"}]}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"logprobs":true}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"metadata":{"tier":"gold"}}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"objective":"cost"}"#,
+        ] {
+            assert!(!same(other), "{other} must change the fingerprint");
+        }
+        let a = parse(r#"{"messages":[{"role":"user","content":"hi"}],"metadata":{"a":"1","b":"2"}}"#).expect("valid");
+        let b = parse(r#"{"messages":[{"role":"user","content":"hi"}],"metadata":{"b":"2","a":"1"}}"#).expect("valid");
+        assert_eq!(a.fingerprint(), b.fingerprint(), "metadata order does not matter");
     }
 
     #[test]

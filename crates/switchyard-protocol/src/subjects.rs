@@ -86,6 +86,15 @@ impl Subjects {
         format!("{}.events.breaker.*", self.root)
     }
 
+    /// Where the owner of an idempotency key announces its answer (a `QueryOutcome` in JSON), so that nodes
+    /// waiting for that key hear it at once instead of polling the store. The key (route and client id) may hold
+    /// any character, so the token is a digest of it.
+    pub fn idempotency_answer(&self, key: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(key.as_bytes());
+        format!("{}.idem.{}", self.root, crate::client::hex(&digest[..16]))
+    }
+
     /// What every node subscribes to for operator commands and inspection.
     pub fn admin_wildcard(&self) -> String {
         format!("{}.admin.>", self.root)
@@ -132,6 +141,9 @@ mod tests {
         assert_eq!(s.provider_call("openai"), "switchyard.v1.provider.openai.call");
         assert_eq!(s.parse_admin_provider(&s.admin_provider("p-1", "crash")), Some(("p-1", "crash")));
         assert_eq!(s.router_queue(), "switchyard-routers");
+        let idem = s.idempotency_answer("chat/a.b*>");
+        assert!(idem.starts_with("switchyard.v1.idem.") && idem.len() == "switchyard.v1.idem.".len() + 32, "{idem}");
+        assert_ne!(idem, s.idempotency_answer("chat/a.b"));
     }
 
     #[test]

@@ -89,8 +89,25 @@ pub struct NodeSection {
     pub default_deadline_ms: u64,
     /// How long SIGTERM waits for queries in flight.
     pub drain_timeout_ms: u64,
-    /// Queries handled at once by this node's router before it answers `overloaded`.
+    /// Queries a router node holds at once (waiting for the router, running, or waiting for a copy's answer)
+    /// before it answers `overloaded`, without parsing them.
     pub max_in_flight_queries: usize,
+    /// The same bound in payload bytes, so a flood of large queries is bounded in memory too.
+    pub max_in_flight_bytes: usize,
+    /// A query that waited longer than this for the router actor is refused as `overloaded`.
+    pub max_queue_wait_ms: u64,
+    /// Answers kept per node for de-duplication (least recently used evicted first), besides the queries in
+    /// flight.
+    pub dedup_max_answers: usize,
+    /// The same bound in bytes (content and trace, roughly).
+    pub dedup_max_answer_bytes: usize,
+    /// Copies of one id waiting for its answer on one node; more are refused as `overloaded`.
+    pub dedup_max_waiters: usize,
+    /// How long a node's idempotency lease lasts; it renews it every third of that. A copy of an id whose owner
+    /// has not renewed for this long takes the query over.
+    pub idempotency_lease_ms: u64,
+    /// How long answers of idempotent queries are kept in the shared store (at least each query's deadline).
+    pub idempotency_retention_ms: u64,
 }
 
 impl Default for NodeSection {
@@ -103,6 +120,13 @@ impl Default for NodeSection {
             default_deadline_ms: 30_000,
             drain_timeout_ms: 10_000,
             max_in_flight_queries: 10_000,
+            max_in_flight_bytes: 64 * 1024 * 1024,
+            max_queue_wait_ms: 1_000,
+            dedup_max_answers: 10_000,
+            dedup_max_answer_bytes: 32 * 1024 * 1024,
+            dedup_max_waiters: 32,
+            idempotency_lease_ms: 2_000,
+            idempotency_retention_ms: 60_000,
         }
     }
 }
@@ -669,6 +693,21 @@ impl NodeConfig {
             return Err(invalid("node.max_in_flight_queries", "must be positive"));
         }
         self.nats.validate()?;
+        if node.max_in_flight_bytes < node.max_payload_bytes {
+            return Err(invalid("node.max_in_flight_bytes", "must be at least node.max_payload_bytes"));
+        }
+        if node.max_queue_wait_ms == 0 {
+            return Err(invalid("node.max_queue_wait_ms", "must be positive"));
+        }
+        if node.dedup_max_answers == 0 || node.dedup_max_waiters == 0 || node.dedup_max_answer_bytes == 0 {
+            return Err(invalid("node.dedup_max_answers", "the dedup_max_* bounds must be positive"));
+        }
+        if node.idempotency_lease_ms < 30 {
+            return Err(invalid("node.idempotency_lease_ms", "must be at least 30"));
+        }
+        if node.idempotency_retention_ms < node.idempotency_lease_ms {
+            return Err(invalid("node.idempotency_retention_ms", "must be at least node.idempotency_lease_ms"));
+        }
         if let Some(redis) = &self.redis {
             match (&redis.url, &redis.url_env) {
                 (Some(url), None) if url.starts_with("redis://") || url.starts_with("rediss://") => {}

@@ -12,6 +12,7 @@
 
 pub mod actors;
 pub mod config;
+pub mod idempotent;
 pub mod nats;
 pub mod node;
 pub mod query;

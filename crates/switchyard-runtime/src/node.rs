@@ -19,11 +19,13 @@ use crate::actors::admin;
 use crate::actors::bridge::BridgeMsg;
 use crate::actors::node::{ClusterBreakers, NodeArgs, NodeChildren, NodeMsg, NodeSupervisor};
 use crate::actors::provider_supervisor::ProviderSpec;
-use crate::actors::router::RouterMsg;
+use crate::actors::router::{Gate, RouterMsg, RouterSettings};
 use crate::actors::state_sync::SyncSettings;
 use crate::config::{NodeConfig, ProviderKindConfig, ProviderSection, Role};
+use crate::idempotent::Idempotency;
 use crate::routing::Routing;
 use crate::state::SharedState;
+use switchyard_core::DedupLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -86,10 +88,28 @@ impl Node {
             routing,
             restart_policy: config.supervisor.policy(),
             max_payload_bytes: config.node.max_payload_bytes,
-            default_deadline: Duration::from_millis(config.node.default_deadline_ms),
-            max_in_flight_queries: config.node.max_in_flight_queries,
+            router_settings: RouterSettings {
+                default_deadline: Duration::from_millis(config.node.default_deadline_ms),
+                max_queue_wait: Duration::from_millis(config.node.max_queue_wait_ms),
+                dedup: DedupLimits {
+                    max_in_flight: config.node.max_in_flight_queries,
+                    max_waiters: config.node.dedup_max_waiters,
+                    max_done: config.node.dedup_max_answers,
+                    max_done_weight: config.node.dedup_max_answer_bytes,
+                },
+            },
+            gate: Arc::new(Gate::new(config.node.max_in_flight_queries, config.node.max_in_flight_bytes)),
             draining: draining.clone(),
-            idempotency: shared.idempotency,
+            idempotency: shared.idempotency.map(|store| {
+                let lease = Duration::from_millis(config.node.idempotency_lease_ms);
+                Idempotency {
+                    store,
+                    instance: format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..8]),
+                    lease,
+                    retention: Duration::from_millis(config.node.idempotency_retention_ms),
+                    poll: lease / 2,
+                }
+            }),
             breakers: shared.breakers.filter(|_| config.has_role(Role::Providers)).map(|store| {
                 let policies =
                     config.providers.iter().map(|p| (p.name.clone(), p.breaker.trip_policy(&config.cluster))).collect();
@@ -151,6 +171,21 @@ impl Node {
         let _ = self.join.await;
         info!(node = %self.name, abandoned, "node stopped");
         ShutdownReport { abandoned_queries: abandoned }
+    }
+
+    /// Stops the node at once, as a crash would: no drain, queries in flight abandoned, subscriptions and the
+    /// idempotency lease dropped. For tests of what the rest of the cluster does when a node dies.
+    pub async fn abort(self) {
+        warn!(node = %self.name, "aborting");
+        self.children.bridge.kill();
+        if let Some(router) = &self.children.router {
+            router.kill();
+        }
+        if let Some(providers) = &self.children.providers {
+            providers.kill();
+        }
+        self.supervisor.kill();
+        let _ = self.join.await;
     }
 
     async fn wait_for_router(&self, deadline: Instant) -> u64 {

@@ -158,6 +158,8 @@ impl Entry {
 struct Inner {
     breakers: HashMap<String, Entry>,
     claims: HashMap<String, idempotency::Claimed>,
+    /// Idempotency leases of node instances: until when each is live.
+    leases: HashMap<String, u64>,
     escalations: HashMap<(String, u32), BTreeMap<u64, Expiring<EscalationCounts>>>,
 }
 

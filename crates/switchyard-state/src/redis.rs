@@ -66,6 +66,7 @@ struct Scripts {
     escalation_add: redis::Script,
     escalation_rate: redis::Script,
     idempotency_claim: redis::Script,
+    idempotency_complete: redis::Script,
 }
 
 impl Scripts {
@@ -82,6 +83,7 @@ impl Scripts {
             escalation_add: redis::Script::new(ESCALATION_ADD.source),
             escalation_rate: redis::Script::new(ESCALATION_RATE.source),
             idempotency_claim: redis::Script::new(IDEMPOTENCY_CLAIM.source),
+            idempotency_complete: redis::Script::new(IDEMPOTENCY_COMPLETE.source),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `BusBridge`: turns bus subscriptions into actor messages.
 //!
-//! One pump task per subscription: client queries (queue group `switchyard-routers`) go to the router actor,
+//! One pump task per subscription: client queries (queue group `switchyard-routers`) go to the router's intake
+//! ([`Intake::accept`]: cheap refusals inline, parsing in a task per query, then the router actor),
 //! provider calls (one queue group per provider) to the provider actor currently in the directory, admin
 //! requests to the admin actor. Decoding of node-to-node calls happens here, so a malformed call is answered
 //! with a typed failure and never reaches an actor. Draining stops a subscription from taking new messages while
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -23,7 +25,7 @@ use switchyard_protocol::{Bincode, Codec};
 use super::admin::AdminMsg;
 use super::provider::{ProviderMsg, publish_reply};
 use super::provider_supervisor::ProviderDirectory;
-use super::router::RouterMsg;
+use super::router::Intake;
 
 pub struct BusBridge;
 
@@ -32,7 +34,8 @@ pub struct BridgeArgs {
     pub node: String,
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
-    pub router: Option<ActorRef<RouterMsg>>,
+    /// The router's admission half, on a node with the router role.
+    pub intake: Option<Arc<Intake>>,
     /// Providers hosted here, and where their actors are.
     pub providers: Vec<String>,
     pub directory: ProviderDirectory,
@@ -42,10 +45,11 @@ pub struct BridgeArgs {
 pub struct BridgeState {
     query_drain: CancellationToken,
     provider_drain: CancellationToken,
-    queries: Option<JoinHandle<()>>,
-    calls: Vec<JoinHandle<()>>,
-    cancels: Vec<JoinHandle<()>>,
-    admin: Option<JoinHandle<()>>,
+    // Pumps are aborted when the state is dropped, so a killed bridge (a crash) stops taking messages at once.
+    queries: Option<AbortOnDropHandle<()>>,
+    calls: Vec<AbortOnDropHandle<()>>,
+    cancels: Vec<AbortOnDropHandle<()>>,
+    admin: Option<AbortOnDropHandle<()>>,
 }
 
 pub enum BridgeMsg {
@@ -90,13 +94,13 @@ impl Actor for BusBridge {
                 async {}
             }));
         }
-        let queries = match args.router {
-            Some(router) => {
+        let queries = match args.intake {
+            Some(intake) => {
                 let sub =
                     args.bus.queue_subscribe(&args.subjects.query_wildcard(), &args.subjects.router_queue()).await?;
                 Some(pump(sub, query_drain.clone(), move |message| {
-                    let _ = router.cast(RouterMsg::Query(message));
-                    async {}
+                    let intake = intake.clone();
+                    async move { intake.accept(message).await }
                 }))
             }
             None => None,
@@ -150,12 +154,12 @@ impl Actor for BusBridge {
 }
 
 /// Moves every message of `sub` into `deliver`; on `drain`, stops new deliveries and finishes what was delivered.
-fn pump<F, Fut>(mut sub: Subscription, drain: CancellationToken, deliver: F) -> JoinHandle<()>
+fn pump<F, Fut>(mut sub: Subscription, drain: CancellationToken, deliver: F) -> AbortOnDropHandle<()>
 where
     F: Fn(Message) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    tokio::spawn(async move {
+    let task: JoinHandle<()> = tokio::spawn(async move {
         let mut draining = false;
         loop {
             tokio::select! {
@@ -173,7 +177,8 @@ where
                 },
             }
         }
-    })
+    });
+    AbortOnDropHandle::new(task)
 }
 
 /// Decodes a provider call and hands it to the provider's actor, or refuses it on the actor's behalf.

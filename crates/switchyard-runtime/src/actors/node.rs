@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::error;
@@ -16,7 +15,7 @@ use tracing::error;
 use switchyard_bus::Bus;
 use switchyard_core::RestartPolicy;
 use switchyard_protocol::subjects::Subjects;
-use switchyard_state::{BreakerStore, IdempotencyStore, TripPolicy};
+use switchyard_state::{BreakerStore, TripPolicy};
 
 use super::provider::ClusterLink;
 use super::state_sync::{ClusterGates, StateSync, StateSyncArgs, SyncSettings};
@@ -26,7 +25,8 @@ use super::bridge::{BridgeArgs, BridgeMsg, BusBridge};
 use super::provider_supervisor::{
     ProviderDirectory, ProviderSpec, ProviderSupervisor, ProviderSupervisorArgs, ProviderSupervisorMsg,
 };
-use super::router::{RouterActor, RouterArgs, RouterMsg};
+use super::router::{Gate, Intake, RouterActor, RouterArgs, RouterMsg, RouterSettings};
+use crate::idempotent::Idempotency;
 use crate::routing::Routing;
 
 pub struct NodeSupervisor;
@@ -40,10 +40,11 @@ pub struct NodeArgs {
     pub routing: Option<Arc<Routing>>,
     pub restart_policy: RestartPolicy,
     pub max_payload_bytes: usize,
-    pub default_deadline: Duration,
-    pub max_in_flight_queries: usize,
+    pub router_settings: RouterSettings,
+    /// Bounds the queries the node holds, shared by the bridge's intake and the router.
+    pub gate: Arc<Gate>,
     pub draining: Arc<AtomicBool>,
-    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    pub idempotency: Option<Idempotency>,
     pub breakers: Option<ClusterBreakers>,
     pub degraded: Arc<AtomicBool>,
 }
@@ -119,15 +120,27 @@ impl Actor for NodeSupervisor {
                     node: args.node.clone(),
                     bus: args.bus.clone(),
                     subjects: args.subjects.clone(),
-                    routing,
-                    max_payload_bytes: args.max_payload_bytes,
-                    default_deadline: args.default_deadline,
-                    max_in_flight: args.max_in_flight_queries,
+                    routing: routing.clone(),
+                    settings: args.router_settings.clone(),
+                    gate: args.gate.clone(),
                     idempotency: args.idempotency.clone(),
                 };
-                Some(Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0)
+                let router = Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0;
+                let intake = Intake {
+                    router: router.clone(),
+                    routing,
+                    bus: args.bus.clone(),
+                    subjects: args.subjects.clone(),
+                    max_payload_bytes: args.max_payload_bytes,
+                    gate: args.gate.clone(),
+                };
+                Some((router, Arc::new(intake)))
             }
             None => None,
+        };
+        let (router, intake) = match router {
+            Some((router, intake)) => (Some(router), Some(intake)),
+            None => (None, None),
         };
         let admin_args = AdminArgs {
             node: args.node.clone(),
@@ -144,7 +157,7 @@ impl Actor for NodeSupervisor {
             node: args.node,
             bus: args.bus,
             subjects: args.subjects,
-            router: router.clone(),
+            intake,
             providers: hosted,
             directory,
             admin,

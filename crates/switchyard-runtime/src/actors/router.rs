@@ -1,30 +1,194 @@
-//! `RouterActor`: admits client queries and hands each one to a task that walks its route.
+//! `RouterActor`: the owner of a node's query book-keeping; and the intake that admits queries before it.
 //!
-//! The actor is the single owner of the node's query book-keeping: it refuses bad input with typed errors
-//! (oversized, malformed, unknown route, invalid fields), sheds load past the in-flight limit, and de-duplicates
-//! by idempotency key: a query whose `id` is already being answered waits for that answer, and one whose answer
-//! is still within its deadline gets it again, without a second upstream call. Within a node this is the
-//! in-memory table; across nodes (the queue group may hand a retry to another node) a claim in the shared
-//! idempotency store decides which node runs the query (`query::answer_once`).
+//! Admission is split so that a single actor is not the node's ceiling:
+//! - the **intake** ([`Intake::accept`], called by the bus bridge for every message on the query subject) does
+//!   the cheap checks first, in the bridge's pump, before any JSON is parsed: a reply subject, the payload limit,
+//!   and the admission [`Gate`], which bounds the queries a node holds (queued for the router or running) in
+//!   number and in payload bytes. Past the gate a query gets `overloaded` with `retry_after_ms` at once. An
+//!   admitted query is then parsed, validated and fingerprinted in its own task, so parsing scales with cores,
+//!   and reaches the router as a typed [`Admitted`] holding its [`Permit`];
+//! - the **router actor** only does book-keeping: it drops queries that waited too long in its mailbox
+//!   (`overloaded`), de-duplicates by idempotency key in a bounded [`DedupTable`] (same key and fingerprint:
+//!   join or get the kept answer; another fingerprint: `idempotency_conflict`), and spawns one task per query.
+//!   Across nodes, the task settles the key through the shared store ([`crate::idempotent`]).
+//!
+//! A query's permit is released when the query is finished with (answered, refused, or its waiter served), so
+//! the gate counts every query in the mailbox, in parsing, running or waiting. A streaming copy of a key that
+//! is in flight waits for the answer and receives it as one chunk and the final frame ([`replay`]): simpler and
+//! still complete, where forwarding the live chunks would couple two clients' streams.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, warn};
 
 use switchyard_bus::{Bus, Message};
-use switchyard_core::{DedupTable, Seen};
+use switchyard_core::{DedupLimits, DedupTable, Seen};
 use switchyard_protocol::admin::RouterHealth;
 use switchyard_protocol::client::{ErrorReply, ErrorType, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
-use switchyard_state::IdempotencyStore;
 
-use crate::query::{Answer, QueryContext, StreamEnd, answer_once, render, run_query};
-use crate::routing::Routing;
+use crate::idempotent::{Idempotency, Resolved, answer_once, conflict, publish_answer, renew_leases, replay};
+use crate::query::{Answer, QueryContext, StreamEnd, render, run_query};
+use crate::routing::{RoutePlan, Routing};
+
+/// How long an overloaded client is asked to wait before it retries.
+const OVERLOADED_RETRY_AFTER_MS: u64 = 100;
+
+/// Whether a node holding `held` queries of `held_bytes` payload bytes may take one more of `bytes`. Pure.
+pub fn admits(held: usize, held_bytes: usize, bytes: usize, max: usize, max_bytes: usize) -> bool {
+    held < max && held_bytes.saturating_add(bytes) <= max_bytes
+}
+
+/// Bounds the queries a node holds, from the bus to their answer, in number and in payload bytes.
+pub struct Gate {
+    held: AtomicUsize,
+    held_bytes: AtomicUsize,
+    max: usize,
+    max_bytes: usize,
+    rejected: AtomicU64,
+}
+
+impl Gate {
+    pub fn new(max: usize, max_bytes: usize) -> Self {
+        Gate { held: AtomicUsize::new(0), held_bytes: AtomicUsize::new(0), max, max_bytes, rejected: AtomicU64::new(0) }
+    }
+
+    /// A permit for a query of `bytes`, or `None` past a bound.
+    pub fn enter(self: &Arc<Self>, bytes: usize) -> Option<Permit> {
+        let held = self.held.fetch_add(1, Ordering::AcqRel);
+        let held_bytes = self.held_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let permit = Permit { gate: self.clone(), bytes };
+        // Counted first, checked after: concurrent entries can never both slip under the bound.
+        admits(held, held_bytes, bytes, self.max, self.max_bytes).then_some(permit)
+    }
+
+    /// Queries held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    fn reject(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One query's place in the [`Gate`], released when dropped.
+pub struct Permit {
+    gate: Arc<Gate>,
+    bytes: usize,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gate.held.fetch_sub(1, Ordering::AcqRel);
+        self.gate.held_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A parsed, validated query on its way to the router.
+pub struct Admitted {
+    pub reply_to: String,
+    pub plan: Arc<RoutePlan>,
+    pub request: QueryRequest,
+    pub fingerprint: String,
+    pub received: Instant,
+    pub permit: Permit,
+}
+
+/// The admission half that runs in the bus bridge, before the router.
+pub struct Intake {
+    pub router: ActorRef<RouterMsg>,
+    pub routing: Arc<Routing>,
+    pub bus: Arc<dyn Bus>,
+    pub subjects: Subjects,
+    pub max_payload_bytes: usize,
+    pub gate: Arc<Gate>,
+}
+
+impl Intake {
+    /// Admits one message from the query subject: refuses at once what is too big or past the gate, then parses
+    /// and validates in a task of its own and hands the typed query to the router.
+    pub async fn accept(self: &Arc<Self>, message: Message) {
+        let received = Instant::now();
+        let Some(reply_to) = message.reply else {
+            self.gate.reject();
+            warn!(subject = %message.subject, "query without a reply subject dropped");
+            return;
+        };
+        let size = message.payload.len();
+        if size > self.max_payload_bytes {
+            let text = format!("payload of {size} bytes exceeds the limit of {}", self.max_payload_bytes);
+            let error = ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text);
+            return self.reject(reply_to, error).await;
+        }
+        let Some(permit) = self.gate.enter(size) else {
+            let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many queries held by this node")
+                .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS);
+            return self.reject(reply_to, error).await;
+        };
+        let intake = self.clone();
+        tokio::spawn(async move {
+            let route = intake.subjects.route_of(&message.subject).unwrap_or_default();
+            let Some(plan) = intake.routing.route(route) else {
+                let text = format!("unknown route `{route}`");
+                let error = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route");
+                return intake.reject(reply_to, error).await;
+            };
+            let request: QueryRequest = match serde_json::from_slice(&message.payload) {
+                Ok(request) => request,
+                Err(e) => return intake.reject(reply_to, ErrorReply::from_json_error(&e)).await,
+            };
+            if let Err(error) = request.validate() {
+                return intake.reject(reply_to, error.with_id(request.id.clone())).await;
+            }
+            let fingerprint = if request.id.is_some() { request.fingerprint() } else { String::new() };
+            let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit };
+            if let Err(error) = intake.router.cast(RouterMsg::Query(Box::new(admitted))) {
+                debug!(%error, "router gone, query dropped");
+            }
+        });
+    }
+
+    async fn reject(&self, reply_to: String, error: ErrorReply) {
+        self.gate.reject();
+        debug!(code = %error.error.code, "query rejected");
+        publish(self.bus.as_ref(), reply_to, render(&Err(error), None)).await;
+    }
+}
+
+async fn publish(bus: &dyn Bus, subject: String, payload: Bytes) {
+    if let Err(error) = bus.publish(Message::new(subject, payload)).await {
+        warn!(%error, "cannot publish reply");
+    }
+}
+
+/// Sends `answer` to a client that did not see it streamed: a reply, or for a streaming client the whole
+/// answer as one chunk and the final frame.
+async fn deliver(bus: &dyn Bus, reply_to: &str, answer: &Answer, stream: bool) {
+    if stream {
+        for frame in replay(answer) {
+            publish(bus, reply_to.to_owned(), frame).await;
+        }
+    } else {
+        publish(bus, reply_to.to_owned(), render(answer, None)).await;
+    }
+}
 
 pub struct RouterActor;
+
+/// How a router admits queries, from the `node` section of the configuration.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub default_deadline: Duration,
+    /// A query that waited longer than this in the router's mailbox is refused as `overloaded`.
+    pub max_queue_wait: Duration,
+    pub dedup: DedupLimits,
+}
 
 pub struct RouterArgs {
     pub node: String,
@@ -32,34 +196,36 @@ pub struct RouterArgs {
     pub subjects: Subjects,
     /// The routes, their chains and groups, and the retry budget.
     pub routing: Arc<Routing>,
-    pub max_payload_bytes: usize,
-    pub default_deadline: Duration,
-    pub max_in_flight: usize,
+    pub settings: RouterSettings,
+    pub gate: Arc<Gate>,
     /// Cluster-wide idempotency; without it, de-duplication is per node.
-    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    pub idempotency: Option<Idempotency>,
 }
 
-/// Somebody waiting for a de-duplicated answer: where to send it, and in which form.
+/// Somebody waiting for a de-duplicated answer: where to send it, in which form, and its place in the gate.
 struct Waiter {
     reply_to: String,
     stream: bool,
+    #[allow(dead_code)] // held, not read: released when the waiter is served
+    permit: Permit,
 }
 
 pub struct RouterState {
     ctx: Arc<QueryContext>,
     routing: Arc<Routing>,
-    max_payload_bytes: usize,
-    default_deadline: Duration,
-    max_in_flight: usize,
-    in_flight: usize,
+    settings: RouterSettings,
+    gate: Arc<Gate>,
+    running: usize,
     dedup: DedupTable<Waiter, Arc<Answer>>,
-    idempotency: Option<Arc<dyn IdempotencyStore>>,
+    idempotency: Option<Idempotency>,
+    /// Query tasks and the lease renewal: aborted with the actor's state if the actor is killed.
+    tasks: JoinSet<()>,
     health: RouterHealth,
 }
 
 pub enum RouterMsg {
-    /// A client's query, straight from the bus.
-    Query(Message),
+    /// A client's query, parsed and validated by the intake.
+    Query(Box<Admitted>),
     /// A query task finished; `key` is its de-duplication key, when it had one.
     Completed {
         key: Option<String>,
@@ -75,15 +241,19 @@ impl Actor for RouterActor {
 
     async fn pre_start(&self, _: ActorRef<RouterMsg>, args: RouterArgs) -> Result<RouterState, ActorProcessingErr> {
         let names = args.routing.route_names();
+        let mut tasks = JoinSet::new();
+        if let Some(idem) = &args.idempotency {
+            tasks.spawn(renew_leases(idem.clone()));
+        }
         Ok(RouterState {
             ctx: Arc::new(QueryContext { node: args.node, bus: args.bus, subjects: args.subjects }),
             routing: args.routing,
-            max_payload_bytes: args.max_payload_bytes,
-            default_deadline: args.default_deadline,
-            max_in_flight: args.max_in_flight,
-            in_flight: 0,
-            dedup: DedupTable::new(),
+            dedup: DedupTable::new(args.settings.dedup),
+            settings: args.settings,
+            gate: args.gate,
+            running: 0,
             idempotency: args.idempotency,
+            tasks,
             health: RouterHealth { routes: names, ..RouterHealth::default() },
         })
     }
@@ -95,24 +265,31 @@ impl Actor for RouterActor {
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RouterMsg::Query(message) => state.admit(myself, message).await,
+            RouterMsg::Query(admitted) => state.admit(myself, *admitted).await,
             RouterMsg::Completed { key, answer } => {
-                state.in_flight = state.in_flight.saturating_sub(1);
+                state.running = state.running.saturating_sub(1);
+                while state.tasks.try_join_next().is_some() {}
                 match answer.as_ref() {
                     Ok(_) => state.health.answered += 1,
                     Err(_) => state.health.errors += 1,
                 }
                 if let Some(key) = key {
-                    for waiter in state.dedup.complete(&key, answer.clone()) {
-                        state
-                            .publish(waiter.reply_to, render(&answer, waiter.stream.then(|| StreamEnd::of(&answer))))
-                            .await;
+                    // A conflict reported by the store means the key belongs to another request: this node must
+                    // not bind it to the refused one.
+                    let conflict = matches!(answer.as_ref(), Err(e) if e.error.code == "idempotency_conflict");
+                    let waiters = match conflict {
+                        true => state.dedup.forget(&key),
+                        false => state.dedup.complete(&key, answer.clone(), weight(&answer)),
+                    };
+                    for waiter in waiters {
+                        deliver(state.ctx.bus.as_ref(), &waiter.reply_to, &answer, waiter.stream).await;
                     }
                 }
             }
             RouterMsg::Health(port) => {
                 let mut health = state.health.clone();
-                health.in_flight = state.in_flight as u64;
+                health.in_flight = state.gate.held() as u64;
+                health.rejected += state.gate.rejected.load(Ordering::Relaxed);
                 let _ = port.send(health);
             }
         }
@@ -121,56 +298,27 @@ impl Actor for RouterActor {
 }
 
 impl RouterState {
-    async fn publish(&self, subject: String, payload: Bytes) {
-        if let Err(error) = self.ctx.bus.publish(Message::new(subject, payload)).await {
-            warn!(%error, "cannot publish reply");
-        }
-    }
-
     async fn reject(&mut self, reply_to: String, error: ErrorReply) {
         self.health.rejected += 1;
         debug!(code = %error.error.code, "query rejected");
-        self.publish(reply_to, render(&Err(error), None)).await;
+        publish(self.ctx.bus.as_ref(), reply_to, render(&Err(error), None)).await;
     }
 
-    /// Validates a query and, when it is admitted, starts its task.
-    async fn admit(&mut self, myself: ActorRef<RouterMsg>, message: Message) {
-        let Some(reply_to) = message.reply else {
-            self.health.rejected += 1;
-            warn!(subject = %message.subject, "query without a reply subject dropped");
-            return;
-        };
-        if message.payload.len() > self.max_payload_bytes {
-            let text =
-                format!("payload of {} bytes exceeds the limit of {}", message.payload.len(), self.max_payload_bytes);
-            return self.reject(reply_to, ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text)).await;
-        }
-        let route = self.ctx.subjects.route_of(&message.subject).unwrap_or_default();
-        let Some(plan) = self.routing.route(route) else {
-            let text = format!("unknown route `{route}`");
-            let error = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route");
-            return self.reject(reply_to, error).await;
-        };
-        let request: QueryRequest = match serde_json::from_slice(&message.payload) {
-            Ok(request) => request,
-            Err(e) => return self.reject(reply_to, ErrorReply::from_json_error(&e)).await,
-        };
-        if let Err(error) = request.validate() {
-            return self.reject(reply_to, error.with_id(request.id.clone())).await;
-        }
-        if self.in_flight >= self.max_in_flight {
-            let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many queries in flight")
-                .with_retry_after_ms(100)
+    /// Book-keeping of an admitted query: queue time, de-duplication, then its task.
+    async fn admit(&mut self, myself: ActorRef<RouterMsg>, admitted: Admitted) {
+        let Admitted { reply_to, plan, request, fingerprint, received, permit } = admitted;
+        let now = Instant::now();
+        if now.duration_since(received) > self.settings.max_queue_wait {
+            let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "the query waited too long for a router")
+                .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS)
                 .with_id(request.id.clone());
             return self.reject(reply_to, error).await;
         }
-
-        let now = Instant::now();
-        let deadline = now + request.deadline_ms.map_or(self.default_deadline, Duration::from_millis);
-        let key = request.id.as_ref().map(|id| format!("{route}/{id}"));
+        let deadline = received + request.deadline_ms.map_or(self.settings.default_deadline, Duration::from_millis);
+        let key = request.id.as_ref().map(|id| format!("{}/{id}", plan.name));
+        let mut waiter = Some(Waiter { reply_to: reply_to.clone(), stream: request.stream, permit });
         if let Some(key) = &key {
-            let waiter = Waiter { reply_to: reply_to.clone(), stream: request.stream };
-            match self.dedup.claim(key, waiter, now, deadline) {
+            match self.dedup.claim(key, &fingerprint, &mut waiter, now, deadline) {
                 Seen::New => {}
                 Seen::Joined => {
                     self.health.duplicates += 1;
@@ -178,36 +326,87 @@ impl RouterState {
                 }
                 Seen::Done(answer) => {
                     self.health.duplicates += 1;
-                    return self
-                        .publish(reply_to, render(&answer, request.stream.then(|| StreamEnd::of(&answer))))
-                        .await;
+                    return deliver(self.ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
+                }
+                Seen::Conflict => return self.reject(reply_to, conflict(request.id.clone())).await,
+                Seen::Full => {
+                    let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many copies of this id")
+                        .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS)
+                        .with_id(request.id.clone());
+                    return self.reject(reply_to, error).await;
                 }
             }
         }
 
-        self.in_flight += 1;
+        // Not queued as a waiter: the query runs, and its task holds its place in the gate.
+        let Some(Waiter { reply_to, permit, .. }) = waiter else { return };
+        self.running += 1;
         let ctx = self.ctx.clone();
-        let store = self.idempotency.clone();
+        let idem = self.idempotency.clone();
         let routing = self.routing.clone();
         let span =
-            info_span!("query", route = %route, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
-        tokio::spawn(
+            info_span!("query", route = %plan.name, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
+        self.tasks.spawn(
             async move {
+                // Held until the answer is out, so the gate counts the query while it runs.
+                let _permit = permit;
                 let run = || run_query(&ctx, &routing, &plan, &request, &reply_to, deadline);
-                let answer = match (&store, &key) {
-                    (Some(store), Some(key)) => answer_once(store.as_ref(), key, &ctx.node, deadline, run).await,
-                    _ => run().await,
+                let resolved = match (&idem, &key) {
+                    (Some(idem), Some(key)) => {
+                        answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
+                    }
+                    _ => Resolved::Ran { answer: run().await, owned: false },
                 };
-                if let Err(error) = ctx
-                    .bus
-                    .publish(Message::new(reply_to, render(&answer, request.stream.then(|| StreamEnd::of(&answer)))))
-                    .await
-                {
-                    warn!(%error, "cannot publish reply");
-                }
+                let answer = match resolved {
+                    Resolved::Ran { answer, owned } => {
+                        // The client first; announcing and storing the answer only afterwards.
+                        let stream = request.stream.then(|| StreamEnd::of(&answer));
+                        publish(ctx.bus.as_ref(), reply_to, render(&answer, stream)).await;
+                        if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
+                            publish_answer(idem, &ctx, key, &answer, deadline).await;
+                        }
+                        answer
+                    }
+                    Resolved::Found(answer) => {
+                        deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
+                        answer
+                    }
+                };
                 let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
             }
             .instrument(span),
         );
+    }
+}
+
+/// Roughly what a kept answer costs in memory: its text, its trace and a fixed overhead.
+fn weight(answer: &Answer) -> usize {
+    let trace = |attempts: usize| attempts * 256;
+    512 + match answer {
+        Ok(reply) => reply.content.len() + trace(reply.trace.attempts.len()),
+        Err(error) => error.error.message.len() + error.trace.as_ref().map_or(0, |t| trace(t.attempts.len())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_bounds_queries_and_bytes() {
+        assert!(admits(0, 0, 10, 2, 100));
+        assert!(!admits(2, 0, 10, 2, 100), "count bound");
+        assert!(!admits(1, 95, 10, 2, 100), "byte bound");
+        let gate = Arc::new(Gate::new(2, 100));
+        let a = gate.enter(40);
+        let b = gate.enter(40);
+        assert!(a.is_some() && b.is_some());
+        assert!(gate.enter(1).is_none(), "third query refused");
+        assert_eq!(gate.held(), 2, "a refused permit is released at once");
+        drop(a);
+        assert!(gate.enter(70).is_none(), "40 + 70 bytes is past the byte bound");
+        assert!(gate.enter(60).is_some());
+        drop(b);
+        assert_eq!(gate.held(), 0);
     }
 }

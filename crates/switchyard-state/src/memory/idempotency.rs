@@ -7,49 +7,83 @@ use crate::StateError;
 use crate::idempotency::{Claim, IdempotencyStore, validate_key};
 use crate::types::ms;
 
-/// One claimed key.
+/// One claimed key: its fingerprint, owner and answer, all kept until `until_ms`.
 #[derive(Debug, Default)]
 pub(super) struct Claimed {
+    fingerprint: String,
     owner: String,
-    owner_until_ms: u64,
-    answer: Option<(Vec<u8>, u64)>,
+    answer: Option<Vec<u8>>,
+    until_ms: u64,
 }
 
-impl Claimed {
-    fn answer(&self, now: u64) -> Option<&[u8]> {
-        self.answer.as_ref().filter(|(_, until)| *until > now).map(|(answer, _)| answer.as_slice())
+impl MemoryStore {
+    /// The one claim decision, shared by `claim` and `take_over` (`from`: the dead owner being replaced).
+    fn claim_or_take(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        from: Option<&str>,
+        node: &str,
+        retention: Duration,
+    ) -> Result<Claim, StateError> {
+        validate_key(key)?;
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        inner.claims.retain(|_, c| c.until_ms > now);
+        inner.leases.retain(|_, until| *until > now);
+        if let Some(claimed) = inner.claims.get(key) {
+            if claimed.fingerprint != fingerprint {
+                return Ok(Claim::Conflict);
+            }
+            if let Some(answer) = &claimed.answer {
+                return Ok(Claim::Answered(answer.clone()));
+            }
+            if from != Some(claimed.owner.as_str()) {
+                return Ok(Claim::Taken { owner: claimed.owner.clone() });
+            }
+        }
+        let until_ms = now + ms(retention).max(1);
+        let claimed = Claimed { fingerprint: fingerprint.to_owned(), owner: node.to_owned(), answer: None, until_ms };
+        inner.claims.insert(key.to_owned(), claimed);
+        Ok(Claim::Owned)
     }
 }
 
 #[async_trait::async_trait]
 impl IdempotencyStore for MemoryStore {
-    async fn claim(&self, key: &str, node: &str, ttl: Duration) -> Result<Claim, StateError> {
-        validate_key(key)?;
-        let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        inner.claims.retain(|_, c| c.owner_until_ms > now || c.answer(now).is_some());
-        let claimed = inner.claims.entry(key.to_owned()).or_default();
-        if let Some(answer) = claimed.answer(now) {
-            return Ok(Claim::Answered(answer.to_vec()));
-        }
-        if claimed.owner_until_ms > now {
-            return Ok(Claim::Taken { owner: claimed.owner.clone() });
-        }
-        *claimed = Claimed { owner: node.to_owned(), owner_until_ms: now + ms(ttl).max(1), answer: None };
-        Ok(Claim::Owned)
+    async fn claim(&self, key: &str, fingerprint: &str, node: &str, retention: Duration) -> Result<Claim, StateError> {
+        self.claim_or_take(key, fingerprint, None, node, retention)
     }
 
-    async fn complete(&self, key: &str, answer: &[u8], ttl: Duration) -> Result<(), StateError> {
-        validate_key(key)?;
+    async fn take_over(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        from: &str,
+        node: &str,
+        retention: Duration,
+    ) -> Result<Claim, StateError> {
+        self.claim_or_take(key, fingerprint, Some(from), node, retention)
+    }
+
+    async fn renew(&self, node: &str, lease: Duration) -> Result<(), StateError> {
         let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        inner.claims.entry(key.to_owned()).or_default().answer = Some((answer.to_vec(), now + ms(ttl).max(1)));
+        self.lock().leases.insert(node.to_owned(), now + ms(lease).max(1));
         Ok(())
     }
 
-    async fn answer(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+    async fn alive(&self, node: &str) -> Result<bool, StateError> {
+        let now = self.clock.now_ms();
+        Ok(self.lock().leases.get(node).is_some_and(|until| *until > now))
+    }
+
+    async fn complete(&self, key: &str, answer: &[u8], retention: Duration) -> Result<(), StateError> {
         validate_key(key)?;
         let now = self.clock.now_ms();
-        Ok(self.lock().claims.get(key).and_then(|c| c.answer(now)).map(<[u8]>::to_vec))
+        let mut inner = self.lock();
+        let claimed = inner.claims.entry(key.to_owned()).or_default();
+        claimed.answer = Some(answer.to_vec());
+        claimed.until_ms = claimed.until_ms.max(now + ms(retention).max(1));
+        Ok(())
     }
 }

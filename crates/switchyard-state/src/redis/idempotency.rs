@@ -1,4 +1,10 @@
-//! [`IdempotencyStore`] on Redis: `idem:{key}:owner` (SET NX PX) and `idem:{key}:answer`, sharing a hash tag.
+//! [`IdempotencyStore`] on Redis.
+//!
+//! A key's state lives under one hash tag, `idem:{key}`: `:fp` (the request's fingerprint), `:owner` (the owning
+//! node instance) and `:answer`, each expiring with the retention (Redis `PX`, so node clocks never matter). An
+//! owner's lease is `idem:lease:{node}`, one key per node instance, renewed with one `SET PX` per interval.
+//! Claims and take-overs are one script (`switchyard_idempotency_claim_v2`), completion another
+//! (`switchyard_idempotency_complete_v1`): one command each.
 
 use std::time::Duration;
 
@@ -7,21 +13,33 @@ use crate::StateError;
 use crate::idempotency::{Claim, IdempotencyStore, validate_key};
 use crate::types::ms;
 
-impl RedisStore {
-    fn idempotency_key(&self, key: &str) -> String {
-        // Braces would move the hash tag: escape them (and the escape character), so distinct ids stay distinct.
-        let tag = key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
-        format!("{}idem:{{{tag}}}", self.key_prefix())
-    }
+/// Braces would move the hash tag: escape them (and the escape character), so distinct names stay distinct.
+fn tag(name: &str) -> String {
+    name.replace('%', "%25").replace('{', "%7B").replace('}', "%7D")
 }
 
-#[async_trait::async_trait]
-impl IdempotencyStore for RedisStore {
-    async fn claim(&self, key: &str, node: &str, ttl: Duration) -> Result<Claim, StateError> {
+impl RedisStore {
+    fn idempotency_key(&self, key: &str) -> String {
+        format!("{}idem:{{{}}}", self.key_prefix(), tag(key))
+    }
+
+    fn lease_key(&self, node: &str) -> String {
+        format!("{}idem:lease:{{{}}}", self.key_prefix(), tag(node))
+    }
+
+    async fn claim_script(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        from: Option<&str>,
+        node: &str,
+        retention: Duration,
+    ) -> Result<Claim, StateError> {
         validate_key(key)?;
         let base = self.idempotency_key(key);
-        let mut invocation = self.inner.scripts.idempotency_claim.key(format!("{base}:owner"));
-        invocation.key(format!("{base}:answer")).arg(node).arg(ms(ttl).max(1));
+        let mut invocation = self.inner.scripts.idempotency_claim.key(format!("{base}:fp"));
+        invocation.key(format!("{base}:owner")).key(format!("{base}:answer"));
+        invocation.arg(fingerprint).arg(node).arg(ms(retention).max(1)).arg(from.unwrap_or(""));
         let mut connection = self.inner.connection.clone();
         let (kind, value): (String, Vec<u8>) =
             self.bounded("idempotency_claim", invocation.invoke_async(&mut connection)).await?;
@@ -29,23 +47,51 @@ impl IdempotencyStore for RedisStore {
             "owned" => Ok(Claim::Owned),
             "taken" => Ok(Claim::Taken { owner: String::from_utf8_lossy(&value).into_owned() }),
             "answered" => Ok(Claim::Answered(value)),
+            "conflict" => Ok(Claim::Conflict),
             other => Err(StateError::Protocol { operation: "idempotency_claim", detail: format!("unknown {other:?}") }),
         }
     }
+}
 
-    async fn complete(&self, key: &str, answer: &[u8], ttl: Duration) -> Result<(), StateError> {
-        validate_key(key)?;
-        let mut command = redis::cmd("SET");
-        command.arg(format!("{}:answer", self.idempotency_key(key))).arg(answer).arg("PX").arg(ms(ttl).max(1));
-        let mut connection = self.inner.connection.clone();
-        self.bounded("idempotency_complete", command.query_async::<()>(&mut connection)).await
+#[async_trait::async_trait]
+impl IdempotencyStore for RedisStore {
+    async fn claim(&self, key: &str, fingerprint: &str, node: &str, retention: Duration) -> Result<Claim, StateError> {
+        self.claim_script(key, fingerprint, None, node, retention).await
     }
 
-    async fn answer(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        validate_key(key)?;
-        let mut command = redis::cmd("GET");
-        command.arg(format!("{}:answer", self.idempotency_key(key)));
+    async fn take_over(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        from: &str,
+        node: &str,
+        retention: Duration,
+    ) -> Result<Claim, StateError> {
+        self.claim_script(key, fingerprint, Some(from), node, retention).await
+    }
+
+    async fn renew(&self, node: &str, lease: Duration) -> Result<(), StateError> {
+        let mut command = redis::cmd("SET");
+        command.arg(self.lease_key(node)).arg(1).arg("PX").arg(ms(lease).max(1));
         let mut connection = self.inner.connection.clone();
-        self.bounded("idempotency_answer", command.query_async::<Option<Vec<u8>>>(&mut connection)).await
+        self.bounded("idempotency_renew", command.query_async::<()>(&mut connection)).await
+    }
+
+    async fn alive(&self, node: &str) -> Result<bool, StateError> {
+        let mut command = redis::cmd("EXISTS");
+        command.arg(self.lease_key(node));
+        let mut connection = self.inner.connection.clone();
+        let found: u32 = self.bounded("idempotency_alive", command.query_async(&mut connection)).await?;
+        Ok(found > 0)
+    }
+
+    async fn complete(&self, key: &str, answer: &[u8], retention: Duration) -> Result<(), StateError> {
+        validate_key(key)?;
+        let base = self.idempotency_key(key);
+        let mut invocation = self.inner.scripts.idempotency_complete.key(format!("{base}:fp"));
+        invocation.key(format!("{base}:owner")).key(format!("{base}:answer"));
+        invocation.arg(answer).arg(ms(retention).max(1));
+        let mut connection = self.inner.connection.clone();
+        self.bounded("idempotency_complete", invocation.invoke_async::<()>(&mut connection)).await
     }
 }

@@ -43,14 +43,21 @@ pub const ESCALATION_ADD: LuaScript = lua!("switchyard_escalation_add_v1", "../s
 /// Sums escalation counts over a window.
 pub const ESCALATION_RATE: LuaScript = lua!("switchyard_escalation_rate_v1", "../scripts/escalation_rate.lua");
 
-/// Claims an idempotency key (no breaker prelude: it reads no time and returns no breaker).
+/// Claims an idempotency key bound to a fingerprint, or takes it over from a dead owner (no breaker prelude: it
+/// reads no time and returns no breaker; expiries are Redis `PX`).
 pub const IDEMPOTENCY_CLAIM: LuaScript = LuaScript {
-    name: "switchyard_idempotency_claim_v1",
-    source: concat!("-- switchyard_idempotency_claim_v1\n", include_str!("../scripts/idempotency_claim.lua")),
+    name: "switchyard_idempotency_claim_v2",
+    source: concat!("-- switchyard_idempotency_claim_v2\n", include_str!("../scripts/idempotency_claim.lua")),
+};
+
+/// Stores an idempotency key's answer for its retention.
+pub const IDEMPOTENCY_COMPLETE: LuaScript = LuaScript {
+    name: "switchyard_idempotency_complete_v1",
+    source: concat!("-- switchyard_idempotency_complete_v1\n", include_str!("../scripts/idempotency_complete.lua")),
 };
 
 /// Every script, for tooling that preloads or inspects them.
-pub const ALL: [LuaScript; 10] = [
+pub const ALL: [LuaScript; 11] = [
     REPORT,
     RATE_LIMITED,
     ACQUIRE_PROBE,
@@ -61,6 +68,7 @@ pub const ALL: [LuaScript; 10] = [
     ESCALATION_ADD,
     ESCALATION_RATE,
     IDEMPOTENCY_CLAIM,
+    IDEMPOTENCY_COMPLETE,
 ];
 
 #[cfg(test)]
@@ -70,9 +78,8 @@ mod tests {
     #[test]
     fn every_script_is_named_and_versioned() {
         for script in ALL {
-            let version = script.name.rsplit_once("_v").map(|(_, v)| v).unwrap_or_default();
-            let versioned = !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit());
-            assert!(script.name.starts_with("switchyard_") && versioned, "{}", script.name);
+            let version = script.name.rsplit_once("_v").and_then(|(_, v)| v.parse::<u32>().ok());
+            assert!(script.name.starts_with("switchyard_") && version.is_some(), "{}", script.name);
             assert!(script.source.starts_with(&format!("-- {}\n", script.name)));
         }
         let names: std::collections::BTreeSet<_> = ALL.iter().map(|script| script.name).collect();

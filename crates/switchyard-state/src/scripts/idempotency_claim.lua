@@ -1,10 +1,19 @@
--- Claims an idempotency key: KEYS[1] owner, KEYS[2] answer; ARGV[1] node, ARGV[2] ttl in ms.
--- Returns {'answered', answer}, {'owned', ''} or {'taken', owner}.
-local answer = redis.call('GET', KEYS[2])
+-- Claims an idempotency key, or takes it over from a dead owner.
+-- KEYS[1] fingerprint, KEYS[2] owner, KEYS[3] answer (one hash tag);
+-- ARGV[1] fingerprint, ARGV[2] node, ARGV[3] retention in ms, ARGV[4] the dead owner to replace ('' to claim).
+-- Returns {'conflict', ''}, {'answered', answer}, {'taken', owner} or {'owned', ''}.
+local fp = redis.call('GET', KEYS[1])
+if fp and fp ~= ARGV[1] then
+  return {'conflict', ''}
+end
+local answer = redis.call('GET', KEYS[3])
 if answer then
   return {'answered', answer}
 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {'owned', ''}
+local owner = redis.call('GET', KEYS[2])
+if owner and (ARGV[4] == '' or owner ~= ARGV[4]) then
+  return {'taken', owner}
 end
-return {'taken', redis.call('GET', KEYS[1]) or ''}
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return {'owned', ''}
