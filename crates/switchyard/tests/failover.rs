@@ -43,6 +43,8 @@ const DEADLINE: Duration = Duration::from_secs(20);
 struct Nodes {
     children: Vec<(String, Child)>,
     files: Vec<PathBuf>,
+    /// Removed after a passing run only.
+    logs: Vec<PathBuf>,
 }
 
 impl Nodes {
@@ -62,6 +64,7 @@ impl Nodes {
             .unwrap();
         eprintln!("node {name}: pid {}, logs in {}", child.id(), log_path.display());
         self.files.push(config_path);
+        self.logs.push(log_path);
         self.children.push((name.to_owned(), child));
     }
 
@@ -81,6 +84,11 @@ impl Drop for Nodes {
         }
         for file in &self.files {
             let _ = std::fs::remove_file(file);
+        }
+        if !std::thread::panicking() {
+            for log in &self.logs {
+                let _ = std::fs::remove_file(log);
+            }
         }
     }
 }
@@ -139,7 +147,7 @@ async fn a_node_killed_with_queries_in_flight_loses_none_of_them() {
     let namespace = format!("failover-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let subjects = Subjects::new(&namespace);
     let (victim, survivor) = ("victim", "survivor");
-    let mut nodes = Nodes { children: Vec::new(), files: Vec::new() };
+    let mut nodes = Nodes { children: Vec::new(), files: Vec::new(), logs: Vec::new() };
     nodes.spawn(victim, &config(&mock, &namespace, victim, "failover-victim"));
     nodes.spawn(survivor, &config(&mock, &namespace, survivor, "failover-survivor"));
 
