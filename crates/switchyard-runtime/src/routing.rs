@@ -7,10 +7,14 @@
 //! provider's recent latencies feed the route's hedge delay (`switchyard_core::hedge`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use switchyard_core::{Balancer, FallbackChains, HedgePolicy, LatencyWindow, Pick, RetryBudget, RetryPolicy};
+use switchyard_core::{
+    Balancer, ClusterPhase, FallbackChains, HedgePolicy, LatencyWindow, Pick, RetryBudget, RetryPolicy,
+};
+
+use crate::actors::state_sync::ClusterGates;
 
 use crate::config::NodeConfig;
 
@@ -54,7 +58,14 @@ pub struct Routing {
     refused_until: HashMap<String, Mutex<Option<Instant>>>,
     /// The nodes seen answering for each provider, so a call one node refuses can go to another.
     hosts: HashMap<String, Mutex<Vec<String>>>,
+    /// This node's copy of the cluster breakers, when it hosts providers: a remembered refusal ends as soon as the
+    /// provider's cluster breaker is seen closed.
+    gates: OnceLock<ClusterGates>,
 }
+
+/// The longest a plain chain entry's refusal is remembered: long enough to spare an open provider a call per
+/// query, short enough that a recovered provider (or a probe) is not skipped for long.
+const REFUSAL_MEMORY: Duration = Duration::from_millis(250);
 
 /// Most nodes remembered per provider.
 const MAX_HOSTS: usize = 64;
@@ -94,7 +105,13 @@ impl Routing {
         let latency = per_provider(config);
         let refused_until = per_provider(config);
         let hosts = per_provider(config);
-        Ok(Routing { routes, groups, budget: Mutex::new(budget), latency, refused_until, hosts })
+        let gates = OnceLock::new();
+        Ok(Routing { routes, groups, budget: Mutex::new(budget), latency, refused_until, hosts, gates })
+    }
+
+    /// Lets remembered refusals see this node's cluster breakers.
+    pub fn attach_gates(&self, gates: ClusterGates) {
+        let _ = self.gates.set(gates);
     }
 
     /// Remembers that `node` hosts `provider`.
@@ -161,7 +178,10 @@ impl Routing {
             if let Some(until) = self.refused_until.get(target).and_then(|u| *lock(u))
                 && until > now
             {
-                return Resolved::Unavailable { retry_after: until - now };
+                let closed = self.gates.get().and_then(|g| g.with(target, |gate| gate.phase() == ClusterPhase::Closed));
+                if closed != Some(true) {
+                    return Resolved::Unavailable { retry_after: until - now };
+                }
             }
             return Resolved::Provider { name: target.to_owned(), member: None, bypass_breaker: false };
         };
@@ -201,10 +221,11 @@ impl Routing {
     }
 
     /// Records that the cluster's breaker refused `provider` for `wait`; a plain chain entry naming it is skipped
-    /// until then (a group member is remembered by [`Routing::finish`]).
+    /// until then, for at most [`REFUSAL_MEMORY`] and not once this node sees the breaker closed (a group member
+    /// is remembered by [`Routing::finish`], and trickles in panic mode).
     pub fn refused(&self, provider: &str, wait: Duration) {
         if let Some(until) = self.refused_until.get(provider) {
-            *lock(until) = Some(Instant::now() + wait);
+            *lock(until) = Some(Instant::now() + wait.min(REFUSAL_MEMORY));
         }
     }
 

@@ -85,6 +85,9 @@ impl Actor for NodeSupervisor {
             Some(mut specs) => {
                 if let Some(ClusterBreakers { store, policies, settings }) = args.breakers {
                     let gates = ClusterGates::new(specs.iter().map(|s| s.provider.name()));
+                    if let Some(routing) = &args.routing {
+                        routing.attach_gates(gates.clone());
+                    }
                     let sync_args = StateSyncArgs {
                         node: args.node.clone(),
                         store,
