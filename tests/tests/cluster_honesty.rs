@@ -207,3 +207,38 @@ async fn a_dead_probe_holder_hands_the_probe_over_within_about_one_lease() {
     assert!(recovery < 2 * LEASE + Duration::from_secs(1), "recovery took {recovery:?}, lease {LEASE:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_429_never_reopens_a_breaker_that_closed_since() {
+    // Trip the primary for the cluster, then let it heal: the probe closes the breaker at a newer epoch.
+    let cluster = TestCluster::start(2).await.unwrap();
+    let store = store_of(&cluster).await;
+    cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
+    cluster.drive_until_tripped("chat", "primary", 500).await.unwrap();
+    let open = store.get("primary").await.unwrap();
+    cluster.mock.clear_behavior(PRIMARY_MODEL);
+    eventually("the probe closes the breaker", Duration::from_secs(10), || async {
+        let _ = cluster.query("chat", &ask("heal")).await;
+        let closed = cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed");
+        closed.then_some(())
+    })
+    .await
+    .unwrap();
+
+    // A lagging node reports a 429 it saw while the breaker was open (its admission epoch): it changes nothing.
+    let stale = store.rate_limited("primary", open.epoch, Duration::from_secs(30)).await.unwrap();
+    let view = store.get("primary").await.unwrap();
+    assert_eq!(view.state, BreakerState::Closed, "a stale cooldown reopened the breaker: {stale:?}");
+    let calls = cluster.mock.calls(PRIMARY_MODEL);
+    for i in 0..6 {
+        let outcome = cluster.query("chat", &ask(&format!("after the stale 429 {i}"))).await.unwrap();
+        let QueryOutcome::Reply(reply) = outcome else { panic!("the primary is healthy: {outcome:?}") };
+        assert_eq!(reply.provider, "primary", "{:?}", reply.trace);
+    }
+    assert_eq!(cluster.mock.calls(PRIMARY_MODEL), calls + 6);
+
+    // A 429 of the current epoch still opens it: the rule drops stale cooldowns only.
+    let fresh = store.rate_limited("primary", view.epoch, Duration::from_secs(2)).await.unwrap();
+    assert_ne!(store.get("primary").await.unwrap().state, BreakerState::Closed, "{fresh:?}");
+    cluster.shutdown().await;
+}

@@ -76,3 +76,25 @@ async fn a_plain_chain_entry_refused_by_the_cluster_is_skipped_until_its_retry_a
     assert!(cluster.mock.calls(PRIMARY_MODEL) - calls_before <= 1, "at most one probe reaches the primary");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_call_that_cannot_be_decoded_is_a_retryable_failure() {
+    use bytes::Bytes;
+    use switchyard_bus::Message;
+    use switchyard_protocol::internal::{ProviderAnswer, ProviderReply};
+    use switchyard_protocol::{Bincode, Codec};
+
+    // What a router of another version would send: bytes this node cannot decode.
+    let cluster = TestCluster::start(1).await.unwrap();
+    let call = Message::new(cluster.subjects.provider_call("primary"), Bytes::from_static(b"\x07not a call"));
+    let reply = cluster.client.request(call, std::time::Duration::from_secs(5)).await.unwrap();
+    let answer = Bincode::decode::<ProviderAnswer>(&reply.payload).unwrap();
+    match answer.reply {
+        ProviderReply::Failed(failure) => {
+            assert_eq!(failure.class, switchyard_core::FailureClass::Retryable.into(), "{failure:?}");
+        }
+        other => panic!("expected a retryable failure, got {other:?}"),
+    }
+    assert_eq!(answer.node, "node-1");
+    cluster.shutdown().await;
+}
