@@ -53,6 +53,8 @@ struct Inner {
     /// Added to Redis `TIME` in every script; only the test harness moves it (see `shift_clock`).
     clock_offset_ms: AtomicU64,
     scripts: Scripts,
+    /// Commands this store has sent (a script counts once, whatever it runs inside Redis).
+    commands_sent: AtomicU64,
 }
 
 struct Scripts {
@@ -156,6 +158,7 @@ impl RedisStore {
                 key_prefix: options.key_prefix.clone(),
                 call_timeout: options.call_timeout,
                 clock_offset_ms: AtomicU64::new(0),
+                commands_sent: AtomicU64::new(0),
                 scripts: Scripts::new(),
             }),
         })
@@ -189,6 +192,11 @@ impl RedisStore {
         self.inner.clock_offset_ms.fetch_add(ms(by), Ordering::SeqCst);
     }
 
+    /// Commands this store has sent so far (a script counts once): what a node costs Redis, for benchmarks.
+    pub fn commands_sent(&self) -> u64 {
+        self.inner.commands_sent.load(Ordering::Relaxed)
+    }
+
     fn offset(&self) -> u64 {
         self.inner.clock_offset_ms.load(Ordering::SeqCst)
     }
@@ -200,6 +208,7 @@ impl RedisStore {
         exchange: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StateError> {
         let timeout = self.inner.call_timeout;
+        self.inner.commands_sent.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(map_error(operation, timeout, error)),
@@ -403,6 +412,7 @@ impl BreakerStore for RedisStore {
                 invocation.invoke_async::<Reply>(&mut connection).await
             }
         });
+        self.inner.commands_sent.fetch_add(providers.len().saturating_sub(1) as u64, Ordering::Relaxed);
         let replies = self.bounded("get_many", futures::future::try_join_all(reads)).await?;
         providers.iter().zip(replies).map(|(provider, reply)| Ok(parse_reply("get_many", provider, reply)?.1)).collect()
     }
