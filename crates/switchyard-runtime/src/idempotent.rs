@@ -34,7 +34,7 @@ use switchyard_protocol::client::{ErrorReply, ErrorType, QueryOutcome, StreamFra
 use switchyard_protocol::{Codec, Json};
 use switchyard_state::{Claim, IdempotencyStore};
 
-use crate::query::{Answer, QueryContext};
+use crate::query::{Answer, QueryContext, StreamEnd};
 
 /// A node's side of cluster-wide idempotency.
 #[derive(Clone)]
@@ -233,7 +233,8 @@ pub async fn renew_leases(idem: Idempotency) {
 pub fn replay(answer: &Answer) -> Vec<Bytes> {
     let frames = match answer {
         Ok(reply) => {
-            let attempt = u32::try_from(reply.trace.attempts.len().max(1)).unwrap_or(u32::MAX);
+            // The attempt that answered, as the trace numbers it (a hedge's loser may come after it).
+            let attempt = StreamEnd::of(answer).attempt.max(1);
             let mut frames = Vec::with_capacity(2);
             if !reply.content.is_empty() {
                 frames.push(StreamFrame::Chunk { attempt, seq: 0, delta: reply.content.clone() });

@@ -2,8 +2,9 @@
 //!
 //! - Outcomes of provider calls arrive one message per call and are batched per provider; every flush interval
 //!   (~100 ms, at once on a local trip) each provider with calls since the last flush gets one `report`, successes
-//!   included, so the cluster's failure rate is computed over every node's calls, not only the failing ones'. A
-//!   busy healthy provider costs one store command per interval per node, never one per query; an idle one none.
+//!   included, so the cluster's failure rate is computed over every node's calls, not only the failing ones'.
+//!   While no batch holds a failure, reports wait up to a second (`HEALTHY_REPORT_INTERVAL`): a busy healthy
+//!   provider costs about one store command a second per node, never one per query; an idle one none.
 //!   The reports of one flush go out together (one pipelined round trip; a script per provider, since each
 //!   provider has its own hash slot).
 //! - A 429's cooldown is coalesced per provider (the longest one of the newest epoch) and sent at once, tagged
@@ -114,9 +115,14 @@ pub struct StateSyncState {
     older_polls: HashMap<String, u32>,
     flushing: bool,
     flush_again: bool,
+    /// When batches of successes were last reported.
+    last_healthy_report: tokio::time::Instant,
     polling: bool,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// Batches holding only successes are reported at most this often (failures go out every flush interval).
+const HEALTHY_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A 429 never keeps a provider shut cluster-wide for longer than this (the local breaker's cap too).
 const MAX_COOLDOWN: Duration = Duration::from_secs(600);
@@ -205,6 +211,7 @@ impl Actor for StateSync {
             older_polls: HashMap::new(),
             flushing: false,
             flush_again: false,
+            last_healthy_report: tokio::time::Instant::now(),
             polling: false,
             tasks,
         })
@@ -390,8 +397,19 @@ impl StateSyncState {
             self.flush_again = true;
             return;
         }
-        let due: Vec<(String, OutcomeBatch)> =
-            self.pending.drain().filter(|(_, batch)| batch.calls() > 0 || batch.is_bad()).collect();
+        // Good news can wait: while no batch says anything bad, reports go out at most once per
+        // `HEALTHY_REPORT_INTERVAL`, so a healthy provider costs about one command a second per node. (Tokio's clock,
+        // so actor tests can move it.)
+        let now = tokio::time::Instant::now();
+        let report = self.pending.values().any(OutcomeBatch::is_bad)
+            || now.saturating_duration_since(self.last_healthy_report) >= HEALTHY_REPORT_INTERVAL;
+        let due: Vec<(String, OutcomeBatch)> = match report {
+            true => {
+                self.last_healthy_report = now;
+                self.pending.drain().filter(|(_, batch)| batch.calls() > 0 || batch.is_bad()).collect()
+            }
+            false => Vec::new(),
+        };
         let cooldowns: Vec<(String, (u64, Duration))> = self.rate_limits.drain().collect();
         if due.is_empty() && cooldowns.is_empty() {
             return;
