@@ -75,6 +75,7 @@ pub trait BreakerStore: Send + Sync + 'static {
     /// - A closed breaker that trips becomes open: epoch + 1, consecutive opens + 1, open until now +
     ///   `policy.wait.for_open(opens)`; a hard-error trip also marks the provider misconfigured.
     /// - A disabled breaker counts outcomes but never trips.
+    /// - A batch of successes only is counted but decides nothing: a trip is decided when a bad batch arrives.
     async fn report(
         &self,
         provider: &str,

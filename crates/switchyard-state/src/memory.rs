@@ -263,8 +263,11 @@ impl BreakerStore for MemoryStore {
                 }
                 entry.buckets.retain(|_, bucket| bucket.expires_at_ms > now);
                 entry.bad_nodes.retain(|_, nodes| nodes.expires_at_ms > now);
+                // Successes alone never decide a trip (the Redis script does the same): the next bad batch does.
                 let decision = match entry.state() {
-                    BreakerState::Closed => trip_decision(&entry.window_counts(now, window_secs), policy),
+                    BreakerState::Closed if batch.is_bad() => {
+                        trip_decision(&entry.window_counts(now, window_secs), policy)
+                    }
                     _ => None,
                 };
                 match decision {

@@ -25,7 +25,7 @@ macro_rules! lua {
 }
 
 /// Adds a batch of outcomes and decides a cluster trip.
-pub const REPORT: LuaScript = lua!("switchyard_breaker_report_v1", "../scripts/report.lua");
+pub const REPORT: LuaScript = lua!("switchyard_breaker_report_v2", "../scripts/report.lua");
 /// Opens or extends a 429 cooldown, unless it was observed before the breaker last closed (v2: takes the epoch).
 pub const RATE_LIMITED: LuaScript = lua!("switchyard_breaker_rate_limited_v2", "../scripts/rate_limited.lua");
 /// Grants the half-open probe lease to one node.

@@ -3,7 +3,9 @@
 -- hard_error_minimum, wait_base_ms, wait_max_ms, jitter_ms.
 --
 -- Adds the batch to the current second's bucket (hash s/f/slow/h) and, when it has bad outcomes, the node to the
--- second's set; then, if the breaker is closed, decides a trip over the window (see `TripPolicy`).
+-- second's set; then, if the breaker is closed and the batch has bad outcomes, decides a trip over the window (see
+-- `TripPolicy`). A batch of successes only is counted and nothing more: the trip is decided when failures arrive
+-- (they are reported every flush interval while they happen), so a healthy provider's reports stay cheap.
 local key = KEYS[1]
 local now = now_ms()
 local node = ARGV[2]
@@ -22,18 +24,21 @@ end
 local second = math.floor(now / 1000)
 local ttl = (window + 1) * 1000
 local bucket = key .. ':b:' .. second
+local bad = f > 0 or slow > 0 or h > 0
 redis.call('HINCRBY', bucket, 's', s)
-redis.call('HINCRBY', bucket, 'f', f)
-redis.call('HINCRBY', bucket, 'slow', slow)
-redis.call('HINCRBY', bucket, 'h', h)
+if bad then
+  redis.call('HINCRBY', bucket, 'f', f)
+  redis.call('HINCRBY', bucket, 'slow', slow)
+  redis.call('HINCRBY', bucket, 'h', h)
+end
 redis.call('PEXPIRE', bucket, ttl)
-if f > 0 or slow > 0 or h > 0 then
+if bad then
   local nodes = key .. ':nodes:' .. second
   redis.call('SADD', nodes, node)
   redis.call('PEXPIRE', nodes, ttl)
 end
 redis.call('HSET', key, 'window_s', window)
-if b.state ~= 'closed' then
+if b.state ~= 'closed' or not bad then
   return reply('counted', now, b)
 end
 
