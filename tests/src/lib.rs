@@ -13,7 +13,7 @@ use switchyard_bus::{Bus, Message, NatsBus, NatsOptions, gather, request_many};
 use switchyard_mock::{MockConfig, MockServer};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::admin::NodeHealth;
-use switchyard_protocol::client::{QueryOutcome, QueryRequest, StreamFrame};
+use switchyard_protocol::client::{ErrorReply, QueryOutcome, QueryReply, QueryRequest, StreamFrame};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::{Node, NodeConfig, SharedState};
 use switchyard_state::{RedisOptions, RedisStore};
@@ -130,6 +130,24 @@ pub async fn connect() -> anyhow::Result<Arc<dyn Bus>> {
 /// A fresh namespace for one test.
 pub fn unique_namespace() -> String {
     format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The answer of a query that must have succeeded.
+#[allow(clippy::panic)]
+pub fn reply(outcome: QueryOutcome) -> QueryReply {
+    match outcome {
+        QueryOutcome::Reply(reply) => reply,
+        QueryOutcome::Error(error) => panic!("expected an answer, got {error:?}"),
+    }
+}
+
+/// The typed error of a query that must have failed.
+#[allow(clippy::panic)]
+pub fn error(outcome: QueryOutcome) -> ErrorReply {
+    match outcome {
+        QueryOutcome::Error(error) => error,
+        QueryOutcome::Reply(reply) => panic!("expected an error, got {reply:?}"),
+    }
 }
 
 pub fn ask(text: &str) -> QueryRequest {

@@ -8,24 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use switchyard_bus::Message;
-use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask};
+use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, error, reply};
 use switchyard_mock::{Behavior, Latency, MockError};
-use switchyard_protocol::client::{ErrorReply, ErrorType, QueryOutcome, QueryReply, StreamFrame};
+use switchyard_protocol::client::{ErrorType, QueryOutcome, StreamFrame};
 use switchyard_testkit::eventually;
-
-fn reply(outcome: QueryOutcome) -> QueryReply {
-    match outcome {
-        QueryOutcome::Reply(reply) => reply,
-        QueryOutcome::Error(error) => panic!("expected an answer, got {error:?}"),
-    }
-}
-
-fn error(outcome: QueryOutcome) -> ErrorReply {
-    match outcome {
-        QueryOutcome::Error(error) => error,
-        QueryOutcome::Reply(reply) => panic!("expected an error, got {reply:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_nats_is_answered_by_the_mock_through_a_node() {

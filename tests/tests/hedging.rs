@@ -6,19 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask};
+use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, reply};
 use switchyard_mock::Behavior;
 use switchyard_protocol::admin::ProviderHealth;
-use switchyard_protocol::client::{QueryOutcome, QueryReply, StreamFrame};
+use switchyard_protocol::client::{QueryReply, StreamFrame};
 use switchyard_runtime::Node;
 use switchyard_testkit::eventually;
-
-fn reply(outcome: QueryOutcome) -> QueryReply {
-    match outcome {
-        QueryOutcome::Reply(reply) => reply,
-        QueryOutcome::Error(error) => panic!("expected an answer, got {error:?}"),
-    }
-}
 
 fn outcomes(reply: &QueryReply) -> Vec<(&str, &str, bool)> {
     reply.trace.attempts.iter().map(|a| (a.provider.as_str(), a.outcome.as_str(), a.hedged)).collect()

@@ -5,24 +5,10 @@
 
 use std::time::Duration;
 
-use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask};
+use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask, error, reply};
 use switchyard_mock::{Behavior, Latency};
-use switchyard_protocol::client::{ErrorReply, ErrorType, QueryOutcome, QueryReply, QueryRequest, StreamFrame};
+use switchyard_protocol::client::{ErrorType, QueryOutcome, QueryRequest, StreamFrame};
 use switchyard_testkit::eventually;
-
-fn reply(outcome: QueryOutcome) -> QueryReply {
-    match outcome {
-        QueryOutcome::Reply(reply) => reply,
-        QueryOutcome::Error(error) => panic!("expected an answer, got {error:?}"),
-    }
-}
-
-fn error(outcome: QueryOutcome) -> ErrorReply {
-    match outcome {
-        QueryOutcome::Error(error) => error,
-        QueryOutcome::Reply(reply) => panic!("expected an error, got {reply:?}"),
-    }
-}
 
 fn with_id(text: &str, id: &str) -> QueryRequest {
     let mut request = ask(text);

@@ -5,17 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask};
+use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, reply};
 use switchyard_mock::{Behavior, MockError};
 use switchyard_protocol::client::{ErrorType, QueryOutcome, QueryReply, StreamFrame};
 use switchyard_testkit::eventually;
-
-fn reply(outcome: QueryOutcome) -> QueryReply {
-    match outcome {
-        QueryOutcome::Reply(reply) => reply,
-        QueryOutcome::Error(error) => panic!("expected an answer, got {error:?}"),
-    }
-}
 
 fn outcomes(reply: &QueryReply) -> Vec<(String, String)> {
     reply.trace.attempts.iter().map(|a| (a.provider.clone(), a.outcome.clone())).collect()

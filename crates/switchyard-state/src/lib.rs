@@ -58,6 +58,7 @@ pub use memory::{Clock, ManualClock, MemoryStore, SystemClock};
 pub use types::{
     BreakerState, ClusterView, ESCALATION_BUCKET, ESCALATION_RETENTION, EscalationCounts, MAX_NAME_LEN, MAX_WINDOW,
     OpenWait, OutcomeBatch, ProbeDecision, ProbeLease, ReportEffect, ReportOutcome, TripPolicy, Update, validate_name,
+    validate_probe_lease,
 };
 
 /// The cluster's shared breaker state and escalation counters.

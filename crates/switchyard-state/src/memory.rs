@@ -18,7 +18,7 @@ use crate::types::{
 };
 use crate::{
     BreakerState, BreakerStore, ClusterView, EscalationCounts, OpenWait, OutcomeBatch, ProbeDecision, ReportEffect,
-    ReportOutcome, StateError, TripPolicy, Update, validate_name,
+    ReportOutcome, StateError, TripPolicy, Update, validate_name, validate_probe_lease,
 };
 
 /// Where a [`MemoryStore`] reads the time: Unix milliseconds, like Redis `TIME`.
@@ -309,10 +309,7 @@ impl BreakerStore for MemoryStore {
     }
 
     async fn acquire_probe(&self, provider: &str, node: &str, lease: Duration) -> Result<ProbeDecision, StateError> {
-        validate_name("node", node)?;
-        if ms(lease) == 0 {
-            return Err(StateError::config("lease", "must be at least 1 ms"));
-        }
+        validate_probe_lease(node, lease)?;
         self.with_entry(provider, |entry, now| {
             let breaker = &entry.breaker;
             let grant = match entry.state() {
@@ -340,10 +337,7 @@ impl BreakerStore for MemoryStore {
         epoch: u64,
         lease: Duration,
     ) -> Result<ProbeDecision, StateError> {
-        validate_name("node", node)?;
-        if ms(lease) == 0 {
-            return Err(StateError::config("lease", "must be at least 1 ms"));
-        }
+        validate_probe_lease(node, lease)?;
         self.with_entry(provider, |entry, now| {
             let breaker = &mut entry.breaker;
             let holds = breaker.state == Some(BreakerState::HalfOpen)

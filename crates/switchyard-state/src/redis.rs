@@ -34,7 +34,7 @@ use options::{client, redact_url};
 use crate::types::{ESCALATION_BUCKET, ESCALATION_RETENTION, RawBreaker, escalation_bucket_count, ms};
 use crate::{
     BreakerState, BreakerStore, ClusterView, EscalationCounts, OpenWait, OutcomeBatch, ProbeDecision, ReportEffect,
-    ReportOutcome, StateError, TripPolicy, Update, validate_name,
+    ReportOutcome, StateError, TripPolicy, Update, validate_name, validate_probe_lease,
 };
 
 /// The production [`BreakerStore`]: Lua scripts on Redis through an auto-reconnecting connection.
@@ -340,10 +340,7 @@ impl BreakerStore for RedisStore {
         epoch: u64,
         lease: Duration,
     ) -> Result<ProbeDecision, StateError> {
-        validate_name("node", node)?;
-        if ms(lease) == 0 {
-            return Err(StateError::config("lease", "must be at least 1 ms"));
-        }
+        validate_probe_lease(node, lease)?;
         let args = [node.to_owned(), epoch.to_string(), ms(lease).to_string()];
         let script = &self.inner.scripts.renew_probe;
         let (effect, view) = self.breaker_script("renew_probe", script, provider, &args).await?;
@@ -355,10 +352,7 @@ impl BreakerStore for RedisStore {
     }
 
     async fn acquire_probe(&self, provider: &str, node: &str, lease: Duration) -> Result<ProbeDecision, StateError> {
-        validate_name("node", node)?;
-        if ms(lease) == 0 {
-            return Err(StateError::config("lease", "must be at least 1 ms"));
-        }
+        validate_probe_lease(node, lease)?;
         let args = [node.to_owned(), ms(lease).to_string()];
         let script = &self.inner.scripts.acquire_probe;
         let (effect, view) = self.breaker_script("acquire_probe", script, provider, &args).await?;

@@ -457,6 +457,16 @@ pub const MAX_NAME_LEN: usize = 200;
 
 /// Checks that `name` can be used inside a Redis key: 1 to [`MAX_NAME_LEN`] bytes, no whitespace or control
 /// characters, and no `{` or `}` (which would break the per-provider hash tag). `kind` names the argument.
+/// Checks the arguments of a probe lease request (acquire or renew): a usable node name and a lease of at least
+/// 1 ms.
+pub fn validate_probe_lease(node: &str, lease: std::time::Duration) -> Result<(), StateError> {
+    validate_name("node", node)?;
+    if lease.as_millis() == 0 {
+        return Err(StateError::config("lease", "must be at least 1 ms"));
+    }
+    Ok(())
+}
+
 pub fn validate_name(kind: &'static str, name: &str) -> Result<(), StateError> {
     let reason = if name.is_empty() {
         "must not be empty"
