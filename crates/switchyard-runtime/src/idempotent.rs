@@ -14,7 +14,9 @@
 //!   the announcement, checking the store every `poll` interval. That check also looks at the owner's lease: an
 //!   owner whose lease expired is dead, and the waiter takes the query over and answers it itself.
 //! - **Leases are per node, not per query**: [`renew_leases`] runs once per node and renews one lease covering
-//!   every key the node owns, one store command per `lease / 3` however many queries are in flight.
+//!   every key the node owns, one store command per `lease / 3` however many queries are in flight, and none
+//!   while the node holds no key (queries without an id cost the store nothing). The first claim after such a
+//!   quiet spell sends the renewal in the same round trip, just ahead of the claim ([`Idempotency::with_lease`]).
 //!
 //! When the store cannot be reached the node answers by itself: a duplicate upstream call is then possible, a
 //! lost query is not. A waiter that times out gets `deadline_exceeded`; an owner that stalls without dying (its
@@ -23,7 +25,8 @@
 // An answer is a reply either way: both sides are large and both are moved exactly once, to the client.
 #![allow(clippy::result_large_err)]
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,11 +52,69 @@ pub struct Idempotency {
     pub retention: Duration,
     /// How often a waiter checks the store when no announcement came.
     pub poll: Duration,
+    /// The queries holding the lease, and when it was last renewed.
+    pub holders: Arc<LeaseHolders>,
+}
+
+/// Who needs this node's lease, and how fresh it is.
+#[derive(Debug, Default)]
+pub struct LeaseHolders {
+    count: AtomicUsize,
+    renewed: Mutex<Option<Instant>>,
+}
+
+impl LeaseHolders {
+    fn renewed_at(&self) -> Option<Instant> {
+        *self.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mark_renewed(&self, at: Instant) {
+        let mut renewed = self.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *renewed = Some(renewed.map_or(at, |before| before.max(at)));
+    }
+}
+
+/// A query's hold on its node's lease: renewals run while any hold is alive.
+pub struct LeaseHold(Arc<LeaseHolders>);
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Idempotency {
     fn retention_for(&self, deadline: Instant) -> Duration {
         deadline.saturating_duration_since(Instant::now()).max(self.retention)
+    }
+
+    /// Holds the node's lease for a query with a key, from before its claim until its answer is stored.
+    pub fn hold(&self) -> LeaseHold {
+        self.holders.count.fetch_add(1, Ordering::Relaxed);
+        LeaseHold(self.holders.clone())
+    }
+
+    /// The renewal period: a third of the lease, so two renewals may fail before it lapses.
+    fn renew_every(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(1))
+    }
+
+    /// Runs `claim` (a claim or a take-over) with the lease live behind it. While renewals run (a hold was alive
+    /// at the last tick, within a renewal period) the lease has at least two thirds of its time left and the next
+    /// tick renews it. Otherwise the renewal is sent together with the claim, first: on the store's one
+    /// connection they travel in one round trip, in order, so no waiter sees the claim without the lease.
+    async fn with_lease<T>(&self, claim: impl std::future::Future<Output = T>) -> T {
+        let fresh = self.holders.renewed_at().is_some_and(|at| at.elapsed() < self.renew_every());
+        if fresh {
+            return claim.await;
+        }
+        let started = Instant::now();
+        let (renewed, claimed) = tokio::join!(self.store.renew(&self.instance, self.lease), claim);
+        match renewed {
+            Ok(()) => self.holders.mark_renewed(started),
+            Err(error) => debug!(%error, "cannot renew the idempotency lease"),
+        }
+        claimed
     }
 }
 
@@ -85,7 +146,8 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Answer>,
 {
-    match idem.store.claim(key, fingerprint, &idem.instance, idem.retention_for(deadline)).await {
+    let claim = idem.store.claim(key, fingerprint, &idem.instance, idem.retention_for(deadline));
+    match idem.with_lease(claim).await {
         Ok(Claim::Owned) => Resolved::Ran { answer: run().await, owned: true },
         Ok(Claim::Answered(bytes)) => match decode_answer(&bytes) {
             Some(answer) => Resolved::Found(answer),
@@ -185,7 +247,7 @@ async fn look(idem: &Idempotency, key: &str, fingerprint: &str, owner: &str, dea
     // so there is no such query in flight here) was left behind: its answer never got stored. Take it back.
     let alive = if owner == idem.instance { Ok(false) } else { idem.store.alive(owner).await };
     let found = match alive {
-        Ok(false) => idem.store.take_over(key, fingerprint, owner, &idem.instance, retention).await,
+        Ok(false) => idem.with_lease(idem.store.take_over(key, fingerprint, owner, &idem.instance, retention)).await,
         Ok(true) => idem.store.claim(key, fingerprint, &idem.instance, retention).await,
         Err(error) => Err(error),
     };
@@ -216,14 +278,21 @@ pub async fn publish_answer(idem: &Idempotency, ctx: &QueryContext, key: &str, a
     }
 }
 
-/// Keeps this node instance's lease alive: one store command every `lease / 3`, for every key it owns.
+/// Keeps this node instance's lease alive while queries hold it: one store command every `lease / 3`, for every
+/// key it owns; nothing while it owns none.
 pub async fn renew_leases(idem: Idempotency) {
-    let interval = (idem.lease / 3).max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval(idem.renew_every());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if let Err(error) = idem.store.renew(&idem.instance, idem.lease).await {
-            debug!(%error, "cannot renew the idempotency lease");
+        ticks.tick().await;
+        if idem.holders.count.load(Ordering::Relaxed) == 0 {
+            continue;
         }
-        tokio::time::sleep(interval).await;
+        let started = Instant::now();
+        match idem.store.renew(&idem.instance, idem.lease).await {
+            Ok(()) => idem.holders.mark_renewed(started),
+            Err(error) => debug!(%error, "cannot renew the idempotency lease"),
+        }
     }
 }
 

@@ -108,6 +108,7 @@ impl Node {
                     lease,
                     retention: Duration::from_millis(config.node.idempotency_retention_ms),
                     poll: lease / 2,
+                    holders: Arc::default(),
                 }
             }),
             breakers: shared.breakers.filter(|_| config.has_role(Role::Providers)).map(|store| {

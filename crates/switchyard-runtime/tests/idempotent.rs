@@ -23,7 +23,21 @@ struct Counting {
     claims: AtomicU64,
     completes: AtomicU64,
     others: AtomicU64,
+    renewals: AtomicU64,
     release: tokio::sync::Semaphore,
+}
+
+impl Counting {
+    fn new(released: usize) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner: MemoryStore::new(),
+            claims: AtomicU64::new(0),
+            completes: AtomicU64::new(0),
+            others: AtomicU64::new(0),
+            renewals: AtomicU64::new(0),
+            release: tokio::sync::Semaphore::new(released),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -46,6 +60,7 @@ impl IdempotencyStore for Counting {
     }
 
     async fn renew(&self, node: &str, lease: Duration) -> Result<(), StateError> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
         self.inner.renew(node, lease).await
     }
 
@@ -61,13 +76,12 @@ impl IdempotencyStore for Counting {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idempotent_query_pays_one_store_call_before_its_reply_and_stores_after_it() {
-    let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let config = NodeConfig::from_toml(&format!(
+fn config(mock: &MockServer, lease_ms: u64) -> NodeConfig {
+    NodeConfig::from_toml(&format!(
         r#"
         [node]
         namespace = "cost"
+        idempotency_lease_ms = {lease_ms}
         [[providers]]
         name = "mock"
         kind = "openai"
@@ -79,14 +93,46 @@ async fn an_idempotent_query_pays_one_store_call_before_its_reply_and_stores_aft
         "#,
         mock.openai_base_url()
     ))
-    .unwrap();
-    let store = Arc::new(Counting {
-        inner: MemoryStore::new(),
-        claims: AtomicU64::new(0),
-        completes: AtomicU64::new(0),
-        others: AtomicU64::new(0),
-        release: tokio::sync::Semaphore::new(0),
-    });
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_is_renewed_only_while_a_keyed_query_holds_it() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    // A 30 ms lease: renewed every 10 ms while held.
+    let store = Counting::new(1000);
+    let bus = MemoryBus::new();
+    let shared = SharedState { idempotency: Some(store.clone()), breakers: None };
+    let node = Node::start(&config(&mock, 30), Arc::new(bus.clone()), shared).await.unwrap();
+    let subject = Subjects::new("cost").query("chat");
+    let ask = |id: Option<&str>| {
+        let mut request = QueryRequest::new(vec![ChatMessage::user("lease")]);
+        request.id = id.map(str::to_owned);
+        let payload = Bytes::from(serde_json::to_vec(&request).unwrap());
+        bus.request(Message::new(subject.clone(), payload), Duration::from_secs(5))
+    };
+    // Queries without an id, over twenty renewal periods: the store hears nothing.
+    for _ in 0..20 {
+        let reply = ask(None).await.unwrap();
+        assert!(matches!(serde_json::from_slice(&reply.payload).unwrap(), QueryOutcome::Reply(_)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.renewals.load(Ordering::SeqCst), 0, "no lease while the node owns no key");
+    assert_eq!(store.claims.load(Ordering::SeqCst), 0);
+    // A keyed query after the quiet spell renews the lease beside its claim, and the lease is live behind it.
+    let reply = ask(Some("lease-1")).await.unwrap();
+    assert!(matches!(serde_json::from_slice(&reply.payload).unwrap(), QueryOutcome::Reply(_)));
+    assert_eq!(store.claims.load(Ordering::SeqCst), 1);
+    assert!(store.renewals.load(Ordering::SeqCst) >= 1, "the lease is renewed with the first claim");
+    node.shutdown().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_query_pays_one_store_call_before_its_reply_and_stores_after_it() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let config = config(&mock, 2000);
+    let store = Counting::new(0);
     let bus = MemoryBus::new();
     let shared = SharedState { idempotency: Some(store.clone()), breakers: None };
     let node = Node::start(&config, Arc::new(bus.clone()), shared).await.unwrap();

@@ -350,6 +350,8 @@ impl RouterState {
             async move {
                 // Held until the answer is out, so the gate counts the query while it runs.
                 let _permit = permit;
+                // A query with a key holds its node's lease until its answer is stored.
+                let _lease = idem.as_ref().filter(|_| key.is_some()).map(Idempotency::hold);
                 let run = || run_query(&ctx, &routing, &plan, &request, &reply_to, deadline);
                 let resolved = match (&idem, &key) {
                     (Some(idem), Some(key)) => {

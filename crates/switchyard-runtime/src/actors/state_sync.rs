@@ -15,7 +15,8 @@
 //!   its outcome closes or re-opens the breaker for everyone. The lease is short (`cluster.probe_lease_ms`); the
 //!   holder renews it every third of a lease while its probe runs (the gate decides, `LeaseRenewal`), up to the
 //!   longest provider timeout. A holder that dies stops renewing, and another node probes within about a lease.
-//! - Every second a poll of the store is the backstop for lost events. A failing store marks the node degraded
+//! - Every second a poll of the store is the backstop for lost events; it skips the providers whose view a
+//!   report brought back in the last one and a half intervals (a report answers with the view). A failing store marks the node degraded
 //!   (it keeps its local breakers and still applies events); the first good poll clears it. A store that lost its
 //!   memory (epoch 0 after a restart) is adopted: local breakers take over until it learns again.
 //!
@@ -113,6 +114,9 @@ pub struct StateSyncState {
     renewing: HashMap<String, u64>,
     /// Polls in a row that showed a provider at an older epoch than this node knows.
     older_polls: HashMap<String, u32>,
+    /// When a report last brought back each provider's view: a provider reported since the last poll is not
+    /// polled (a busy healthy provider's once-a-second report is its poll).
+    viewed: HashMap<String, Instant>,
     flushing: bool,
     flush_again: bool,
     /// When batches of successes were last reported.
@@ -209,6 +213,7 @@ impl Actor for StateSync {
             renewing: HashMap::new(),
             probe_timers: HashMap::new(),
             older_polls: HashMap::new(),
+            viewed: HashMap::new(),
             flushing: false,
             flush_again: false,
             last_healthy_report: tokio::time::Instant::now(),
@@ -243,11 +248,15 @@ impl Actor for StateSync {
                 for (provider, result) in results {
                     match result {
                         Ok(outcome) => {
-                            let announce = matches!(outcome.effect, ReportEffect::Tripped { .. });
-                            if announce {
+                            state.store_answered();
+                            state.viewed.insert(provider.clone(), now());
+                            if matches!(outcome.effect, ReportEffect::Tripped { .. }) {
                                 info!(provider = %provider, epoch = outcome.view.epoch, "cluster breaker tripped");
+                                state.apply(&myself, outcome.view, true).await;
+                            } else {
+                                // The report's view is as fresh as a poll's, and this provider's poll is skipped.
+                                state.reconcile(&myself, outcome.view).await;
                             }
-                            state.apply(&myself, outcome.view, announce).await;
                         }
                         Err(error) => state.store_failed(error),
                     }
@@ -258,10 +267,7 @@ impl Actor for StateSync {
                 state.polling = false;
                 match result {
                     Ok(views) => {
-                        if state.args.degraded.swap(false, Ordering::Relaxed) {
-                            info!(node = %state.args.node, "shared state reachable again");
-                            state.set_degraded(false);
-                        }
+                        state.store_answered();
                         for view in views {
                             state.reconcile(&myself, view).await;
                         }
@@ -446,17 +452,39 @@ impl StateSyncState {
         });
     }
 
+    /// Reads the breakers of the providers no report brought back lately (the backstop for lost events).
     fn poll(&mut self, myself: &ActorRef<StateSyncMsg>) {
         if self.polling {
             return;
         }
+        // Reports of healthy providers go out about once a second, not in step with the poll: a view younger than
+        // one and a half intervals is fresh enough.
+        let fresh = self.args.settings.poll_interval.max(HEALTHY_REPORT_INTERVAL).mul_f64(1.5);
+        let now = now();
+        let providers: Vec<String> = self
+            .args
+            .policies
+            .keys()
+            .filter(|p| self.viewed.get(*p).is_none_or(|at| now.saturating_duration_since(*at) >= fresh))
+            .cloned()
+            .collect();
+        if providers.is_empty() {
+            return;
+        }
         self.polling = true;
         let (store, me) = (self.args.store.clone(), myself.clone());
-        let providers: Vec<String> = self.args.policies.keys().cloned().collect();
         tokio::spawn(async move {
             let names: Vec<&str> = providers.iter().map(String::as_str).collect();
             let _ = me.cast(StateSyncMsg::Polled(store.get_many(&names).await));
         });
+    }
+
+    /// The store answered: a degraded node is whole again.
+    fn store_answered(&mut self) {
+        if self.args.degraded.swap(false, Ordering::Relaxed) {
+            info!(node = %self.args.node, "shared state reachable again");
+            self.set_degraded(false);
+        }
     }
 
     fn store_failed(&mut self, error: StateError) {

@@ -36,6 +36,7 @@ enum Call {
     RateLimited { epoch: u64, retry_after: Duration, changed: bool },
     Renew { node: String, granted: bool },
     Acquire { node: String },
+    Poll { providers: Vec<String> },
     Other,
 }
 
@@ -64,6 +65,13 @@ impl CountingStore {
             .into_iter()
             .filter_map(|c| if let Call::Report { batch, .. } = c { Some(batch) } else { None })
             .collect()
+    }
+
+    fn polls_of(&self, provider: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Poll { providers } if providers.iter().any(|p| p == provider)))
+            .count()
     }
 
     fn renewals(&self, by: &str) -> usize {
@@ -128,7 +136,7 @@ impl BreakerStore for CountingStore {
     }
 
     async fn get_many(&self, providers: &[&str]) -> Result<Vec<ClusterView>, StateError> {
-        self.log(Call::Other);
+        self.log(Call::Poll { providers: providers.iter().map(|p| (*p).to_owned()).collect() });
         self.inner.get_many(providers).await
     }
 
@@ -283,6 +291,30 @@ async fn successes_are_batched_into_one_report_a_second_and_failures_go_out_at_o
     advance(Duration::from_millis(1)).await;
     assert_eq!(store.reports().last(), Some(&OutcomeBatch { failures: 1, ..OutcomeBatch::new(0) }));
     assert_eq!(store.reports().len(), before + 2);
+    node.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_provider_is_not_polled_its_report_brings_its_view_back() {
+    let store = CountingStore::new();
+    let node = Node::start("node-a", store.clone(), &MemoryBus::new()).await;
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(store.polls_of(P), 1, "rehydrated at start");
+    // Busy for ten seconds: one report a second, and no poll of the provider.
+    for _ in 0..100 {
+        for _ in 0..5 {
+            node.outcome(0, Outcome::Success, false);
+        }
+        advance(FLUSH).await;
+    }
+    let reports = store.reports().len();
+    let polls = store.polls_of(P);
+    eprintln!("10 busy seconds: {reports} reports, {} polls", polls - 1);
+    assert!((9..=11).contains(&reports), "{reports} reports");
+    assert!(polls <= 2, "a busy provider's report stands for its poll: {polls} polls");
+    // Idle: the poll is the backstop again.
+    advance(Duration::from_secs(5)).await;
+    assert!(store.polls_of(P) >= polls + 3, "an idle provider is polled every second");
     node.stop().await;
 }
 
