@@ -23,6 +23,25 @@ pub struct ProviderCall {
     /// A panic-mode trickle: every member of the group is tripped, and this one call goes through the breaker
     /// to find out whether the provider is back.
     pub bypass_breaker: bool,
+    /// Where the node running the call says it is still at work, so its router notices a node that died.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// A running call's sign of life: every `every_ms` after it started, the node running it publishes a
+/// [`Heartbeat`] to `subject` (its router's inbox for heartbeats) until the call ends. A call that ends sooner
+/// sends none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keepalive {
+    pub subject: String,
+    pub every_ms: u64,
+}
+
+/// One sign of life of a running call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub call_id: Uuid,
+    /// The node running the call.
+    pub node: String,
 }
 
 /// Where a streaming call publishes its chunks.
@@ -174,6 +193,7 @@ mod tests {
             budget_ms: 1500,
             stream: Some(StreamTarget { subject: "_INBOX.x".into(), attempt: 1, claim: None }),
             bypass_breaker: false,
+            keepalive: Some(Keepalive { subject: "_INBOX.r.alive".into(), every_ms: 1000 }),
         };
         let bytes = Bincode::encode(&call).expect("encode");
         assert_eq!(Bincode::decode::<ProviderCall>(&bytes).expect("decode"), call);

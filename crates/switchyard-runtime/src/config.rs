@@ -108,6 +108,9 @@ pub struct NodeSection {
     pub idempotency_lease_ms: u64,
     /// How long answers of idempotent queries are kept in the shared store (at least each query's deadline).
     pub idempotency_retention_ms: u64,
+    /// How often a provider call running for longer sends its router a heartbeat; a call silent for three of
+    /// these is lost (its node died) and the query goes on elsewhere. 0 turns the watch off.
+    pub call_keepalive_ms: u64,
 }
 
 impl Default for NodeSection {
@@ -127,6 +130,7 @@ impl Default for NodeSection {
             dedup_max_waiters: 32,
             idempotency_lease_ms: 2_000,
             idempotency_retention_ms: 60_000,
+            call_keepalive_ms: 1_000,
         }
     }
 }
@@ -701,6 +705,9 @@ impl NodeConfig {
         }
         if node.dedup_max_answers == 0 || node.dedup_max_waiters == 0 || node.dedup_max_answer_bytes == 0 {
             return Err(invalid("node.dedup_max_answers", "the dedup_max_* bounds must be positive"));
+        }
+        if node.call_keepalive_ms != 0 && node.call_keepalive_ms < 10 {
+            return Err(invalid("node.call_keepalive_ms", "must be 0 (off) or at least 10"));
         }
         if node.idempotency_lease_ms < 30 {
             return Err(invalid("node.idempotency_lease_ms", "must be at least 30"));

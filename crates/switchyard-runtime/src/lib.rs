@@ -13,6 +13,7 @@
 pub mod actors;
 pub mod config;
 pub mod idempotent;
+pub mod liveness;
 pub mod nats;
 pub mod node;
 pub mod query;

@@ -97,6 +97,8 @@ impl Node {
                     max_done: config.node.dedup_max_answers,
                     max_done_weight: config.node.dedup_max_answer_bytes,
                 },
+                keepalive: (config.node.call_keepalive_ms > 0)
+                    .then(|| Duration::from_millis(config.node.call_keepalive_ms)),
             },
             gate: Arc::new(Gate::new(config.node.max_in_flight_queries, config.node.max_in_flight_bytes)),
             draining: draining.clone(),

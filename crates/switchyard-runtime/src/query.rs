@@ -30,6 +30,7 @@ use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec, Json};
 
 use crate::actors::provider::STREAM_GRANTED;
+use crate::liveness::Liveness;
 use crate::routing::{Resolved, RoutePlan, Routing};
 
 /// What every query task of a node shares.
@@ -37,6 +38,8 @@ pub struct QueryContext {
     pub node: String,
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
+    /// Heartbeats of running calls, so a call whose node died is given up (none: calls are not watched).
+    pub liveness: Option<Arc<Liveness>>,
 }
 
 /// The final answer of a query, before it is rendered for a plain or a streaming client.
@@ -87,6 +90,8 @@ enum CallResult {
     NoResponders,
     Timeout,
     Broken(String),
+    /// No answer and no heartbeat for this long: the node running the call died, or never got it.
+    Lost { node: Option<String>, silent: Duration },
 }
 
 /// Sends one encoded call and waits, at most `wait`, for its reply; also says which node answered.
@@ -189,6 +194,14 @@ type SlotFn = Box<
         + Send,
 >;
 
+impl Drop for Walk<'_> {
+    fn drop(&mut self) {
+        for running in &self.running {
+            self.forget(&running.call_id);
+        }
+    }
+}
+
 impl<'a> Walk<'a> {
     fn new(
         ctx: &'a QueryContext,
@@ -204,6 +217,7 @@ impl<'a> Walk<'a> {
             budget_ms: 0,
             stream: request.stream.then(|| StreamTarget { subject: reply_to.to_owned(), attempt: 1, claim: None }),
             bypass_breaker: false,
+            keepalive: ctx.liveness.as_ref().map(|l| l.keepalive()),
         };
         Walk {
             ctx,
@@ -251,6 +265,7 @@ impl<'a> Walk<'a> {
                 }
             }
             let hedge_at = self.hedge_at();
+            let lost_at = self.lost_at();
             let deadline = tokio::time::Instant::from_std(self.deadline);
             tokio::select! {
                 biased;
@@ -264,6 +279,13 @@ impl<'a> Walk<'a> {
                     }
                 }
                 _ = sleep_until_opt(hedge_at), if hedge_at.is_some() => self.start_hedge().await,
+                _ = sleep_until_opt(lost_at), if lost_at.is_some() => {
+                    match self.give_up_lost().await {
+                        Some(Step::Done(answer)) => return answer,
+                        Some(Step::Then(then)) => next = Some(then),
+                        Some(Step::Wait) | None => {}
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.cancel_running().await;
                     return self.fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into());
@@ -311,6 +333,53 @@ impl<'a> Walk<'a> {
         let first = &self.running[0];
         let delay = self.routing.hedge_delay(self.plan, &first.provider)?;
         Some(tokio::time::Instant::from_std(first.started + delay))
+    }
+
+    /// When the first running call will have been silent for too long (no answer, no heartbeat).
+    fn lost_at(&self) -> Option<tokio::time::Instant> {
+        let liveness = self.ctx.liveness.as_ref()?;
+        let last = self.running.iter().filter_map(|r| liveness.last_sign(&r.call_id)).map(|sign| sign.at).min()?;
+        Some(tokio::time::Instant::from_std(last + liveness.lost_after()))
+    }
+
+    /// Gives up the running calls that have been silent for too long; what to do next, for the last of them.
+    async fn give_up_lost(&mut self) -> Option<Step> {
+        let liveness = self.ctx.liveness.clone()?;
+        let lost_after = liveness.lost_after();
+        let lost: Vec<(usize, Option<String>, Duration)> = self
+            .running
+            .iter()
+            .filter_map(|r| {
+                let sign = liveness.last_sign(&r.call_id)?;
+                let silent = sign.at.elapsed();
+                (silent >= lost_after).then_some((r.slot, sign.node, silent))
+            })
+            .collect();
+        let mut step = None;
+        for (slot, node, silent) in lost {
+            if let Some(running) = self.running.iter().find(|r| r.slot == slot) {
+                running.abort.abort();
+                // Should the node be alive after all (a partition), it stops the call.
+                let cancel = Message::new(
+                    self.ctx.subjects.provider_cancel(&running.provider),
+                    Bytes::copy_from_slice(running.call_id.as_bytes()),
+                );
+                if let Err(error) = self.ctx.bus.publish(cancel).await {
+                    debug!(%error, "cannot publish a cancellation");
+                }
+            }
+            step = Some(self.on_result(slot, None, CallResult::Lost { node, silent }).await);
+            if matches!(step, Some(Step::Done(_))) {
+                break;
+            }
+        }
+        step
+    }
+
+    fn forget(&self, call_id: &Uuid) {
+        if let Some(liveness) = &self.ctx.liveness {
+            liveness.forget(call_id);
+        }
     }
 
     async fn start_hedge(&mut self) {
@@ -388,6 +457,9 @@ impl<'a> Walk<'a> {
         let map: SlotFn = Box::new(move |result| (slot, result.ok()));
         self.pending.push(Abortable::new(call, registration).map(map));
         let call_id = self.call.call_id;
+        if let Some(liveness) = &self.ctx.liveness {
+            liveness.watch(call_id);
+        }
         self.running.push(Running { slot, provider, member, node, call_id, started: Instant::now(), abort });
         true
     }
@@ -420,6 +492,7 @@ impl<'a> Walk<'a> {
     async fn cancel(&mut self, slot: usize) {
         let Some(index) = self.running.iter().position(|r| r.slot == slot) else { return };
         let running = self.running.swap_remove(index);
+        self.forget(&running.call_id);
         running.abort.abort();
         let latency = running.started.elapsed();
         self.routing.finish(&running.member, latency, false, None);
@@ -446,7 +519,8 @@ impl<'a> Walk<'a> {
     /// Takes in the result of the attempt in `slot`.
     async fn on_result(&mut self, slot: usize, answered_by: Option<String>, result: CallResult) -> Step {
         let Some(index) = self.running.iter().position(|r| r.slot == slot) else { return Step::Wait };
-        let Running { provider, member, started, node, .. } = self.running.swap_remove(index);
+        let Running { provider, member, started, node, call_id, .. } = self.running.swap_remove(index);
+        self.forget(&call_id);
         if let Some(host) = &answered_by {
             self.routing.note_host(&provider, host);
         }
@@ -581,6 +655,42 @@ impl<'a> Walk<'a> {
                 entry.message = Some(message);
                 self.trace.attempts[slot] = entry;
                 self.only_unavailable = false;
+            }
+            CallResult::Lost { node: lost_on, silent } => {
+                // The node's loss, not the provider's failure: nothing is charged.
+                self.routing.finish(&member, latency, false, None);
+                let silent_ms = silent.as_millis();
+                entry.outcome = "lost".into();
+                entry.message = Some(match &lost_on {
+                    Some(host) => format!("node {host} went silent for {silent_ms} ms mid-call"),
+                    None => format!("no node took the call or showed life for {silent_ms} ms"),
+                });
+                self.trace.attempts[slot] = entry;
+                self.only_unavailable = false;
+                if let Some(host) = &lost_on {
+                    self.routing.forget_host(&provider, host);
+                }
+                // A stream the lost call was writing restarts with the next attempt (clients drop the chunks of
+                // a superseded attempt), so that attempt may claim it.
+                if self.streaming == Some(slot as u32 + 1) {
+                    self.streaming = None;
+                }
+                if others_running {
+                    return Step::Wait;
+                }
+                // The provider itself may be well on another node: once on a known one, else on any.
+                let avoid: Vec<String> = lost_on.into_iter().collect();
+                if !self.redirected
+                    && let Some(host) = self.routing.other_host(&provider, &avoid, rand::random::<f64>())
+                {
+                    self.redirected = true;
+                    return Step::Then(Next::Elsewhere { provider, member, bypass, node: host });
+                }
+                if self.routing.try_retry(Instant::now()) {
+                    let attempt_no = self.attempt_no + 1;
+                    let delay = Duration::ZERO;
+                    return Step::Then(Next::Retry { provider, member, bypass, delay, attempt_no });
+                }
             }
         }
         if others_running { Step::Wait } else { step }

@@ -7,9 +7,9 @@
 //! the query fails with `deadline_exceeded`.
 //!
 //! Each node hosts its own provider (same mock, a model per node) and its route names only that provider, so a
-//! node's router calls only its own provider actor. With one shared provider name, a router's upstream call can
-//! run in the other node's provider actor (the provider subject is one queue group across nodes), and a call
-//! held by a killed node is waited for until the deadline; that is a separate failure from the one tested here.
+//! node's router calls only its own provider actor. The other half, a router whose upstream call runs on a node
+//! that dies (one provider name hosted on several nodes), is the second test: the call's heartbeats stop and the
+//! router runs it on another node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -229,6 +229,122 @@ async fn a_node_killed_with_queries_in_flight_loses_none_of_them() {
     assert_eq!(mock.calls("failover-survivor"), QUERIES as u64, "one survivor call per query, no duplicate");
     assert_eq!(mock.calls("failover-victim"), owned, "the victim's calls died with it");
 
+    drop(nodes);
+    mock.shutdown().await;
+}
+
+/// A node of the provider-death test: `roles`, and when it hosts providers, provider `p` on `model`.
+fn split_config(mock: &MockServer, namespace: &str, name: &str, roles: &str, model: &str) -> String {
+    format!(
+        r#"
+        [node]
+        name = "{name}"
+        namespace = "{namespace}"
+        roles = {roles}
+        drain_timeout_ms = 1000
+        call_keepalive_ms = 200
+        [nats]
+        url = "{nats}"
+        [redis]
+        url = "{redis}"
+        key_prefix = "switchyard:test:{namespace}:"
+        [[providers]]
+        name = "p"
+        kind = "openai"
+        base_url = "{openai}"
+        model = "{model}"
+        api_key = "sk-failover-test"
+        timeout_ms = 30000
+        [[routes]]
+        name = "slow"
+        providers = ["p"]
+        "#,
+        nats = nats_url(),
+        redis = redis_url(),
+        openai = mock.openai_base_url(),
+    )
+}
+
+/// The other half of node death: the router lives, the node running its upstream calls dies. The router hears
+/// no heartbeat from those calls any more, gives them up as lost (not the provider's failure) and runs them on
+/// the other node hosting the provider, well inside the deadline. Without heartbeats they would wait for the
+/// provider's 30 s timeout, past the client's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_a_provider_node_that_dies_go_on_on_another_node() {
+    const CALLS: usize = 4;
+    const UPSTREAM_MS: u64 = 3_000;
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let slow = || Behavior { latency: Latency::Fixed { ms: UPSTREAM_MS }, ..Behavior::default() };
+    mock.set_behavior("lost-victim", slow());
+    mock.set_behavior("lost-survivor", slow());
+
+    let namespace = format!("lost-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let subjects = Subjects::new(&namespace);
+    let mut nodes = Nodes { children: Vec::new(), files: Vec::new(), logs: Vec::new() };
+    nodes.spawn("router", &split_config(&mock, &namespace, "router", r#"["router"]"#, "unused"));
+    nodes.spawn("victim", &split_config(&mock, &namespace, "victim", r#"["providers"]"#, "lost-victim"));
+    let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(NatsOptions::new(nats_url())).await.unwrap());
+    let ready = |node: &'static str, router: bool| {
+        let (bus, subjects) = (bus.clone(), subjects.clone());
+        async move {
+            let what = format!("node {node} is ready");
+            eventually(&what, DEADLINE, move || {
+                let (bus, subjects) = (bus.clone(), subjects.clone());
+                async move {
+                    let health = health(bus.as_ref(), &subjects, node).await?;
+                    let ready = if router { health.router.is_some() } else { !health.providers.is_empty() };
+                    (ready && !health.degraded).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    ready("router", true).await.unwrap();
+    ready("victim", false).await.unwrap();
+
+    // Every call starts on the victim (the only node hosting `p`); then the survivor joins and the victim dies.
+    let sent = Instant::now();
+    let queries: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let (bus, subject) = (bus.clone(), subjects.query("slow"));
+            tokio::spawn(async move {
+                let mut request = QueryRequest::new(vec![ChatMessage::user(format!("lost {i}"))]);
+                request.deadline_ms = Some(15_000);
+                let payload = Bytes::from(serde_json::to_vec(&request).unwrap());
+                let reply = bus.request(Message::new(subject, payload), Duration::from_secs(20)).await;
+                (i, reply, sent.elapsed())
+            })
+        })
+        .collect();
+    let victim_calls = || async {
+        let health = health(bus.as_ref(), &subjects, "victim").await?;
+        (provider_in_flight(&health) == CALLS as u64).then_some(())
+    };
+    eventually("every call runs on the victim", DEADLINE, victim_calls).await.unwrap();
+    nodes.spawn("survivor", &split_config(&mock, &namespace, "survivor", r#"["providers"]"#, "lost-survivor"));
+    ready("survivor", false).await.unwrap();
+    let killed_at = sent.elapsed();
+    assert!(killed_at < Duration::from_millis(UPSTREAM_MS), "the victim's calls ended before the kill");
+    nodes.kill("victim");
+    eprintln!("killed the victim at {killed_at:?}, its {CALLS} calls in flight");
+
+    for query in queries {
+        let (i, reply, took) = query.await.unwrap();
+        let reply = reply.unwrap_or_else(|e| panic!("query {i}: no reply: {e}"));
+        let reply: QueryReply = match serde_json::from_slice(&reply.payload).unwrap() {
+            switchyard_protocol::client::QueryOutcome::Reply(reply) => reply,
+            other => panic!("query {i}: {other:?}"),
+        };
+        let outcomes: Vec<&str> = reply.trace.attempts.iter().map(|a| a.outcome.as_str()).collect();
+        eprintln!("query {i}: answered in {took:?}, attempts {outcomes:?}");
+        assert_eq!(reply.content, format!("echo: lost {i}"));
+        assert_eq!(outcomes, ["lost", "success"], "query {i}: the lost call, then the survivor's");
+        let lost = &reply.trace.attempts[0];
+        assert!(lost.message.as_deref().unwrap_or("").contains("victim"), "the trace names the dead node: {lost:?}");
+        // Lost after three 200 ms heartbeat periods, then one fresh upstream call.
+        assert!(took < killed_at + Duration::from_millis(UPSTREAM_MS + 3_000), "query {i} took {took:?}");
+    }
+    assert_eq!(mock.calls("lost-survivor"), CALLS as u64, "each lost call ran once more, on the survivor");
     drop(nodes);
     mock.shutdown().await;
 }

@@ -32,6 +32,7 @@ use switchyard_protocol::admin::RouterHealth;
 use switchyard_protocol::client::{ErrorReply, ErrorType, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
 
+use crate::liveness::Liveness;
 use crate::idempotent::{Idempotency, Resolved, answer_once, conflict, publish_answer, renew_leases, replay};
 use crate::query::{Answer, QueryContext, StreamEnd, render, run_query};
 use crate::routing::{RoutePlan, Routing};
@@ -188,6 +189,8 @@ pub struct RouterSettings {
     /// A query that waited longer than this in the router's mailbox is refused as `overloaded`.
     pub max_queue_wait: Duration,
     pub dedup: DedupLimits,
+    /// How often a running provider call sends its router a heartbeat (none: calls are not watched).
+    pub keepalive: Option<Duration>,
 }
 
 pub struct RouterArgs {
@@ -245,8 +248,19 @@ impl Actor for RouterActor {
         if let Some(idem) = &args.idempotency {
             tasks.spawn(renew_leases(idem.clone()));
         }
+        // One inbox per router for the heartbeats of the calls its queries wait for.
+        let liveness = match args.settings.keepalive {
+            Some(every) => {
+                let inbox = args.bus.new_inbox();
+                let heartbeats = args.bus.subscribe(&inbox).await?;
+                let liveness = Arc::new(Liveness::new(inbox, every));
+                tasks.spawn(liveness.clone().listen(heartbeats));
+                Some(liveness)
+            }
+            None => None,
+        };
         Ok(RouterState {
-            ctx: Arc::new(QueryContext { node: args.node, bus: args.bus, subjects: args.subjects }),
+            ctx: Arc::new(QueryContext { node: args.node, bus: args.bus, subjects: args.subjects, liveness }),
             routing: args.routing,
             dedup: DedupTable::new(args.settings.dedup),
             settings: args.settings,

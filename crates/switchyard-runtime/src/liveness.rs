@@ -1,0 +1,119 @@
+//! Noticing that the node running a provider call died.
+//!
+//! A router sends a call to whichever node of the provider's queue group takes it, then waits for the answer.
+//! If that node dies mid-call (a crash, `SIGKILL`, a cut cable), no answer ever comes, and without more the
+//! query would wait for the provider's own timeout or the client's deadline. So every call carries a
+//! [`Keepalive`]: the node running it publishes a [`Heartbeat`] to its router's heartbeat inbox every
+//! `every` after the call started, until it ends. Calls shorter than `every` (most, and every call of the load
+//! benchmark) send nothing, so the hot path pays only a map insert and remove.
+//!
+//! The router's [`Liveness`] keeps the time of the last sign of life of each call it waits for (its start, then
+//! each heartbeat). A call silent for [`Liveness::lost_after`] (three periods) is lost: the query tries the
+//! provider on another node, then goes on down its chain, and the trace says `lost`. A lost call is not the
+//! provider's failure: nothing is charged to its breaker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+use uuid::Uuid;
+
+use switchyard_bus::Subscription;
+use switchyard_protocol::internal::{Heartbeat, Keepalive};
+use switchyard_protocol::{Bincode, Codec};
+
+/// The last sign of life of one call.
+#[derive(Debug, Clone)]
+pub struct Sign {
+    pub at: Instant,
+    /// The node running the call, once a heartbeat said so.
+    pub node: Option<String>,
+}
+
+/// The calls a router node waits for, and when each last showed life.
+#[derive(Debug)]
+pub struct Liveness {
+    keepalive: Keepalive,
+    every: Duration,
+    calls: Mutex<HashMap<Uuid, Sign>>,
+}
+
+impl Liveness {
+    /// Heartbeats every `every` to `inbox` (which the caller subscribes to and hands to [`Liveness::listen`]).
+    pub fn new(inbox: String, every: Duration) -> Liveness {
+        let every = every.max(Duration::from_millis(1));
+        let keepalive = Keepalive { subject: inbox, every_ms: every.as_millis() as u64 };
+        Liveness { keepalive, every, calls: Mutex::default() }
+    }
+
+    /// What a call carries so that the node running it sends heartbeats here.
+    pub fn keepalive(&self) -> Keepalive {
+        self.keepalive.clone()
+    }
+
+    /// How long a call may stay silent before it is lost: three heartbeat periods.
+    pub fn lost_after(&self) -> Duration {
+        self.every * 3
+    }
+
+    /// Starts waiting for `call_id`, sent now.
+    pub fn watch(&self, call_id: Uuid) {
+        self.lock().insert(call_id, Sign { at: Instant::now(), node: None });
+    }
+
+    /// Stops waiting for `call_id` (answered, cancelled or lost).
+    pub fn forget(&self, call_id: &Uuid) {
+        self.lock().remove(call_id);
+    }
+
+    /// The last sign of life of `call_id`, while it is watched.
+    pub fn last_sign(&self, call_id: &Uuid) -> Option<Sign> {
+        self.lock().get(call_id).cloned()
+    }
+
+    /// Takes in one heartbeat; one for a call nobody waits for any more is dropped.
+    pub fn beat(&self, heartbeat: Heartbeat) {
+        if let Some(sign) = self.lock().get_mut(&heartbeat.call_id) {
+            sign.at = Instant::now();
+            sign.node = Some(heartbeat.node);
+        }
+    }
+
+    /// Takes in the heartbeats arriving on the inbox, until the subscription ends.
+    pub async fn listen(self: Arc<Self>, mut heartbeats: Subscription) {
+        while let Some(message) = heartbeats.next().await {
+            match Bincode::decode::<Heartbeat>(&message.payload) {
+                Ok(heartbeat) => self.beat(heartbeat),
+                Err(error) => debug!(%error, "ignoring a malformed heartbeat"),
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Sign>> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_refreshes_a_watched_call_and_names_its_node() {
+        let liveness = Liveness::new("_INBOX.alive".into(), Duration::from_millis(100));
+        assert_eq!(liveness.lost_after(), Duration::from_millis(300));
+        let (watched, stranger) = (Uuid::new_v4(), Uuid::new_v4());
+        liveness.watch(watched);
+        let started = liveness.last_sign(&watched).expect("watched").at;
+        assert!(liveness.last_sign(&watched).expect("watched").node.is_none());
+        liveness.beat(Heartbeat { call_id: watched, node: "node-b".into() });
+        liveness.beat(Heartbeat { call_id: stranger, node: "node-c".into() });
+        let sign = liveness.last_sign(&watched).expect("watched");
+        assert_eq!(sign.node.as_deref(), Some("node-b"));
+        assert!(sign.at >= started);
+        assert!(liveness.last_sign(&stranger).is_none(), "a call nobody waits for is not remembered");
+        liveness.forget(&watched);
+        assert!(liveness.last_sign(&watched).is_none());
+    }
+}
