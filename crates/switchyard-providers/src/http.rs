@@ -22,13 +22,17 @@ use crate::{HttpClientError, ProviderError, ProviderSettings};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an idle pooled connection is kept for reuse.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream host. A burst of thousands of concurrent calls must not leave thousands of
+/// idle connections (and their buffers) behind; steady traffic above this many concurrent calls per host opens
+/// new connections, which costs little next to an LLM call.
+pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
 /// TCP keep-alive probes on pooled connections, so dead peers are noticed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Builds the HTTP client every provider of a node shares.
 ///
 /// rustls for TLS, `TCP_NODELAY` (small requests and SSE events go out at once), a 2 s connect timeout, idle
-/// connections kept 90 s, HTTP/1 keep-alive (hyper's default) and HTTP/2 where the server offers it. Redirects are
+/// connections kept 90 s (at most 256 per host), HTTP/1 keep-alive (hyper's default) and HTTP/2 where the server offers it. Redirects are
 /// not followed: a redirected POST would change method or lose its key, so a 3xx is reported as a wrong base URL.
 /// No client-wide timeout: each provider applies its own to the whole call.
 pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
@@ -38,6 +42,7 @@ pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
         .tcp_keepalive(TCP_KEEPALIVE)
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     Ok(client)

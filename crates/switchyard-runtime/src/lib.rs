@@ -11,6 +11,8 @@
 //! Actors are thin shells; the work of a query lives in [`query`] and the rules in `switchyard-core`.
 
 pub mod actors;
+#[cfg(feature = "jemalloc")]
+mod allocator;
 pub mod config;
 pub mod idempotent;
 pub mod liveness;

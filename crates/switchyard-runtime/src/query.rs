@@ -84,14 +84,27 @@ pub fn render(answer: &Answer, stream: Option<StreamEnd>) -> Bytes {
 
 /// One upstream call's result, as the walk sees it.
 enum CallResult {
-    Answered { completion: Completion, chunks: u64 },
-    Failed { class: FailureClass, status: Option<u16>, message: String, chunks: u64 },
-    Refused { reason: Refusal },
+    Answered {
+        completion: Completion,
+        chunks: u64,
+    },
+    Failed {
+        class: FailureClass,
+        status: Option<u16>,
+        message: String,
+        chunks: u64,
+    },
+    Refused {
+        reason: Refusal,
+    },
     NoResponders,
     Timeout,
     Broken(String),
     /// No answer and no heartbeat for this long: the node running the call died, or never got it.
-    Lost { node: Option<String>, silent: Duration },
+    Lost {
+        node: Option<String>,
+        silent: Duration,
+    },
 }
 
 /// Sends one encoded call and waits, at most `wait`, for its reply; also says which node answered.

@@ -32,8 +32,8 @@ use switchyard_protocol::admin::RouterHealth;
 use switchyard_protocol::client::{ErrorReply, ErrorType, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
 
-use crate::liveness::Liveness;
 use crate::idempotent::{Idempotency, Resolved, answer_once, conflict, publish_answer, renew_leases, replay};
+use crate::liveness::Liveness;
 use crate::query::{Answer, QueryContext, StreamEnd, render, run_query};
 use crate::routing::{RoutePlan, Routing};
 
