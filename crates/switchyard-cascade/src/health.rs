@@ -1,0 +1,1 @@
+//! Escalation-rate health, cost maths and latency tails.
