@@ -215,6 +215,32 @@ pub fn load_gsm8k(routellm_dir: &Path, options: &RouteLlmOptions) -> Result<Outc
     finish("gsm8k", options, queries)
 }
 
+/// The recorded response texts of `gsm8k/gsm8k_responses.csv` by question id ([`prompt_id`]), as
+/// `[weak, strong]`, contaminated prompts dropped as in [`load_gsm8k`]. Cascade verifiers read the weak model's
+/// answer, which the outcome table does not keep. A file without both response columns is an error.
+pub fn load_gsm8k_responses(routellm_dir: &Path) -> Result<HashMap<String, [String; 2]>> {
+    let dir = routellm_dir.join("gsm8k");
+    let contaminated = load_contaminated(&dir.join("contaminated_prompts.jsonl"))?;
+    let path = dir.join("gsm8k_responses.csv");
+    let csv_err = |source| LearnError::Csv { path: path.clone(), source };
+    let mut reader = csv::Reader::from_path(&path).map_err(csv_err)?;
+    let headers = reader.headers().map_err(csv_err)?.clone();
+    let cols = columns(&path, &headers)?;
+    let missing = |model: &str| LearnError::MissingColumn { path: path.clone(), column: format!("{model}_response") };
+    let weak = cols.weak_response.ok_or_else(|| missing(WEAK_MODEL))?;
+    let strong = cols.strong_response.ok_or_else(|| missing(STRONG_MODEL))?;
+    let mut out = HashMap::new();
+    for row in reader.records() {
+        let row = row.map_err(csv_err)?;
+        let cell = |c: usize| row.get(c).unwrap_or("").to_string();
+        let prompt = cell(cols.prompt);
+        if !contaminated.contains(&prompt) {
+            out.insert(prompt_id("gsm8k", &prompt), [cell(weak), cell(strong)]);
+        }
+    }
+    Ok(out)
+}
+
 /// Loads the 57 `mmlu/responses/mmlu_<subject>.csv` files (subject as the record's group), contaminated prompts
 /// removed.
 pub fn load_mmlu(routellm_dir: &Path, options: &RouteLlmOptions) -> Result<OutcomeTable> {
@@ -398,6 +424,9 @@ mod tests {
         let strong_cost = t.queries[0].cost_usd[1].unwrap_or_default();
         assert!((strong_cost - (3.0 * 10.0 + 2.0 * 30.0) / 1e6).abs() < 1e-15);
         assert_eq!(t.models[0].name, WEAK_MODEL);
+        let responses = load_gsm8k_responses(&dir).expect("responses load");
+        assert_eq!(responses.len(), 2, "the contaminated prompt is dropped");
+        assert_eq!(responses.get(&t.queries[0].id), Some(&["abcd".to_string(), "abcdefgh".to_string()]));
         std::fs::remove_dir_all(&dir).ok();
     }
 
