@@ -61,6 +61,9 @@ pub enum CascadeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A learning step (loading data, featurising, training, metrics, plotting) failed.
+    #[error(transparent)]
+    Learn(#[from] switchyard_learn::LearnError),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

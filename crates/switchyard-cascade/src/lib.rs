@@ -10,6 +10,7 @@
 //! - [`estimate`]: the confidence estimators (self-consistency, token logprobs, self-evaluation, verifier);
 //! - [`plan`]: the stage state machine and its trace;
 //! - [`health`]: escalation-rate health, cost maths, latency tails;
+//! - [`verifier`]: the trained local verifier (features, training, versioned JSON);
 //! - [`counters`]: the pure part of the cluster-wide escalation counters (time buckets, windows, batches).
 
 pub mod counters;
@@ -18,6 +19,7 @@ pub mod estimate;
 pub mod extract;
 pub mod health;
 pub mod plan;
+pub mod verifier;
 
 pub use error::{CascadeError, InvalidField};
 pub use estimate::{
@@ -29,3 +31,4 @@ pub use plan::{
     Answer, Cascade, CascadeConfig, CascadeOutcome, CascadeRun, Decision, Next, OverrideLimits, RequestOverride,
     SkipReason, StageCall, StageConfig, StageResult, StageTrace, Verdict, decide,
 };
+pub use verifier::{VerifierExample, VerifierModel, VerifierOptions, train_verifier};
