@@ -11,11 +11,13 @@
 //! - [`plan`]: the stage state machine and its trace;
 //! - [`health`]: escalation-rate health, cost maths, latency tails;
 //! - [`verifier`]: the trained local verifier (features, training, versioned JSON);
+//! - [`eval`]: `switchyard eval cascade` and `switchyard cascade train-verifier` as library functions;
 //! - [`counters`]: the pure part of the cluster-wide escalation counters (time buckets, windows, batches).
 
 pub mod counters;
 pub mod error;
 pub mod estimate;
+pub mod eval;
 pub mod extract;
 pub mod health;
 pub mod plan;
@@ -26,6 +28,7 @@ pub use estimate::{
     Estimate, EstimatorConfig, EstimatorKind, FollowUp, FollowUpResult, Sample, ScoreRequest, ScoreResponse, Scorer,
     Unavailable, VerifierSource, estimate, follow_up,
 };
+pub use eval::{EvalCascadeOptions, Report, TrainVerifierCmdOptions, eval_cascade, train_verifier_cmd};
 pub use extract::Extractor;
 pub use plan::{
     Answer, Cascade, CascadeConfig, CascadeOutcome, CascadeRun, Decision, Next, OverrideLimits, RequestOverride,
