@@ -36,6 +36,7 @@ fn reply(content: &str) -> QueryReply {
         usage: Default::default(),
         cost_usd: 0.0,
         latency_ms: 1.0,
+        logprobs: None,
         trace: Default::default(),
     }
 }

@@ -31,7 +31,7 @@ pub use estimate::{
 pub use eval::{EvalCascadeOptions, Report, TrainVerifierCmdOptions, eval_cascade, train_verifier_cmd};
 pub use extract::Extractor;
 pub use plan::{
-    Answer, Cascade, CascadeConfig, CascadeOutcome, CascadeRun, Decision, Next, OverrideLimits, RequestOverride,
+    Answer, Cascade, CascadeConfig, CascadeOutcome, CascadeOverride, CascadeRun, Decision, Next, OverrideLimits,
     SkipReason, StageCall, StageConfig, StageResult, StageTrace, Verdict, decide,
 };
 pub use verifier::{VerifierExample, VerifierModel, VerifierOptions, train_verifier};

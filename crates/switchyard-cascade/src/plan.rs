@@ -85,17 +85,9 @@ impl Default for OverrideLimits {
     }
 }
 
-/// What a request asks of the cascade (`"cascade": {"threshold": 0.8, "max_stage": 1}` on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestOverride {
-    /// The threshold for every stage but the last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
-    /// The 0-based index of the last stage that may be called; it always stops.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_stage: Option<usize>,
-}
+/// What a request asks of the cascade (`"cascade": {"threshold": 0.8, "max_stage": 1}` on the wire): the
+/// protocol's type, so the client's JSON is what the decision code reads.
+pub use switchyard_protocol::client::CascadeOverride;
 
 /// An override value after the operator's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -197,7 +189,7 @@ impl Cascade {
     }
 
     /// Applies a request's override within the operator's limits (clamping; see the module documentation).
-    pub fn apply(&self, request: &RequestOverride) -> Result<AppliedOverride, CascadeError> {
+    pub fn apply(&self, request: &CascadeOverride) -> Result<AppliedOverride, CascadeError> {
         let limits = &self.config.overrides;
         let last = self.config.stages.len() - 1;
         let threshold = match request.threshold {
@@ -215,7 +207,7 @@ impl Cascade {
     }
 
     /// Starts a run for one request.
-    pub fn start(&self, request: &RequestOverride) -> Result<CascadeRun<'_>, CascadeError> {
+    pub fn start(&self, request: &CascadeOverride) -> Result<CascadeRun<'_>, CascadeError> {
         let applied = self.apply(request)?;
         Ok(CascadeRun {
             cascade: self,

@@ -168,6 +168,7 @@ pub(crate) mod tests {
             usage: Usage::default(),
             cost_usd: 0.0,
             latency_ms: 0.0,
+            logprobs: None,
             trace: Trace::default(),
         }
     }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{ChatMessage, ChatRequest, Usage};
+use crate::chat::{ChatMessage, ChatRequest, TokenLogprob, Usage};
 
 /// Longest accepted idempotency key.
 pub const MAX_ID_LEN: usize = 128;
@@ -45,6 +45,22 @@ pub struct QueryRequest {
     /// `quality`, `cost` or `latency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective: Option<String>,
+    /// For a route served by a cascade: this query's threshold or last stage, within the operator's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeOverride>,
+}
+
+/// A query's own cascade settings (`"cascade": {"threshold": 0.8}` or `{"max_stage": 0}`); the operator's limits
+/// clamp them, and the trace shows what was used.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeOverride {
+    /// The confidence a stage needs to stop the cascade, in `[0, 1]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// The last stage to call (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stage: Option<usize>,
 }
 
 impl QueryRequest {
@@ -59,6 +75,7 @@ impl QueryRequest {
             metadata: BTreeMap::new(),
             deadline_ms: None,
             objective: None,
+            cascade: None,
         }
     }
 
@@ -97,7 +114,8 @@ impl QueryRequest {
     }
 
     /// A stable digest (sha256, 64 hex digits) of everything in the request that can change its answer: the
-    /// messages, `max_tokens`, `temperature`, `logprobs`, `metadata` (rules route on it) and `objective`.
+    /// messages, `max_tokens`, `temperature`, `logprobs`, `metadata` (rules route on it), `objective` and the
+    /// cascade override.
     ///
     /// An idempotency key is bound to this fingerprint: the same `id` with another fingerprint is refused with
     /// `idempotency_conflict`, so a client that reuses or guesses an id never receives somebody else's answer.
@@ -116,6 +134,8 @@ impl QueryRequest {
             logprobs: bool,
             metadata: &'a BTreeMap<String, String>,
             objective: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cascade: Option<CascadeOverride>,
         }
         let canonical = Canonical {
             v: 1,
@@ -125,6 +145,7 @@ impl QueryRequest {
             logprobs: self.logprobs,
             metadata: &self.metadata,
             objective: self.objective.as_deref(),
+            cascade: self.cascade,
         };
         let mut hasher = Sha256::new();
         // Serialising plain data into a Vec cannot fail; an empty encoding would still hash consistently.
@@ -181,6 +202,26 @@ pub struct Trace {
     pub node: String,
     pub route: String,
     pub attempts: Vec<Attempt>,
+    /// For a route served by a cascade: one record per stage (`switchyard_cascade::StageTrace`: provider,
+    /// estimator, threshold, confidence, cost, latency, and why it stopped, escalated or was skipped). The
+    /// attempts are then those of every stage's calls, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<serde_json::Value>,
+    /// The cascade that answered, and the coordinator node that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeRunInfo>,
+}
+
+/// Which cascade ran a query, where, and with what settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CascadeRunInfo {
+    pub name: String,
+    pub node: String,
+    /// The threshold and last stage this query used, after the operator's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stage: Option<usize>,
 }
 
 /// A successful answer.
@@ -196,6 +237,9 @@ pub struct QueryReply {
     pub usage: Usage,
     pub cost_usd: f64,
     pub latency_ms: f64,
+    /// The answer's token log-probabilities, when the query asked for them and the provider gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
     pub trace: Trace,
 }
 

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use switchyard_core::FailureClass;
 
 use crate::chat::{ChatRequest, Completion};
+use crate::client::QueryRequest;
 
 /// A router asks the nodes hosting a provider to run one completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,22 @@ pub struct ProviderCall {
     /// to find out whether the provider is back.
     pub bypass_breaker: bool,
     /// Where the node running the call says it is still at work, so its router notices a node that died.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// A router asks the coordinators of a cascade (queue group) to run one query through it. JSON, unlike the
+/// provider calls: it carries the client's request as the client wrote it. The answer is the client's own
+/// [`QueryOutcome`](crate::client::QueryOutcome) JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeCall {
+    pub call_id: Uuid,
+    /// The route the client asked for (it names the cascade).
+    pub route: String,
+    pub request: QueryRequest,
+    /// What is left of the client's deadline when the call is sent.
+    pub budget_ms: u64,
+    /// Where the coordinator says it is still at work.
     pub keepalive: Option<Keepalive>,
 }
 

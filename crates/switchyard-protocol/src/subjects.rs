@@ -76,6 +76,21 @@ impl Subjects {
         format!("{}.provider.{provider}.cancel", self.root)
     }
 
+    /// Every cascade coordinator answers with its cascades' status.
+    pub fn admin_cascades(&self) -> String {
+        format!("{}.admin.cascades", self.root)
+    }
+
+    /// Where cascade `name` runs queries (its coordinators' queue group, [`Subjects::cascade_queue`]).
+    pub fn cascade_run(&self, name: &str) -> String {
+        format!("{}.cascade.{name}.run", self.root)
+    }
+
+    /// The queue group of the coordinators of cascade `name`.
+    pub fn cascade_queue(&self, name: &str) -> String {
+        format!("{}-cascade-{name}", self.namespace)
+    }
+
     /// Breaker transitions of `provider`.
     pub fn breaker_event(&self, provider: &str) -> String {
         format!("{}.events.breaker.{provider}", self.root)

@@ -11,6 +11,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use switchyard_cascade::health::HealthConfig;
+use switchyard_cascade::{Cascade, CascadeConfig, OverrideLimits, StageConfig};
 use switchyard_core::{
     Backoff, BalanceStrategy, Balancer, BalancerConfig, BreakerConfig, FallbackChains, GroupMember, HedgePolicy, Price,
     RestartPolicy, RetryBudgetConfig, RetryPolicy, SlidingWindow, TieBreak,
@@ -64,6 +66,39 @@ pub struct NodeConfig {
     /// Caps retries across all queries of a router node.
     #[serde(default)]
     pub retry_budget: RetryBudgetSection,
+    /// Cascades: weak stage first, escalate on low confidence. A route serves one with `cascade = "<name>"`.
+    #[serde(default)]
+    pub cascades: Vec<CascadeSection>,
+    /// The directory of the configuration file: relative paths in it (verifier models) resolve from here.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
+}
+
+/// One cascade: its stages (cheapest first, each a provider or group called through the availability layer),
+/// what a request may override, and its escalation-rate health thresholds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeSection {
+    pub name: String,
+    pub stages: Vec<StageConfig>,
+    #[serde(default)]
+    pub overrides: OverrideLimits,
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// The window the cluster's escalation rate is computed over.
+    #[serde(default = "default_escalation_window_s")]
+    pub escalation_window_s: u64,
+}
+
+fn default_escalation_window_s() -> u64 {
+    60
+}
+
+impl CascadeSection {
+    /// The decision code's view of this cascade.
+    pub fn to_config(&self) -> CascadeConfig {
+        CascadeConfig { name: self.name.clone(), stages: self.stages.clone(), overrides: self.overrides }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -73,6 +108,8 @@ pub enum Role {
     Router,
     /// Hosts one provider actor per configured provider.
     Providers,
+    /// Runs the configured cascades (a coordinator in each cascade's queue group).
+    Cascade,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -459,7 +496,8 @@ impl ProviderSection {
 pub struct RouteSection {
     pub name: String,
     /// Providers (or groups) in order of preference: the first healthy one answers, the next ones are the
-    /// generic fallbacks.
+    /// generic fallbacks. Empty on a route served by a cascade.
+    #[serde(default)]
     pub providers: Vec<String>,
     /// Tried first after a context-window failure.
     #[serde(default)]
@@ -475,6 +513,9 @@ pub struct RouteSection {
     /// Hedging against slow calls (see `switchyard_core::hedge`).
     #[serde(default)]
     pub hedge: HedgeSection,
+    /// Served by this cascade instead of `providers` (the query goes to the cascade's coordinators).
+    #[serde(default)]
+    pub cascade: Option<String>,
 }
 
 /// When a route starts its next target beside a slow attempt.
@@ -663,7 +704,9 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text)
+        let mut config = Self::from_toml(&text)?;
+        config.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
@@ -809,6 +852,15 @@ impl NodeConfig {
             if !routes.insert(r.name.as_str()) {
                 return Err(invalid(format!("routes[{i}].name"), format!("duplicate route `{}`", r.name)));
             }
+            if let Some(cascade) = &r.cascade {
+                if !self.cascades.iter().any(|c| &c.name == cascade) {
+                    return Err(invalid(format!("routes[{i}].cascade"), format!("unknown cascade `{cascade}`")));
+                }
+                if !r.providers.is_empty() {
+                    return Err(invalid(format!("routes[{i}].providers"), "a cascade route names no providers"));
+                }
+                continue;
+            }
             if r.providers.is_empty() {
                 return Err(invalid(format!("routes[{i}].providers"), "a route needs at least one provider"));
             }
@@ -828,6 +880,31 @@ impl NodeConfig {
             if let Err(e) = r.retry.to_core().validate() {
                 return Err(invalid(format!("routes[{i}].retry.{}", e.field), e.reason));
             }
+        }
+        let mut cascades = HashSet::new();
+        for (i, c) in self.cascades.iter().enumerate() {
+            if !is_valid_token(&c.name) {
+                return Err(invalid(format!("cascades[{i}].name"), "use 1 to 64 characters of [A-Za-z0-9_-]"));
+            }
+            if !cascades.insert(c.name.as_str()) {
+                return Err(invalid(format!("cascades[{i}].name"), format!("duplicate cascade `{}`", c.name)));
+            }
+            if let Some((j, stage)) = c.stages.iter().enumerate().find(|(_, s)| !targets.contains(s.target.as_str())) {
+                let reason = format!("unknown provider or group `{}`", stage.target);
+                return Err(invalid(format!("cascades[{i}].stages[{j}].target"), reason));
+            }
+            if let Err(error) = Cascade::new(c.to_config()) {
+                return Err(invalid(format!("cascades[{i}]"), error.to_string()));
+            }
+            if let Err(error) = c.health.validate() {
+                return Err(invalid(format!("cascades[{i}].health"), error.to_string()));
+            }
+            if c.escalation_window_s == 0 || c.escalation_window_s > 3600 {
+                return Err(invalid(format!("cascades[{i}].escalation_window_s"), "must be between 1 and 3600"));
+            }
+        }
+        if self.has_role(Role::Cascade) && self.cascades.is_empty() {
+            return Err(invalid("cascades", "a cascade node needs at least one cascade"));
         }
         if self.has_role(Role::Router) && self.routes.is_empty() {
             return Err(invalid("routes", "a router node needs at least one route"));

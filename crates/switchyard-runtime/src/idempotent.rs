@@ -349,6 +349,7 @@ mod tests {
             usage: Usage::default(),
             cost_usd: 0.0,
             latency_ms: 1.0,
+            logprobs: None,
             trace: Trace::default(),
         };
         let frames: Vec<StreamFrame> =

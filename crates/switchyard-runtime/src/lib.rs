@@ -13,6 +13,7 @@
 pub mod actors;
 #[cfg(feature = "jemalloc")]
 mod allocator;
+pub mod cascade;
 pub mod config;
 pub mod idempotent;
 pub mod liveness;

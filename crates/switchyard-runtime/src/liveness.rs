@@ -16,10 +16,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 use uuid::Uuid;
 
-use switchyard_bus::Subscription;
+use switchyard_bus::{Bus, Message, Subscription};
 use switchyard_protocol::internal::{Heartbeat, Keepalive};
 use switchyard_protocol::{Bincode, Codec};
 
@@ -93,6 +95,23 @@ impl Liveness {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Sign>> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Publishes the call's [`Heartbeat`] every `keepalive.every_ms` after its start, until dropped.
+pub fn heartbeats(bus: Arc<dyn Bus>, keepalive: Keepalive, call_id: Uuid, node: String) -> AbortOnDropHandle<()> {
+    let every = Duration::from_millis(keepalive.every_ms.max(1));
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let Ok(beat) = Bincode::encode(&Heartbeat { call_id, node }) else { return };
+        let beat = Bytes::from(beat);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = bus.publish(Message::new(keepalive.subject.clone(), beat.clone())).await {
+                debug!(%error, "cannot publish a call's heartbeat");
+            }
+        }
+    }))
 }
 
 #[cfg(test)]

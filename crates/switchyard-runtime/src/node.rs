@@ -17,15 +17,17 @@ use switchyard_providers::{ApiKeySource, ProviderKind, ProviderSettings};
 
 use crate::actors::admin;
 use crate::actors::bridge::BridgeMsg;
-use crate::actors::node::{ClusterBreakers, NodeArgs, NodeChildren, NodeMsg, NodeSupervisor};
+use crate::actors::node::{CascadeSetup, ClusterBreakers, NodeArgs, NodeChildren, NodeMsg, NodeSupervisor};
 use crate::actors::provider_supervisor::ProviderSpec;
 use crate::actors::router::{Gate, RouterMsg, RouterSettings};
 use crate::actors::state_sync::SyncSettings;
+use crate::cascade::CascadeEngine;
 use crate::config::{NodeConfig, ProviderKindConfig, ProviderSection, Role};
 use crate::idempotent::Idempotency;
 use crate::routing::Routing;
 use crate::state::SharedState;
 use switchyard_core::DedupLimits;
+use switchyard_state::{BreakerStore, MemoryStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -65,10 +67,27 @@ impl Node {
         };
         let specs = if config.has_role(Role::Providers) { Some(build_providers(&config.providers)?) } else { None };
         let provider_calls = specs.iter().flatten().map(|spec| spec.in_flight.clone()).collect();
-        let routing = match config.has_role(Role::Router) {
+        let routing = match config.has_role(Role::Router) || config.has_role(Role::Cascade) {
             true => Some(Arc::new(Routing::from_config(config).map_err(|reason| NodeError::Spawn { reason })?)),
             false => None,
         };
+        let keepalive =
+            (config.node.call_keepalive_ms > 0).then(|| Duration::from_millis(config.node.call_keepalive_ms));
+        let cascade = match (config.has_role(Role::Cascade), &routing) {
+            (true, Some(routing)) => {
+                let base = config.base_dir.clone().unwrap_or_default();
+                let engine = CascadeEngine::new(&config.cascades, &base)
+                    .map_err(|e| NodeError::Spawn { reason: e.to_string() })?;
+                // Escalation counters are the cluster's in Redis; a node without it keeps its own in memory.
+                let store: Arc<dyn BreakerStore> = match &shared.breakers {
+                    Some(store) => store.clone(),
+                    None => Arc::new(MemoryStore::new()),
+                };
+                Some(CascadeSetup { engine: Arc::new(engine), routing: routing.clone(), store, keepalive })
+            }
+            _ => None,
+        };
+        let routing = routing.filter(|_| config.has_role(Role::Router));
         let draining = Arc::new(AtomicBool::new(false));
         let roles = config
             .node
@@ -77,6 +96,7 @@ impl Node {
             .map(|r| match r {
                 Role::Router => "router".to_owned(),
                 Role::Providers => "providers".to_owned(),
+                Role::Cascade => "cascade".to_owned(),
             })
             .collect();
         let args = NodeArgs {
@@ -97,9 +117,9 @@ impl Node {
                     max_done: config.node.dedup_max_answers,
                     max_done_weight: config.node.dedup_max_answer_bytes,
                 },
-                keepalive: (config.node.call_keepalive_ms > 0)
-                    .then(|| Duration::from_millis(config.node.call_keepalive_ms)),
+                keepalive,
             },
+            cascade,
             gate: Arc::new(Gate::new(config.node.max_in_flight_queries, config.node.max_in_flight_bytes)),
             draining: draining.clone(),
             idempotency: shared.idempotency.map(|store| {
@@ -186,6 +206,9 @@ impl Node {
         }
         if let Some(providers) = &self.children.providers {
             providers.kill();
+        }
+        if let Some(coordinator) = &self.children.coordinator {
+            coordinator.kill();
         }
         self.supervisor.kill();
         let _ = self.join.await;

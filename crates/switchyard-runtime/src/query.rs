@@ -24,8 +24,9 @@ use futures::{FutureExt, StreamExt};
 use switchyard_bus::{Bus, BusError, Message, Subscription};
 use switchyard_core::{FailureClass, RetryDecision};
 use switchyard_protocol::Completion;
+use switchyard_protocol::client::QueryOutcome;
 use switchyard_protocol::client::{Attempt, ErrorReply, ErrorType, QueryReply, QueryRequest, StreamFrame, Trace};
-use switchyard_protocol::internal::{ProviderAnswer, ProviderCall, ProviderReply, Refusal, StreamTarget};
+use switchyard_protocol::internal::{CascadeCall, ProviderAnswer, ProviderCall, ProviderReply, Refusal, StreamTarget};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec, Json};
 
@@ -134,6 +135,105 @@ async fn call_provider(
     (Some(node), result)
 }
 
+/// How many times a router sends a cascade run again after its coordinator went silent.
+const MAX_LOST_RUNS: u32 = 2;
+
+/// Runs `request` through the cascade serving `plan`: sends it to the cascade's coordinators (a queue group) and
+/// waits for the answer, watching the run's heartbeats. A run whose coordinator went silent (it died) is sent again,
+/// and another coordinator takes it.
+pub async fn call_cascade(
+    ctx: &QueryContext,
+    plan: &RoutePlan,
+    cascade: &str,
+    request: &QueryRequest,
+    deadline: Instant,
+) -> Answer {
+    let fail = |kind: ErrorType, code: &str, message: String| {
+        Err(ErrorReply::new(kind, code, message).with_id(request.id.clone()))
+    };
+    let subject = ctx.subjects.cascade_run(cascade);
+    let mut lost = 0;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into());
+        }
+        let call = CascadeCall {
+            call_id: Uuid::new_v4(),
+            route: plan.name.clone(),
+            request: request.clone(),
+            budget_ms: remaining.as_millis().max(1) as u64,
+            keepalive: ctx.liveness.as_ref().map(|l| l.keepalive()),
+        };
+        let payload = match Json::encode(&call) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(error) => return fail(ErrorType::UpstreamError, "bus_error", error.to_string()),
+        };
+        if let Some(liveness) = &ctx.liveness {
+            liveness.watch(call.call_id);
+        }
+        let asked = ctx.bus.request(Message::new(subject.clone(), payload), remaining + Duration::from_millis(50));
+        let result = watch(ctx, call.call_id, asked).await;
+        if let Some(liveness) = &ctx.liveness {
+            liveness.forget(&call.call_id);
+        }
+        let reply = match result {
+            Watched::Done(Ok(reply)) => reply,
+            Watched::Done(Err(BusError::NoResponders { .. })) => {
+                let message = format!("no node coordinates cascade {cascade}");
+                let error = ErrorReply::new(ErrorType::NoProviderAvailable, "no_provider_available", message);
+                return Err(error.with_retry_after_ms(1000).with_id(request.id.clone()));
+            }
+            Watched::Done(Err(BusError::Timeout { .. })) => {
+                return fail(ErrorType::DeadlineExceeded, "deadline_exceeded", "the deadline passed".into());
+            }
+            Watched::Done(Err(other)) => return fail(ErrorType::UpstreamError, "bus_error", other.to_string()),
+            Watched::Lost { node } => {
+                lost += 1;
+                let on = node.map_or_else(String::new, |n| format!(" on node {n}"));
+                warn!(cascade, lost, "a cascade run went silent{on}; sending it again");
+                if lost > MAX_LOST_RUNS {
+                    let message = format!("the coordinators of cascade {cascade} went silent {lost} times");
+                    return fail(ErrorType::UpstreamError, "cascade_lost", message);
+                }
+                continue;
+            }
+        };
+        return match serde_json::from_slice::<QueryOutcome>(&reply.payload) {
+            Ok(QueryOutcome::Reply(reply)) => Ok(reply),
+            Ok(QueryOutcome::Error(error)) => Err(error),
+            Err(error) => fail(ErrorType::UpstreamError, "bad_cascade_answer", error.to_string()),
+        };
+    }
+}
+
+/// How a watched request ended: its answer, or silence (no answer, no heartbeat) for too long.
+enum Watched<T> {
+    Done(T),
+    Lost { node: Option<String> },
+}
+
+/// Awaits `asked` while `call_id`'s heartbeats keep coming.
+async fn watch<T>(ctx: &QueryContext, call_id: Uuid, asked: impl std::future::Future<Output = T>) -> Watched<T> {
+    let Some(liveness) = &ctx.liveness else { return Watched::Done(asked.await) };
+    tokio::pin!(asked);
+    loop {
+        let sign = liveness.last_sign(&call_id);
+        let Some(at) = sign.as_ref().map(|s| s.at + liveness.lost_after()) else {
+            return Watched::Done(asked.await);
+        };
+        tokio::select! {
+            done = &mut asked => return Watched::Done(done),
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {
+                let sign = liveness.last_sign(&call_id);
+                if sign.as_ref().is_some_and(|s| s.at.elapsed() >= liveness.lost_after()) {
+                    return Watched::Lost { node: sign.and_then(|s| s.node) };
+                }
+            }
+        }
+    }
+}
+
 /// Runs `request` on `plan`: retries of the same provider, fallbacks along the chains, balancing inside groups,
 /// and a hedge beside a slow attempt, all inside the client's deadline.
 pub async fn run_query(
@@ -240,7 +340,7 @@ impl<'a> Walk<'a> {
             deadline,
             started: Instant::now(),
             call,
-            trace: Trace { node: ctx.node.clone(), route: plan.name.clone(), attempts: Vec::new() },
+            trace: Trace { node: ctx.node.clone(), route: plan.name.clone(), ..Trace::default() },
             tried: Vec::new(),
             last_failure: None,
             retry_after: None,
@@ -571,6 +671,7 @@ impl<'a> Walk<'a> {
                     usage: completion.usage,
                     cost_usd: completion.cost_usd,
                     latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                    logprobs: completion.logprobs,
                     trace,
                 }));
             }

@@ -24,6 +24,8 @@ pub struct RoutePlan {
     pub chains: FallbackChains,
     pub retry: RetryPolicy,
     pub hedge: HedgePolicy,
+    /// The cascade that serves this route, instead of its chains.
+    pub cascade: Option<String>,
 }
 
 /// A balanced group, as one router node sees it.
@@ -91,6 +93,7 @@ impl Routing {
                     chains: r.chains(),
                     retry: r.retry.to_core(),
                     hedge: r.hedge.to_core(),
+                    cascade: r.cascade.clone(),
                 };
                 (r.name.clone(), Arc::new(plan))
             })

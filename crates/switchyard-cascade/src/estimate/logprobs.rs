@@ -14,15 +14,8 @@ use crate::extract::Extractor;
 
 use super::Unavailable;
 
-/// One entry of an OpenAI-compatible `logprobs.content[]` array (other fields, such as `bytes` and
-/// `top_logprobs`, are ignored).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenLogprob {
-    /// The token's text.
-    pub token: String,
-    /// Its natural-log probability (at most 0).
-    pub logprob: f64,
-}
+/// One entry of an OpenAI-compatible `logprobs.content[]` array: the protocol's type, as providers hand it over.
+pub use switchyard_protocol::TokenLogprob;
 
 /// The `logprobs` object of an OpenAI-compatible choice: `{"content": [{"token", "logprob", …}, …]}`; `content`
 /// may be `null`.

@@ -30,7 +30,7 @@ use switchyard_learn::split::split_by_id;
 use crate::estimate::logprobs::{LogprobAggregate, LogprobScope, TokenLogprob};
 use crate::estimate::{self, Estimate, EstimatorConfig, FollowUp, FollowUpResult, Sample, Scorer, VerifierSource};
 use crate::extract::Extractor;
-use crate::plan::{Cascade, CascadeConfig, Next, OverrideLimits, RequestOverride, StageConfig, StageResult};
+use crate::plan::{Cascade, CascadeConfig, CascadeOverride, Next, OverrideLimits, StageConfig, StageResult};
 use crate::verifier::{VerifierExample, VerifierModel, VerifierOptions, VerifierTraining, train_verifier};
 use crate::{CascadeError, health};
 
@@ -453,7 +453,7 @@ fn sweep(
 
     let mut rows = Vec::new();
     for threshold in thresholds(&replays, max_thresholds) {
-        let request = RequestOverride { threshold: Some(threshold), max_stage: None };
+        let request = CascadeOverride { threshold: Some(threshold), max_stage: None };
         let (mut correct, mut cost, mut reached_last) = (0usize, 0.0, 0usize);
         let mut reached = vec![0usize; stages];
         let mut escalated = vec![0usize; stages];

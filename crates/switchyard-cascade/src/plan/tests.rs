@@ -73,7 +73,7 @@ fn validation_names_the_field() {
 #[test]
 fn confident_weak_stage_stops() {
     let cascade = two_stage();
-    let mut run = cascade.start(&RequestOverride::default()).unwrap();
+    let mut run = cascade.start(&CascadeOverride::default()).unwrap();
     let Next::Call(call) = run.next() else { panic!("expected a call") };
     assert_eq!(
         (call.stage, call.target, call.samples, call.temperature, call.logprobs),
@@ -100,7 +100,7 @@ fn low_or_unmeasured_confidence_escalates_and_the_last_stage_stops() {
         (result("weak-1", Some(0.59)), EscalateReason::BelowThreshold),
         (unavailable(), EscalateReason::EstimateUnavailable),
     ] {
-        let mut run = cascade.start(&RequestOverride::default()).unwrap();
+        let mut run = cascade.start(&CascadeOverride::default()).unwrap();
         assert_eq!(run.record(first).unwrap(), Decision::Escalate { reason });
         let Next::Call(call) = run.next() else { panic!("expected stage 1") };
         assert_eq!((call.stage, call.last), (1, true));
@@ -119,7 +119,7 @@ fn low_or_unmeasured_confidence_escalates_and_the_last_stage_stops() {
         assert_eq!(outcome.cost_usd(), 2.0);
     }
     // An unavailable estimate escalates even at threshold 0, and its reason is in the trace.
-    let mut run = cascade.start(&RequestOverride { threshold: Some(0.0), max_stage: None }).unwrap();
+    let mut run = cascade.start(&CascadeOverride { threshold: Some(0.0), max_stage: None }).unwrap();
     assert_eq!(run.record(unavailable()).unwrap(), Decision::Escalate { reason: EscalateReason::EstimateUnavailable });
     assert_eq!(run.trace()[0].unavailable, Some(Unavailable::NoLogprobs));
     assert_eq!(run.trace()[0].confidence, None);
@@ -129,19 +129,19 @@ fn low_or_unmeasured_confidence_escalates_and_the_last_stage_stops() {
 fn overrides_are_clamped_to_the_operator_limits() {
     let limits = OverrideLimits { min_threshold: 0.5, max_threshold: 0.9, allow_max_stage: true, min_max_stage: 1 };
     let three = cascade(vec![stage("a", Some(sc()), 0.6), stage("b", Some(sc()), 0.7), stage("c", None, 0.0)], limits);
-    let applied = three.apply(&RequestOverride { threshold: Some(0.99), max_stage: Some(0) }).unwrap();
+    let applied = three.apply(&CascadeOverride { threshold: Some(0.99), max_stage: Some(0) }).unwrap();
     assert_eq!(applied.threshold, Some(Applied { requested: 0.99, used: 0.9 }));
     assert_eq!(applied.max_stage, Some(Applied { requested: 0, used: 1 }));
     assert!(applied.threshold.unwrap().clamped());
-    let applied = three.apply(&RequestOverride { threshold: Some(0.1), max_stage: Some(7) }).unwrap();
+    let applied = three.apply(&CascadeOverride { threshold: Some(0.1), max_stage: Some(7) }).unwrap();
     assert_eq!((applied.threshold.unwrap().used, applied.max_stage.unwrap().used), (0.5, 2));
     assert!(matches!(
-        three.apply(&RequestOverride { threshold: Some(f64::NAN), max_stage: None }),
+        three.apply(&CascadeOverride { threshold: Some(f64::NAN), max_stage: None }),
         Err(CascadeError::InvalidOverride { field: "threshold", .. })
     ));
 
     // max_stage 1: stage 1 stops whatever its confidence, and says why.
-    let mut run = three.start(&RequestOverride { threshold: Some(0.8), max_stage: Some(1) }).unwrap();
+    let mut run = three.start(&CascadeOverride { threshold: Some(0.8), max_stage: Some(1) }).unwrap();
     let Next::Call(call) = run.next() else { panic!() };
     assert_eq!(call.threshold, 0.8);
     assert_eq!(
@@ -161,7 +161,7 @@ fn overrides_are_clamped_to_the_operator_limits() {
         vec![stage("a", Some(sc()), 0.6), stage("b", None, 0.0)],
         OverrideLimits { allow_max_stage: false, ..OverrideLimits::default() },
     );
-    let applied = strict.apply(&RequestOverride { threshold: None, max_stage: Some(0) }).unwrap();
+    let applied = strict.apply(&CascadeOverride { threshold: None, max_stage: Some(0) }).unwrap();
     assert_eq!(applied.max_stage, Some(Applied { requested: 0, used: 1 }));
 }
 
@@ -172,7 +172,7 @@ fn skipped_stages() {
         OverrideLimits::default(),
     );
     // The weak stage is tripped: the next one answers.
-    let mut run = three.start(&RequestOverride::default()).unwrap();
+    let mut run = three.start(&CascadeOverride::default()).unwrap();
     run.skip(SkipReason::AllTripped).unwrap();
     assert_eq!(
         run.record(result("b", Some(0.9))).unwrap(),
@@ -183,7 +183,7 @@ fn skipped_stages() {
     assert_eq!(outcome.answer.unwrap().stage, 1);
 
     // Everything after the escalations is down: the most confident earlier answer, flagged; ties go later.
-    let mut run = three.start(&RequestOverride::default()).unwrap();
+    let mut run = three.start(&CascadeOverride::default()).unwrap();
     run.record(result("a", Some(0.4))).unwrap();
     run.record(result("b", Some(0.4))).unwrap();
     run.skip(SkipReason::CallFailed { detail: "timeout".into() }).unwrap();
@@ -192,7 +192,7 @@ fn skipped_stages() {
     assert_eq!((answer.stage, answer.below_threshold, answer.text.as_str()), (1, true, "b says"));
 
     // Nothing answered: no answer, full trace.
-    let mut run = three.start(&RequestOverride::default()).unwrap();
+    let mut run = three.start(&CascadeOverride::default()).unwrap();
     for _ in 0..3 {
         run.skip(SkipReason::AllTripped).unwrap();
     }
@@ -226,13 +226,13 @@ fn config_and_trace_serde() {
     let cascade = Cascade::new(config).unwrap();
     assert_eq!(cascade.len(), 2);
     assert!(serde_json::from_str::<CascadeConfig>(r#"{"name":"x","stages":[],"colour":1}"#).is_err());
-    let mut run = cascade.start(&RequestOverride::default()).unwrap();
+    let mut run = cascade.start(&CascadeOverride::default()).unwrap();
     run.record(result("mixtral", Some(0.2))).unwrap();
     run.record(result("gpt-4", None)).unwrap();
     let outcome = run.finish();
     let text = serde_json::to_string(&outcome).unwrap();
     assert!(text.contains(r#""verdict":"escalated","reason":"below_threshold""#), "{text}");
     assert_eq!(serde_json::from_str::<CascadeOutcome>(&text).unwrap(), outcome);
-    let request: RequestOverride = serde_json::from_str(r#"{"threshold":0.8}"#).unwrap();
-    assert_eq!(request, RequestOverride { threshold: Some(0.8), max_stage: None });
+    let request: CascadeOverride = serde_json::from_str(r#"{"threshold":0.8}"#).unwrap();
+    assert_eq!(request, CascadeOverride { threshold: Some(0.8), max_stage: None });
 }

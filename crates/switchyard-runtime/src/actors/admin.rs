@@ -1,7 +1,8 @@
 //! `AdminActor`: answers the admin topic from health snapshots.
 //!
 //! `switchyard.v1.admin.health` is answered by every node (a client gathers the replies);
-//! `switchyard.v1.admin.node.<node>.health` only by the named node; `switchyard.v1.admin.provider.<p>.crash`
+//! `switchyard.v1.admin.node.<node>.health` only by the named node; `switchyard.v1.admin.cascades` by every
+//! cascade coordinator (escalation rates and health, costs, latency tails of its cascades); `switchyard.v1.admin.provider.<p>.crash`
 //! by every node hosting `p`, which crashes that provider actor on purpose so supervision can be exercised.
 //! Snapshots are gathered in a task, so a slow child never blocks the admin mailbox.
 
@@ -22,6 +23,7 @@ use switchyard_protocol::{Codec, Json};
 
 use super::provider_supervisor::ProviderSupervisorMsg;
 use super::router::RouterMsg;
+use crate::cascade::CascadeEngine;
 
 const ASK_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -37,6 +39,8 @@ pub struct AdminArgs {
     pub providers: Option<ActorRef<ProviderSupervisorMsg>>,
     pub draining: Arc<AtomicBool>,
     pub degraded: Arc<AtomicBool>,
+    /// The cascades this node coordinates, read for `admin.cascades`.
+    pub cascades: Option<Arc<CascadeEngine>>,
 }
 
 pub struct AdminState {
@@ -73,6 +77,12 @@ impl Actor for AdminActor {
                 || subject == args.subjects.admin_node(&args.node, "health")
             {
                 encode(&health(&args, started).await)
+            } else if subject == args.subjects.admin_cascades() {
+                // Only coordinators answer: the client gathers every node's view.
+                let Some(engine) = &args.cascades else { return };
+                let statuses: Vec<_> =
+                    engine.names().iter().filter_map(|n| engine.units.get(n)).map(|u| u.status(&args.node)).collect();
+                encode(&statuses)
             } else if let Some((provider, command)) = args.subjects.parse_admin_provider(&subject) {
                 match (command, &args.providers) {
                     ("crash", Some(supervisor)) => {

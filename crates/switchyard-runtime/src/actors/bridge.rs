@@ -18,14 +18,17 @@ use uuid::Uuid;
 
 use switchyard_bus::{Bus, Message, Subscription};
 use switchyard_core::FailureClass;
-use switchyard_protocol::internal::{ProviderCall, ProviderReply, Refusal, WireFailure};
+use switchyard_protocol::client::{ErrorReply, ErrorType};
+use switchyard_protocol::internal::{CascadeCall, ProviderCall, ProviderReply, Refusal, WireFailure};
 use switchyard_protocol::subjects::Subjects;
-use switchyard_protocol::{Bincode, Codec};
+use switchyard_protocol::{Bincode, Codec, Json};
 
 use super::admin::AdminMsg;
+use super::cascade::CoordinatorMsg;
 use super::provider::{ProviderMsg, publish_reply};
 use super::provider_supervisor::ProviderDirectory;
 use super::router::Intake;
+use crate::query::render;
 
 pub struct BusBridge;
 
@@ -40,6 +43,8 @@ pub struct BridgeArgs {
     pub providers: Vec<String>,
     pub directory: ProviderDirectory,
     pub admin: ActorRef<AdminMsg>,
+    /// On a node with the cascade role: its coordinator and the cascades it runs.
+    pub cascades: Option<(ActorRef<CoordinatorMsg>, Vec<String>)>,
 }
 
 pub struct BridgeState {
@@ -93,6 +98,20 @@ impl Actor for BusBridge {
                 }
                 async {}
             }));
+        }
+        // Cascade runs (one queue group per cascade) drain with the provider calls: both are work for others.
+        if let Some((coordinator, names)) = &args.cascades {
+            for name in names {
+                let sub = args
+                    .bus
+                    .queue_subscribe(&args.subjects.cascade_run(name), &args.subjects.cascade_queue(name))
+                    .await?;
+                let (bus, coordinator, name) = (args.bus.clone(), coordinator.clone(), name.clone());
+                calls.push(pump(sub, provider_drain.clone(), move |message| {
+                    let (bus, coordinator, name) = (bus.clone(), coordinator.clone(), name.clone());
+                    async move { forward_run(bus.as_ref(), &coordinator, name, message).await }
+                }));
+            }
         }
         let queries = match args.intake {
             Some(intake) => {
@@ -179,6 +198,27 @@ where
         }
     });
     AbortOnDropHandle::new(task)
+}
+
+/// Decodes a cascade run and hands it to the coordinator, or answers it with a typed error.
+async fn forward_run(bus: &dyn Bus, coordinator: &ActorRef<CoordinatorMsg>, name: String, message: Message) {
+    let Some(reply_to) = message.reply else {
+        debug!(cascade = %name, "cascade call without a reply subject dropped");
+        return;
+    };
+    let refusal = match Json::decode::<CascadeCall>(&message.payload) {
+        Ok(call) => {
+            match coordinator.cast(CoordinatorMsg::Run { name, call: Box::new(call), reply_to: reply_to.clone() }) {
+                Ok(()) => return,
+                Err(_) => ErrorReply::new(ErrorType::Overloaded, "overloaded", "the cascade coordinator is stopping")
+                    .with_retry_after_ms(100),
+            }
+        }
+        Err(error) => ErrorReply::new(ErrorType::UpstreamError, "bad_cascade_call", error.to_string()),
+    };
+    if let Err(error) = bus.publish(Message::new(reply_to, render(&Err(refusal), None))).await {
+        warn!(%error, "cannot answer a cascade call");
+    }
 }
 
 /// Decodes a provider call and hands it to the provider's actor, or refuses it on the actor's behalf.

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod bridge;
+pub mod cascade;
 pub mod node;
 pub mod provider;
 pub mod provider_supervisor;

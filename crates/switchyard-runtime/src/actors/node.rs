@@ -22,10 +22,12 @@ use super::state_sync::{ClusterGates, StateSync, StateSyncArgs, SyncSettings};
 
 use super::admin::{AdminActor, AdminArgs};
 use super::bridge::{BridgeArgs, BridgeMsg, BusBridge};
+use super::cascade::{CascadeCoordinator, CoordinatorArgs, CoordinatorMsg};
 use super::provider_supervisor::{
     ProviderDirectory, ProviderSpec, ProviderSupervisor, ProviderSupervisorArgs, ProviderSupervisorMsg,
 };
 use super::router::{Gate, Intake, RouterActor, RouterArgs, RouterMsg, RouterSettings};
+use crate::cascade::CascadeEngine;
 use crate::idempotent::Idempotency;
 use crate::routing::Routing;
 
@@ -47,6 +49,17 @@ pub struct NodeArgs {
     pub idempotency: Option<Idempotency>,
     pub breakers: Option<ClusterBreakers>,
     pub degraded: Arc<AtomicBool>,
+    /// On a node with the cascade role: what its coordinator runs.
+    pub cascade: Option<CascadeSetup>,
+}
+
+/// What a cascade coordinator needs: the cascades, the routing its stages are called through, the store its
+/// escalation counters are shared in, and the heartbeat period of its calls.
+pub struct CascadeSetup {
+    pub engine: Arc<CascadeEngine>,
+    pub routing: Arc<Routing>,
+    pub store: Arc<dyn BreakerStore>,
+    pub keepalive: Option<std::time::Duration>,
 }
 
 /// Cluster-wide breakers: the shared store, each provider's trip policy, the sync timings.
@@ -63,6 +76,7 @@ pub struct NodeChildren {
     pub providers: Option<ActorRef<ProviderSupervisorMsg>>,
     pub bridge: ActorRef<BridgeMsg>,
     pub admin: AdminArgs,
+    pub coordinator: Option<ActorRef<CoordinatorMsg>>,
 }
 
 pub struct NodeState {
@@ -145,6 +159,24 @@ impl Actor for NodeSupervisor {
             Some((router, intake)) => (Some(router), Some(intake)),
             None => (None, None),
         };
+        let cascades = match args.cascade {
+            Some(CascadeSetup { engine, routing, store, keepalive }) => {
+                let names = engine.names();
+                let coordinator_args = CoordinatorArgs {
+                    node: args.node.clone(),
+                    bus: args.bus.clone(),
+                    subjects: args.subjects.clone(),
+                    engine: engine.clone(),
+                    routing,
+                    store,
+                    keepalive,
+                };
+                let coordinator =
+                    Actor::spawn_linked(None, CascadeCoordinator, coordinator_args, myself.get_cell()).await?.0;
+                Some((coordinator, names, engine))
+            }
+            None => None,
+        };
         let admin_args = AdminArgs {
             node: args.node.clone(),
             roles: args.roles,
@@ -154,6 +186,7 @@ impl Actor for NodeSupervisor {
             providers: providers.clone(),
             draining: args.draining,
             degraded: args.degraded,
+            cascades: cascades.as_ref().map(|(_, _, engine)| engine.clone()),
         };
         let (admin, _) = Actor::spawn_linked(None, AdminActor, admin_args.clone(), myself.get_cell()).await?;
         let bridge_args = BridgeArgs {
@@ -164,9 +197,18 @@ impl Actor for NodeSupervisor {
             providers: hosted,
             directory,
             admin,
+            cascades: cascades.as_ref().map(|(coordinator, names, _)| (coordinator.clone(), names.clone())),
         };
         let (bridge, _) = Actor::spawn_linked(None, BusBridge, bridge_args, myself.get_cell()).await?;
-        Ok(NodeState { children: NodeChildren { router, providers, bridge, admin: admin_args } })
+        Ok(NodeState {
+            children: NodeChildren {
+                router,
+                providers,
+                bridge,
+                admin: admin_args,
+                coordinator: cascades.map(|(coordinator, _, _)| coordinator),
+            },
+        })
     }
 
     async fn handle(

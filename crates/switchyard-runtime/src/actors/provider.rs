@@ -36,13 +36,10 @@ use switchyard_core::{
 };
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_protocol::client::StreamFrame;
-use switchyard_protocol::internal::{
-    Heartbeat, Keepalive, ProviderAnswer, ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailure,
-};
+use switchyard_protocol::internal::{ProviderAnswer, ProviderCall, ProviderReply, Refusal, StreamTarget, WireFailure};
 use switchyard_protocol::{Bincode, Codec, Json};
 use switchyard_providers::{LlmProvider, ProviderError, StreamEvent};
 use tokio::task::AbortHandle;
-use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use super::state_sync::StateSyncMsg;
@@ -204,7 +201,7 @@ impl Actor for ProviderActor {
                 let task = tokio::spawn(async move {
                     let mut guard = guard;
                     // Signs of life while the call runs; dropped with the task, however it ends.
-                    let _alive = keepalive.map(|k| heartbeats(bus.clone(), k, call_id, node.clone()));
+                    let _alive = keepalive.map(|k| crate::liveness::heartbeats(bus.clone(), k, call_id, node.clone()));
                     let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
                     guard.panic_reply = None;
                     let (outcome, error) = match &reply {
@@ -363,23 +360,6 @@ impl ProviderState {
 }
 
 /// Publishes a provider's answer; a router that gave up no longer listens, which is not an error here.
-/// Publishes the call's [`Heartbeat`] every `keepalive.every_ms` after its start, until dropped.
-fn heartbeats(bus: Arc<dyn Bus>, keepalive: Keepalive, call_id: Uuid, node: String) -> AbortOnDropHandle<()> {
-    let every = Duration::from_millis(keepalive.every_ms.max(1));
-    AbortOnDropHandle::new(tokio::spawn(async move {
-        let Ok(beat) = Bincode::encode(&Heartbeat { call_id, node }) else { return };
-        let beat = Bytes::from(beat);
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if let Err(error) = bus.publish(Message::new(keepalive.subject.clone(), beat.clone())).await {
-                debug!(%error, "cannot publish a call's heartbeat");
-            }
-        }
-    }))
-}
-
 pub(crate) async fn publish_reply(bus: &dyn Bus, reply_to: String, node: &str, reply: ProviderReply) {
     match Bincode::encode(&ProviderAnswer { node: node.to_owned(), reply }) {
         Ok(bytes) => {

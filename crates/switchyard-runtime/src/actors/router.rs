@@ -34,7 +34,7 @@ use switchyard_protocol::subjects::Subjects;
 
 use crate::idempotent::{Idempotency, Resolved, answer_once, conflict, publish_answer, renew_leases, replay};
 use crate::liveness::Liveness;
-use crate::query::{Answer, QueryContext, StreamEnd, render, run_query};
+use crate::query::{Answer, QueryContext, StreamEnd, call_cascade, render, run_query};
 use crate::routing::{RoutePlan, Routing};
 
 /// How long an overloaded client is asked to wait before it retries.
@@ -366,7 +366,15 @@ impl RouterState {
                 let _permit = permit;
                 // A query with a key holds its node's lease until its answer is stored.
                 let _lease = idem.as_ref().filter(|_| key.is_some()).map(Idempotency::hold);
-                let run = || run_query(&ctx, &routing, &plan, &request, &reply_to, deadline);
+                // A cascade answers whole (its stages' confidence is known only at their end): a streaming client
+                // gets it as one chunk, like a copy of an answered id.
+                let cascade = plan.cascade.clone();
+                let run = || async {
+                    match &cascade {
+                        Some(name) => call_cascade(&ctx, &plan, name, &request, deadline).await,
+                        None => run_query(&ctx, &routing, &plan, &request, &reply_to, deadline).await,
+                    }
+                };
                 let resolved = match (&idem, &key) {
                     (Some(idem), Some(key)) => {
                         answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
@@ -376,8 +384,12 @@ impl RouterState {
                 let answer = match resolved {
                     Resolved::Ran { answer, owned } => {
                         // The client first; announcing and storing the answer only afterwards.
-                        let stream = request.stream.then(|| StreamEnd::of(&answer));
-                        publish(ctx.bus.as_ref(), reply_to, render(&answer, stream)).await;
+                        if cascade.is_some() {
+                            deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
+                        } else {
+                            let stream = request.stream.then(|| StreamEnd::of(&answer));
+                            publish(ctx.bus.as_ref(), reply_to, render(&answer, stream)).await;
+                        }
                         if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
                             publish_answer(idem, &ctx, key, &answer, deadline).await;
                         }
