@@ -182,8 +182,12 @@ mod tests {
             ..spec(false)
         };
         let svg = render_svg(&small).expect("renders");
-        let ticks: Vec<&str> =
-            svg.split('>').filter_map(|t| t.split('<').next()).map(str::trim).filter(|t| t.starts_with("0.00")).collect();
+        let ticks: Vec<&str> = svg
+            .split('>')
+            .filter_map(|t| t.split('<').next())
+            .map(str::trim)
+            .filter(|t| t.starts_with("0.00"))
+            .collect();
         assert!(ticks.contains(&"0.00200"), "{ticks:?}");
         assert!(!ticks.contains(&"0.00"), "{ticks:?}");
     }

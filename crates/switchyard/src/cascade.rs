@@ -21,7 +21,6 @@ use switchyard_cascade::{
     CascadeError, EvalCascadeOptions, Extractor, TrainVerifierCmdOptions, VerifierModel, eval_cascade,
     train_verifier_cmd,
 };
-use switchyard_learn::LearnError;
 use switchyard_learn::dataset::default_data_dir;
 use switchyard_learn::dataset::routellm::RouteLlmSet;
 
@@ -56,11 +55,12 @@ fn usage(option: &'static str, reason: impl Into<String>) -> anyhow::Error {
 }
 
 /// The exit code of a cascade error: 64 for settings, 65 for data, 70 for a misuse of the library (a bug).
+///
+/// The command-line settings the learning crate would refuse (split fraction, L2 strength) are checked before
+/// the library runs, so what it still refuses is the data (no quality gap between the stages, an empty side).
 pub fn exit_code(err: &CascadeError) -> u8 {
     match err {
-        CascadeError::InvalidConfig(_)
-        | CascadeError::InvalidOverride { .. }
-        | CascadeError::Learn(LearnError::Invalid { .. }) => EXIT_USAGE,
+        CascadeError::InvalidConfig(_) | CascadeError::InvalidOverride { .. } => EXIT_USAGE,
         CascadeError::Misuse { .. } | CascadeError::InvalidScore { .. } => EXIT_SOFTWARE,
         CascadeError::InvalidModel { .. }
         | CascadeError::Data { .. }

@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 /// The exit code of a command's result; the error, if any, is printed on stderr.
 fn exit(result: anyhow::Result<()>) -> ExitCode {
     let Err(err) = result else { return ExitCode::SUCCESS };
-    eprintln!("switchyard: {err:#}");
+    eprintln!("switchyard: {}", message(&err));
     if err.downcast_ref::<switchyard_runtime::ConfigError>().is_some()
         || err.downcast_ref::<cascade::UsageError>().is_some()
     {
@@ -134,4 +134,21 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message already holds (errors
+/// that print their source, as the data loaders' do, would otherwise say it twice).
+fn message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

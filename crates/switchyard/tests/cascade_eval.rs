@@ -153,6 +153,7 @@ fn a_malformed_line_fails_with_its_file_and_line_number() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(stderr.contains("broken.jsonl line 3"), "{stderr}");
+    assert_eq!(stderr.matches("EOF while parsing").count(), 1, "the parser's reason once: {stderr}");
 
     // A record that parses but breaks the format (a positive logprob) names its line too.
     let bad = synthetic_log(4).replacen("\"logprob\":-0.2", "\"logprob\":0.5", 1);
