@@ -86,6 +86,8 @@ pub fn render_svg(spec: &PlotSpec) -> Result<String> {
     };
     let xr = range(&mut all.iter().map(|p| p.0));
     let yr = range(&mut all.iter().map(|p| p.1));
+    // Linear tick labels carry enough decimals to tell ticks apart: costs per query are often below a cent.
+    let x_decimals = ((-(xr.end - xr.start).log10()).ceil() + 2.0).clamp(2.0, 12.0) as usize;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 640)).into_drawing_area();
@@ -98,7 +100,7 @@ pub fn render_svg(spec: &PlotSpec) -> Result<String> {
             .build_cartesian_2d(xr, yr)
             .map_err(|e| fail(e.to_string()))?;
         let log_x = spec.log_x;
-        let x_fmt = move |v: &f64| if log_x { format!("{:.2e}", 10f64.powf(*v)) } else { format!("{v:.2}") };
+        let x_fmt = move |v: &f64| if log_x { format!("{:.2e}", 10f64.powf(*v)) } else { format!("{v:.x_decimals$}") };
         chart
             .configure_mesh()
             .x_desc(&spec.x_label)
@@ -171,6 +173,23 @@ mod tests {
         }
         assert!(svg.contains("<polyline") || svg.contains("<path"));
         assert!(render_svg(&spec(false)).is_ok());
+    }
+
+    #[test]
+    fn linear_ticks_of_small_costs_are_told_apart() {
+        let small = PlotSpec {
+            series: vec![Series::line("cascade", vec![(0.0001, 0.6), (0.002, 0.8), (0.004, 0.9)])],
+            ..spec(false)
+        };
+        let svg = render_svg(&small).expect("renders");
+        let ticks: Vec<&str> = svg
+            .split('>')
+            .filter_map(|t| t.split('<').next())
+            .map(str::trim)
+            .filter(|t| t.starts_with("0.00"))
+            .collect();
+        assert!(ticks.contains(&"0.00200"), "{ticks:?}");
+        assert!(!ticks.contains(&"0.00"), "{ticks:?}");
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! A request is handled in this order: a hanging model never answers; otherwise the connection may be
 //! reset at once (`reset_rate`); otherwise the latency is waited out, one draw picks at most one scripted
 //! error (rules are cumulative, checked in order), and finally the answer is produced.
+//!
+//! Two knobs make the answer's confidence scriptable, for cascades that read token log-probabilities: an
+//! answer is *unsure* when the last user message contains `unsure_marker`, or otherwise with probability
+//! `unsure_rate`. An unsure answer reports [`UNSURE_LOGPROB`] for every token, a sure one [`SURE_LOGPROB`].
+//! With neither knob set the log-probabilities are a deterministic hash of each token, as before.
 
 use std::time::Duration;
 
@@ -14,6 +19,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::MockServerError;
+
+/// The log-probability of every token of a *sure* answer when a confidence knob is set (`unsure_rate` above 0
+/// or an `unsure_marker`).
+pub const SURE_LOGPROB: f64 = -0.05;
+
+/// The log-probability of every token of an *unsure* answer.
+pub const UNSURE_LOGPROB: f64 = -2.5;
 
 /// How one model (or the default) behaves.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -35,6 +47,11 @@ pub struct Behavior {
     pub chunk_delay_ms: u64,
     /// What to say.
     pub answer: Answer,
+    /// Probability that an answer is unsure: every token's logprob is then [`UNSURE_LOGPROB`] instead of
+    /// [`SURE_LOGPROB`]. Drawn per request; 0 (the default) draws nothing.
+    pub unsure_rate: f64,
+    /// A prompt whose last user message contains this text is always unsure.
+    pub unsure_marker: Option<String>,
 }
 
 impl Default for Behavior {
@@ -47,6 +64,8 @@ impl Default for Behavior {
             fail_after_tokens: None,
             chunk_delay_ms: 0,
             answer: Answer::Echo,
+            unsure_rate: 0.0,
+            unsure_marker: None,
         }
     }
 }
@@ -100,7 +119,30 @@ impl Behavior {
         if total > 1.0 + 1e-9 {
             return Err(invalid("errors", format!("rates add up to {total}, more than 1")));
         }
+        if !(0.0..=1.0).contains(&self.unsure_rate) {
+            return Err(invalid("unsure_rate", format!("{} is not a probability in [0, 1]", self.unsure_rate)));
+        }
+        if self.unsure_marker.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("unsure_marker", "must not be empty (every prompt would contain it)".to_owned()));
+        }
         self.latency.validate()
+    }
+
+    /// How sure the answer to `last_user` is: [`Confidence::Hashed`] when no knob is set; otherwise unsure when
+    /// the marker is in the prompt, else with probability `unsure_rate` (one draw, only when the rate is above 0).
+    pub(crate) fn confidence(&self, last_user: &str, rng: &mut impl Rng) -> Confidence {
+        let marker = self.unsure_marker.as_deref();
+        if self.unsure_rate <= 0.0 && marker.is_none() {
+            return Confidence::Hashed;
+        }
+        if marker.is_some_and(|m| last_user.contains(m)) {
+            return Confidence::Unsure;
+        }
+        if self.unsure_rate > 0.0 && rng.random::<f64>() < self.unsure_rate {
+            Confidence::Unsure
+        } else {
+            Confidence::Sure
+        }
     }
 
     /// Draws the fate of one request, consuming randomness only where the script needs it.
@@ -123,6 +165,28 @@ impl Behavior {
             })
         };
         Plan::Respond { latency, error }
+    }
+}
+
+/// The log-probabilities an answer reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Confidence {
+    /// No confidence knob: a deterministic hash of each token, in `[-2.5, 0]`.
+    Hashed,
+    /// [`SURE_LOGPROB`] for every token.
+    Sure,
+    /// [`UNSURE_LOGPROB`] for every token.
+    Unsure,
+}
+
+impl Confidence {
+    /// The log-probability of `token` under this confidence.
+    pub(crate) fn logprob(self, token: &str) -> f64 {
+        match self {
+            Confidence::Hashed => crate::text::logprob(token),
+            Confidence::Sure => SURE_LOGPROB,
+            Confidence::Unsure => UNSURE_LOGPROB,
+        }
     }
 }
 
@@ -395,6 +459,50 @@ mod tests {
         twice.errors.push(ErrorRule { rate: 0.5, error: MockError::Quota });
         check(twice, "errors");
         check(Behavior { latency: Latency::Uniform { min_ms: 5, max_ms: 1 }, ..Behavior::default() }, "latency.min_ms");
+        check(Behavior { unsure_rate: -0.1, ..Behavior::default() }, "unsure_rate");
+        check(Behavior { unsure_rate: f64::NAN, ..Behavior::default() }, "unsure_rate");
+        check(Behavior { unsure_marker: Some(String::new()), ..Behavior::default() }, "unsure_marker");
+    }
+
+    #[test]
+    fn confidence_follows_the_knobs() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let check = |behavior: &Behavior, prompt: &str, want: Confidence, rng: &mut SmallRng| {
+            for _ in 0..100 {
+                assert_eq!(behavior.confidence(prompt, rng), want, "{behavior:?} on {prompt:?}");
+            }
+        };
+        // No knob: the per-token hash of before.
+        check(&Behavior::default(), "anything HARD", Confidence::Hashed, &mut rng);
+        let marked = Behavior { unsure_marker: Some("HARD".into()), ..Behavior::default() };
+        // The marker makes a prompt unsure; without it, rate 0 is always sure.
+        check(&marked, "a HARD question", Confidence::Unsure, &mut rng);
+        check(&marked, "an easy question", Confidence::Sure, &mut rng);
+        let always = Behavior { unsure_rate: 1.0, ..Behavior::default() };
+        check(&always, "an easy question", Confidence::Unsure, &mut rng);
+        let zero_with_marker = Behavior { unsure_rate: 0.0, ..marked };
+        check(&zero_with_marker, "plain", Confidence::Sure, &mut rng);
+
+        let some = Behavior { unsure_rate: 0.3, ..Behavior::default() };
+        let unsure = (0..2_000).filter(|_| some.confidence("q", &mut rng) == Confidence::Unsure).count();
+        let share = unsure as f64 / 2_000.0;
+        assert!((share - 0.3).abs() <= 0.05, "{share}");
+    }
+
+    #[test]
+    fn confidence_logprobs_are_the_constants_or_the_hash() {
+        assert_eq!(Confidence::Sure.logprob("x "), SURE_LOGPROB);
+        assert_eq!(Confidence::Unsure.logprob("x "), UNSURE_LOGPROB);
+        assert_eq!(Confidence::Hashed.logprob("x "), crate::text::logprob("x "));
+    }
+
+    #[test]
+    fn confidence_knobs_parse_from_json() {
+        let parsed: Behavior = serde_json::from_str(r#"{"unsure_rate": 0.25, "unsure_marker": "[hard]"}"#).unwrap();
+        assert_eq!(parsed.unsure_rate, 0.25);
+        assert_eq!(parsed.unsure_marker.as_deref(), Some("[hard]"));
+        parsed.validate().unwrap();
+        assert!(serde_json::from_str::<Behavior>(r#"{"unsure_ratio": 0.25}"#).is_err());
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! | `GET /control/stats` | `{"calls": {"<model>": n, …}, "total": n}` |
 //! | `POST /control/reset` | restore the scripts the server started with, zero the counters |
 //!
+//! A behaviour replaces the model's whole script, so one body can change several knobs at once, e.g.
+//! `{"unsure_rate": 0.5}` makes half of the answers unsure (low token log-probabilities) from the next request.
+//!
 //! Success is `204 No Content`; a body that is not a valid behaviour is a `400` with
 //! `{"error": "<reason>"}`.
 

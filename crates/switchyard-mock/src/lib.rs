@@ -5,7 +5,18 @@
 //! not be made to fail on cue anyway. This crate stands in for them: a real HTTP server (keep-alive
 //! HTTP/1.1, `TCP_NODELAY`) that provider clients talk to exactly as they would to the real thing, and
 //! whose behaviour per model (latency distribution, error mix, hangs, connection resets, mid-stream
-//! failures, the answer itself) is scripted with [`Behavior`] and can change while it runs.
+//! failures, the answer itself, and how sure its token log-probabilities say it is) is scripted with
+//! [`Behavior`] and can change while it runs.
+//!
+//! OpenAI requests with `logprobs: true` get one log-probability per token. By default it is a
+//! deterministic hash of the token in `[-2.5, 0]`. A cascade test scripts confidence instead with
+//! `unsure_rate` (the probability an answer is unsure) and `unsure_marker` (a prompt containing this text is
+//! always unsure): every token of an unsure answer reports [`UNSURE_LOGPROB`] (-2.5), every token of a sure one
+//! [`SURE_LOGPROB`] (-0.05). Raising `unsure_rate` at run time makes a weak stage escalate more:
+//!
+//! ```text
+//! PUT /control/models/weak-model   {"unsure_rate": 0.3, "unsure_marker": "[hard]"}
+//! ```
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard_mock::MockServerError> {
@@ -35,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use behavior::{Answer, Behavior, ErrorRule, Latency, MockError};
+pub use behavior::{Answer, Behavior, ErrorRule, Latency, MockError, SURE_LOGPROB, UNSURE_LOGPROB};
 pub use replay::ReplayData;
 pub use server::{MockConfig, MockServer, Stats};
 

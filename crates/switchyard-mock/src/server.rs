@@ -355,6 +355,8 @@ async fn handle(wire: Wire, shared: &Shared, connection: &Connection, body: &[u8
         }
     };
     let answer = text::truncate(&answer, exchange.max_tokens);
+    // After the plan's draws, so a script without confidence knobs draws exactly as before.
+    let confidence = behavior.confidence(&exchange.last_user, &mut rng);
     let reply = Reply {
         seq,
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
@@ -364,6 +366,7 @@ async fn handle(wire: Wire, shared: &Shared, connection: &Connection, body: &[u8
         output_tokens: u32::try_from(answer.words).unwrap_or(u32::MAX),
         cut: answer.cut,
         logprobs: exchange.logprobs,
+        confidence,
         include_usage: exchange.include_usage,
         fail_after_tokens: behavior.fail_after_tokens,
     };

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +71,137 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Offline evaluations on recorded outcomes; need no server.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+    /// Offline tools of the cascade strategy; need no server.
+    Cascade {
+        #[command(subcommand)]
+        command: CascadeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Replay recorded outcomes through the cascade decision code over a sweep of thresholds: strong-call share,
+    /// quality, PGR, measured cost against the formula, APGR and CPT(50 %), CPT(80 %), with the random and
+    /// prompt-length baselines.
+    Cascade(EvalCascadeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CascadeCommand {
+    /// Train the local verifier on the training side of the data (never its test questions) and save it; the
+    /// model records the ids it was trained on, which `eval cascade --verifier` then leaves out.
+    TrainVerifier(TrainVerifierArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalCascadeArgs {
+    #[command(flatten)]
+    pub data: CascadeDataArgs,
+    /// The confidence estimator of the weak stage(s).
+    #[arg(long, value_enum, default_value_t = EstimatorArg::Verifier)]
+    pub estimator: EstimatorArg,
+    /// A verifier saved by `switchyard cascade train-verifier` (with `--estimator verifier`); without it, a
+    /// verifier is trained on the train side of this run.
+    #[arg(long, value_name = "MODEL.json")]
+    pub verifier: Option<PathBuf>,
+    /// Most thresholds swept (evenly spaced ranks of the observed confidences).
+    #[arg(long, default_value_t = 400)]
+    pub thresholds: usize,
+    /// Rows of the printed table.
+    #[arg(long, default_value_t = 11)]
+    pub rows: usize,
+    /// Leave out the random and prompt-length baselines.
+    #[arg(long)]
+    pub no_baselines: bool,
+    /// Write the quality-against-cost plot here.
+    #[arg(long, value_name = "OUT.svg")]
+    pub svg: Option<PathBuf>,
+    /// Print the whole report as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainVerifierArgs {
+    #[command(flatten)]
+    pub data: CascadeDataArgs,
+    /// Where to write the model (versioned JSON).
+    #[arg(long, value_name = "VERIFIER.json")]
+    pub out: PathBuf,
+    /// Print what training did as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where recorded outcomes come from, how they are split, and how answers are read.
+#[derive(Debug, Clone, Args)]
+pub struct CascadeDataArgs {
+    /// A RouteLLM set: Mixtral-8x7B first, GPT-4 Turbo second, documented constant costs.
+    #[arg(long, value_enum, conflicts_with_all = ["jsonl", "train", "test"])]
+    pub set: Option<SetArg>,
+    /// The RouteLLM folder (holding gsm8k/ and mmlu/); `$SWITCHYARD_DATA/routellm` or ../shared/data/routellm
+    /// when absent.
+    #[arg(long, value_name = "DIR", requires = "set")]
+    pub routellm: Option<PathBuf>,
+    /// A cascade JSONL file, split by question id with `--test-fraction` and `--seed`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["train", "test"])]
+    pub jsonl: Option<PathBuf>,
+    /// A cascade JSONL file to train on (with `--test`, or alone for `train-verifier`).
+    #[arg(long, value_name = "FILE")]
+    pub train: Option<PathBuf>,
+    /// A cascade JSONL file to evaluate on; its questions that are also in `--train` are left out.
+    #[arg(long, value_name = "FILE", requires = "train")]
+    pub test: Option<PathBuf>,
+    /// Share of the distinct question ids on the test side of a seeded split.
+    #[arg(long, default_value_t = 0.5)]
+    pub test_fraction: f64,
+    /// Seed of the split (and of the random baseline).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// How answers are read for self-consistency and the verifier's answer checks; default: last-number, except
+    /// RouteLLM MMLU (no answer text: none for the verifier, choice for self-consistency).
+    #[arg(long, value_enum)]
+    pub extractor: Option<ExtractorArg>,
+    /// Fix the verifier's L2 strength instead of choosing it by 3-fold cross-validation on the train side.
+    #[arg(long)]
+    pub l2: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SetArg {
+    Gsm8k,
+    Mmlu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EstimatorArg {
+    /// The trained local verifier, P(correct | query, answer).
+    Verifier,
+    /// Majority share over the recorded samples (needs several samples per stage).
+    SelfConsistency,
+    /// The recorded answer logprob of the first sample (needs `logprob`).
+    Logprobs,
+    /// Baseline: a longer prompt is less confident.
+    PromptLength,
+    /// Baseline: a seeded uniform score.
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExtractorArg {
+    /// The number after the last `####`, otherwise the last number.
+    LastNumber,
+    /// A multiple-choice letter A-D.
+    Choice,
+    /// The whole reply, lower-cased, punctuation dropped, whitespace collapsed.
+    Normalized,
+    /// No extraction (the verifier sees query and answer n-grams only).
+    None,
 }
 
 /// A query's idempotency key and its re-sending: a query that gets no reply is re-sent with the same id, which

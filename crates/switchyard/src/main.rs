@@ -1,5 +1,6 @@
 //! The `switchyard` binary: tracing, configuration, exit codes. Subcommands live in their own modules.
 
+mod cascade;
 mod cli;
 mod client;
 mod demo;
@@ -14,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use switchyard_runtime::{Node, NodeConfig};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CascadeCommand, Cli, Command, EvalCommand};
 
 /// sysexits' EX_CONFIG-style code for a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 64;
@@ -25,12 +26,21 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
         Command::Demo { .. } => "error",
-        Command::Query { .. } | Command::Admin { .. } => "warn",
+        Command::Query { .. } | Command::Admin { .. } | Command::Eval { .. } | Command::Cascade { .. } => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)
         .init();
+    // The offline cascade commands need neither a runtime nor TLS: they run on this thread and return.
+    let offline = match &cli.command {
+        Command::Eval { command: EvalCommand::Cascade(args) } => Some(cascade::eval(args)),
+        Command::Cascade { command: CascadeCommand::TrainVerifier(args) } => Some(cascade::train_verifier(args)),
+        _ => None,
+    };
+    if let Some(result) = offline {
+        return exit(result);
+    }
     // One rustls crypto provider for the whole process, before any TLS connection (NATS, Redis, HTTPS).
     let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
 
@@ -53,18 +63,25 @@ fn main() -> ExitCode {
             Command::Admin { nats, inbox_prefix, namespace, command } => {
                 client::admin(&client::Connection { nats, inbox_prefix, namespace }, command).await
             }
+            // Run above, without the runtime.
+            Command::Eval { .. } | Command::Cascade { .. } => Ok(()),
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.downcast_ref::<switchyard_runtime::ConfigError>().is_some() => {
-            eprintln!("switchyard: {err:#}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-        Err(err) => {
-            eprintln!("switchyard: {err:#}");
-            ExitCode::FAILURE
-        }
+    exit(result)
+}
+
+/// The exit code of a command's result; the error, if any, is printed on stderr.
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    let Err(err) = result else { return ExitCode::SUCCESS };
+    eprintln!("switchyard: {}", message(&err));
+    if err.downcast_ref::<switchyard_runtime::ConfigError>().is_some()
+        || err.downcast_ref::<cascade::UsageError>().is_some()
+    {
+        ExitCode::from(EXIT_CONFIG)
+    } else if let Some(err) = err.downcast_ref::<switchyard_cascade::CascadeError>() {
+        ExitCode::from(cascade::exit_code(err))
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -117,4 +134,21 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message already holds (errors
+/// that print their source, as the data loaders' do, would otherwise say it twice).
+fn message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

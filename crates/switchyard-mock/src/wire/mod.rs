@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::behavior::MockError;
+use crate::behavior::{Confidence, MockError};
 use crate::text;
 
 /// Which provider API a request came in on.
@@ -81,6 +81,8 @@ pub(crate) struct Reply<'a> {
     /// True when `max_tokens` cut the answer.
     pub cut: bool,
     pub logprobs: Option<u8>,
+    /// Which log-probabilities the tokens report, when `logprobs` is asked for.
+    pub confidence: Confidence,
     pub include_usage: bool,
     /// Streaming only: the number of tokens after which the stream fails.
     pub fail_after_tokens: Option<u32>,

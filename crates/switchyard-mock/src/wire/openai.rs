@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     BadRequest, Events, Exchange, Failure, Reply, Text, add_retry_after, json_response, stream_cutoff, summarize,
 };
-use crate::behavior::MockError;
+use crate::behavior::{Confidence, MockError};
 use crate::text;
 
 /// The request fields the mock reads; anything else (temperature, tools, …) is accepted and ignored.
@@ -284,8 +284,8 @@ struct TopLogprob {
 
 /// The log-probability entry of one token: the token itself heads its `top` alternatives, the others
 /// are made-up tokens with strictly lower log-probabilities.
-fn token_logprob(token: &str, top: u8) -> TokenLogprob<'_> {
-    let logprob = text::logprob(token);
+fn token_logprob(token: &str, top: u8, confidence: Confidence) -> TokenLogprob<'_> {
+    let logprob = confidence.logprob(token);
     let top_logprobs = (0..top)
         .map(|i| {
             let token = if i == 0 { token.to_owned() } else { format!("alt{i}:{}", token.trim_end()) };
@@ -331,9 +331,9 @@ fn completion_id(seq: u64) -> String {
 }
 
 pub(crate) fn complete(reply: &Reply<'_>) -> Response {
-    let logprobs = reply
-        .logprobs
-        .map(|top| Logprobs { content: text::tokens(reply.text).map(|token| token_logprob(token, top)).collect() });
+    let logprobs = reply.logprobs.map(|top| Logprobs {
+        content: text::tokens(reply.text).map(|token| token_logprob(token, top, reply.confidence)).collect(),
+    });
     let completion = Completion {
         id: completion_id(reply.seq),
         object: "chat.completion",
@@ -405,7 +405,8 @@ pub(crate) fn stream(reply: &Reply<'_>) -> Events {
         if cutoff == Some(i) {
             break;
         }
-        let logprobs = reply.logprobs.map(|top| Logprobs { content: vec![token_logprob(token, top)] });
+        let logprobs =
+            reply.logprobs.map(|top| Logprobs { content: vec![token_logprob(token, top, reply.confidence)] });
         let choice =
             ChunkChoice { index: 0, delta: Delta { role: None, content: Some(token) }, logprobs, finish_reason: None };
         events.json(None, &chunk(&id, reply, vec![choice]));
@@ -471,7 +472,7 @@ mod tests {
 
     #[test]
     fn top_logprobs_start_with_the_token_and_decrease() {
-        let entry = token_logprob("hello ", 3);
+        let entry = token_logprob("hello ", 3, Confidence::Hashed);
         assert_eq!(entry.top_logprobs.len(), 3);
         assert_eq!(entry.top_logprobs[0].token, "hello ");
         assert_eq!(entry.top_logprobs[0].logprob, entry.logprob);

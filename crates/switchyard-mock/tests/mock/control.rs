@@ -78,3 +78,29 @@ async fn library_handle_scripts_and_clears() {
     assert_eq!(server.calls("a"), 3);
     assert_eq!(server.calls("never"), 0);
 }
+
+#[tokio::test]
+async fn control_api_makes_a_model_unsure_at_run_time() {
+    let server = start().await;
+    let mut body = openai_body(WEAK, "easy one");
+    body["logprobs"] = json!(true);
+    let first_logprob = |completion: Value| completion["choices"][0]["logprobs"]["content"][0]["logprob"].as_f64();
+    let hashed = first_logprob(post_openai(&server, &body).await.json().await.unwrap()).unwrap();
+    assert!((-2.5..=0.0).contains(&hashed));
+
+    let control = format!("{}/control/models/{WEAK}", server.base_url());
+    let response = client().put(&control).json(&json!({"unsure_rate": 1.0})).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    let unsure = first_logprob(post_openai(&server, &body).await.json().await.unwrap());
+    assert_eq!(unsure, Some(switchyard_mock::UNSURE_LOGPROB));
+
+    let response = client().put(&control).json(&json!({"unsure_marker": "hard"})).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    let sure = first_logprob(post_openai(&server, &body).await.json().await.unwrap());
+    assert_eq!(sure, Some(switchyard_mock::SURE_LOGPROB));
+
+    let response = client().put(&control).json(&json!({"unsure_rate": 1.5})).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap().contains("unsure_rate"), "{error}");
+}

@@ -221,3 +221,30 @@ async fn malformed_requests_are_openai_400s_and_still_counted() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(server.total_calls(), 2);
 }
+
+#[tokio::test]
+async fn confidence_knobs_set_every_token_logprob() {
+    let behavior = Behavior { unsure_marker: Some("[hard]".into()), ..Behavior::answering("four and a bit") };
+    let server = start_scripted("weak", behavior).await;
+    let token_logprobs = |completion: &Value| -> Vec<f64> {
+        completion["choices"][0]["logprobs"]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["logprob"].as_f64().unwrap())
+            .collect()
+    };
+    let mut body = openai_body("weak", "[hard] what is pi?");
+    body["logprobs"] = json!(true);
+    let unsure: Value = post_openai(&server, &body).await.json().await.unwrap();
+    assert_eq!(token_logprobs(&unsure), vec![switchyard_mock::UNSURE_LOGPROB; 4]);
+    body["messages"][1]["content"] = json!("what is 2+2?");
+    let sure: Value = post_openai(&server, &body).await.json().await.unwrap();
+    assert_eq!(token_logprobs(&sure), vec![switchyard_mock::SURE_LOGPROB; 4]);
+
+    // Streamed tokens carry the same values.
+    body["messages"][1]["content"] = json!("[hard] again");
+    body["stream"] = json!(true);
+    let events = collect_sse(post_openai(&server, &body).await).await;
+    assert_eq!(events[1].json()["choices"][0]["logprobs"]["content"][0]["logprob"], switchyard_mock::UNSURE_LOGPROB);
+}
