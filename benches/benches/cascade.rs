@@ -143,11 +143,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &concurrency in &args.concurrency {
         let (bus, subject) = (client.clone(), echo_subject.clone());
-        let floor = closed_loop(concurrency, warmup, duration, move || {
-            let (bus, subject) = (bus.clone(), subject.clone());
-            async move { bus.request(Message::new(subject, Bytes::from_static(b"x")), Duration::from_secs(5)).await.is_ok() }
-        })
-        .await?;
+        let floor =
+            closed_loop(concurrency, warmup, duration, move || {
+                let (bus, subject) = (bus.clone(), subject.clone());
+                async move {
+                    bus.request(Message::new(subject, Bytes::from_static(b"x")), Duration::from_secs(5)).await.is_ok()
+                }
+            })
+            .await?;
         println!(
             "{concurrency:>5} {:<22} {:>9} {:>10.3} {:>10.3} {:>14} {:>14}",
             "nats request/reply", floor.requests, floor.p50_ms, floor.p99_ms, "-", "-"

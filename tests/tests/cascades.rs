@@ -25,6 +25,9 @@ use switchyard_testkit::{eventually, redis_url};
 const WEAK: &str = "cascade-weak";
 const STRONG: &str = "cascade-strong";
 const JUDGE: &str = "cascade-judge";
+/// The weak model of cascade `lp` (judged by its token logprobs), priced at two thirds of the strong one: the
+/// cascade stops paying once more than a third of its queries escalate.
+const PRICEY: &str = "cascade-pricey";
 
 fn config(mock: &MockServer, namespace: &str, node: &str, roles: &str) -> NodeConfig {
     let openai = mock.openai_base_url();
@@ -69,7 +72,22 @@ fn config(mock: &MockServer, namespace: &str, node: &str, roles: &str) -> NodeCo
         [[routes]]
         name = "math"
         cascade = "math"
+        {pricey}
+        [[cascades]]
+        name = "lp"
+        escalation_window_s = 60
+        health = {{ min_decisions = 10 }}
+        [[cascades.stages]]
+        target = "pricey"
+        threshold = 0.5
+        estimator = {{ kind = "logprobs" }}
+        [[cascades.stages]]
+        target = "strong"
+        [[routes]]
+        name = "lp"
+        cascade = "lp"
         "#,
+        pricey = provider("pricey", PRICEY, 20.0),
         weak = provider("weak", WEAK, 0.5),
         strong = provider("strong", STRONG, 30.0),
         judge = provider("judge", JUDGE, 0.5),
@@ -123,22 +141,30 @@ impl Cluster {
     }
 
     async fn query(&self, text: &str) -> QueryReply {
+        self.query_on("math", text).await
+    }
+
+    async fn query_on(&self, route: &str, text: &str) -> QueryReply {
         let mut request = ask(text);
         request.deadline_ms = Some(10_000);
         let payload = Bytes::from(serde_json::to_vec(&request).unwrap());
-        let message = Message::new(self.subjects.query("math"), payload);
+        let message = Message::new(self.subjects.query(route), payload);
         let answer = self.client.request(message, Duration::from_secs(12)).await.unwrap();
         reply(serde_json::from_slice::<QueryOutcome>(&answer.payload).unwrap())
     }
 
     /// Every coordinator's view of cascade `math`, by node.
     async fn statuses(&self) -> Vec<Value> {
+        self.statuses_of("math").await
+    }
+
+    async fn statuses_of(&self, cascade: &str) -> Vec<Value> {
         let ask = Message::new(self.subjects.admin_cascades(), Bytes::new());
         let replies = gather(self.client.as_ref(), ask, Duration::from_millis(500), usize::MAX).await.unwrap();
         let mut all = Vec::new();
         for message in replies {
             let statuses: Vec<Value> = serde_json::from_slice(&message.payload).unwrap();
-            all.extend(statuses.into_iter().filter(|s| s["name"] == "math"));
+            all.extend(statuses.into_iter().filter(|s| s["name"] == cascade));
         }
         all
     }
@@ -288,5 +314,64 @@ async fn a_coordinator_killed_mid_run_loses_no_query() {
         // Lost after three 200 ms heartbeat periods, then the whole cascade again (2 s weak stage).
         assert!(took < killed_at + Duration::from_secs(4), "{took:?}");
     }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_health_follows_a_weak_stage_made_worse_and_the_cost_flag_fires_past_break_even() {
+    let cluster = Cluster::start(1).await;
+    let weak = |rate: f64| Behavior { unsure_rate: rate, unsure_marker: Some("#never#".into()), ..Behavior::default() };
+    // Waits until the coordinator's view of `lp` shows `decisions` decisions; returns the first stage's status.
+    let settled = |decisions: u64| {
+        let cluster = &cluster;
+        async move {
+            eventually(&format!("{decisions} decisions counted"), Duration::from_secs(10), || async {
+                let status = cluster.statuses_of("lp").await.pop()?;
+                let stage = &status["stages"][0];
+                let seen = stage["direct"].as_u64()? + stage["escalated"].as_u64()?;
+                (seen == decisions).then_some(status)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let mut asked = 0;
+    let mut ask_n = |n: usize| {
+        let start = asked;
+        asked += n;
+        let cluster = &cluster;
+        async move {
+            for i in start..start + n {
+                cluster.query_on("lp", &format!("lp question {i}")).await;
+            }
+        }
+    };
+
+    // A sure weak model: nothing escalates.
+    cluster.mock.set_behavior(PRICEY, weak(0.0));
+    ask_n(10).await;
+    let status = settled(10).await;
+    assert_eq!(status["stages"][0]["health"], "healthy", "{status}");
+    assert_eq!(status["cost"]["costs_more_than_strong"], false);
+
+    // Made worse at run time: every answer unsure. 4 of 14 escalated (29 %): warn, still below break-even.
+    cluster.mock.set_behavior(PRICEY, weak(1.0));
+    ask_n(4).await;
+    let status = settled(14).await;
+    assert_eq!(status["stages"][0]["health"], "warn", "{status}");
+    let break_even = status["cost"]["break_even_rate"].as_f64().unwrap();
+    assert!((0.30..0.37).contains(&break_even), "weak at 2/3 of strong's price: {status}");
+    assert_eq!(status["cost"]["costs_more_than_strong"], false, "{status}");
+
+    // 10 of 20 (50 %): act, and past break-even the cascade costs more than the strong model alone.
+    ask_n(6).await;
+    let status = settled(20).await;
+    assert_eq!(status["stages"][0]["health"], "act", "{status}");
+    assert_eq!(status["cost"]["costs_more_than_strong"], true, "{status}");
+    let cost = &status["cost"];
+    eprintln!(
+        "expected {} measured {} strong-only {}",
+        cost["expected_per_query"], cost["measured_per_query"], cost["strong_only_per_query"]
+    );
     cluster.shutdown().await;
 }

@@ -7,10 +7,12 @@
 //! `every` after the call started, until it ends. Calls shorter than `every` (most, and every call of the load
 //! benchmark) send nothing, so the hot path pays only a map insert and remove.
 //!
-//! The router's [`Liveness`] keeps the time of the last sign of life of each call it waits for (its start, then
-//! each heartbeat). A call silent for [`Liveness::lost_after`] (three periods) is lost: the query tries the
-//! provider on another node, then goes on down its chain, and the trace says `lost`. A lost call is not the
-//! provider's failure: nothing is charged to its breaker.
+//! The router's [`Liveness`] keeps the last heartbeat of each call that sent one; a call's first sign of life is
+//! its start, which the caller holds. A call silent for [`Liveness::lost_after`] (three periods) is lost: the query
+//! tries the provider on another node, then goes on down its chain, and the trace says `lost`. A lost call is not
+//! the provider's failure: nothing is charged to its breaker. Calls shorter than one period never touch the shared
+//! map (no heartbeat can exist for them), so the hot path takes no lock for them; entries of calls that ended are
+//! removed by their caller, and any left behind by a race are pruned after two silent periods.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -59,35 +61,48 @@ impl Liveness {
         self.every * 3
     }
 
-    /// Starts waiting for `call_id`, sent now.
-    pub fn watch(&self, call_id: Uuid) {
-        self.lock().insert(call_id, Sign { at: Instant::now(), node: None });
-    }
-
-    /// Stops waiting for `call_id` (answered, cancelled or lost).
-    pub fn forget(&self, call_id: &Uuid) {
-        self.lock().remove(call_id);
-    }
-
-    /// The last sign of life of `call_id`, while it is watched.
-    pub fn last_sign(&self, call_id: &Uuid) -> Option<Sign> {
-        self.lock().get(call_id).cloned()
-    }
-
-    /// Takes in one heartbeat; one for a call nobody waits for any more is dropped.
-    pub fn beat(&self, heartbeat: Heartbeat) {
-        if let Some(sign) = self.lock().get_mut(&heartbeat.call_id) {
-            sign.at = Instant::now();
-            sign.node = Some(heartbeat.node);
+    /// Stops waiting for `call_id`, sent at `started` (answered, cancelled or lost).
+    pub fn forget(&self, call_id: &Uuid, started: Instant) {
+        if started.elapsed() >= self.every {
+            self.lock().remove(call_id);
         }
+    }
+
+    /// The last sign of life of `call_id`, sent at `started`: its last heartbeat, or its start.
+    pub fn last_sign(&self, call_id: &Uuid, started: Instant) -> Sign {
+        let start = Sign { at: started, node: None };
+        if started.elapsed() < self.every {
+            return start;
+        }
+        self.lock().get(call_id).filter(|sign| sign.at >= started).cloned().unwrap_or(start)
+    }
+
+    /// Takes in one heartbeat.
+    pub fn beat(&self, heartbeat: Heartbeat) {
+        let sign = Sign { at: Instant::now(), node: Some(heartbeat.node) };
+        self.lock().insert(heartbeat.call_id, sign);
+    }
+
+    /// Drops the entries of calls silent for two periods past lost: ended calls a race left behind.
+    fn prune(&self) {
+        let stale = self.lost_after() * 2;
+        self.lock().retain(|_, sign| sign.at.elapsed() < stale);
     }
 
     /// Takes in the heartbeats arriving on the inbox, until the subscription ends.
     pub async fn listen(self: Arc<Self>, mut heartbeats: Subscription) {
-        while let Some(message) = heartbeats.next().await {
-            match Bincode::decode::<Heartbeat>(&message.payload) {
-                Ok(heartbeat) => self.beat(heartbeat),
-                Err(error) => debug!(%error, "ignoring a malformed heartbeat"),
+        let mut prune = tokio::time::interval(self.lost_after());
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = heartbeats.next() => match message {
+                    Some(message) => match Bincode::decode::<Heartbeat>(&message.payload) {
+                        Ok(heartbeat) => self.beat(heartbeat),
+                        Err(error) => debug!(%error, "ignoring a malformed heartbeat"),
+                    },
+                    None => return,
+                },
+                _ = prune.tick() => self.prune(),
             }
         }
     }
@@ -119,20 +134,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_heartbeat_refreshes_a_watched_call_and_names_its_node() {
-        let liveness = Liveness::new("_INBOX.alive".into(), Duration::from_millis(100));
-        assert_eq!(liveness.lost_after(), Duration::from_millis(300));
-        let (watched, stranger) = (Uuid::new_v4(), Uuid::new_v4());
-        liveness.watch(watched);
-        let started = liveness.last_sign(&watched).expect("watched").at;
-        assert!(liveness.last_sign(&watched).expect("watched").node.is_none());
-        liveness.beat(Heartbeat { call_id: watched, node: "node-b".into() });
-        liveness.beat(Heartbeat { call_id: stranger, node: "node-c".into() });
-        let sign = liveness.last_sign(&watched).expect("watched");
+    fn a_heartbeat_refreshes_a_call_and_names_its_node() {
+        let liveness = Liveness::new("_INBOX.alive".into(), Duration::from_millis(10));
+        assert_eq!(liveness.lost_after(), Duration::from_millis(30));
+        let call = Uuid::new_v4();
+        let started = Instant::now() - Duration::from_millis(20);
+        // No heartbeat yet: the start is the last sign of life.
+        let sign = liveness.last_sign(&call, started);
+        assert_eq!((sign.at, sign.node), (started, None));
+        liveness.beat(Heartbeat { call_id: call, node: "node-b".into() });
+        let sign = liveness.last_sign(&call, started);
         assert_eq!(sign.node.as_deref(), Some("node-b"));
-        assert!(sign.at >= started);
-        assert!(liveness.last_sign(&stranger).is_none(), "a call nobody waits for is not remembered");
-        liveness.forget(&watched);
-        assert!(liveness.last_sign(&watched).is_none());
+        assert!(sign.at > started);
+        // A call younger than one period cannot have a heartbeat: its start is its sign, without a lookup.
+        let young = Instant::now();
+        assert_eq!(liveness.last_sign(&call, young).at, young);
+        liveness.forget(&call, started);
+        assert_eq!(liveness.last_sign(&call, started).at, started);
+        // Entries a race left behind are pruned once silent for two lost periods.
+        liveness.beat(Heartbeat { call_id: Uuid::new_v4(), node: "node-c".into() });
+        std::thread::sleep(Duration::from_millis(61));
+        liveness.prune();
+        assert!(liveness.lock().is_empty());
     }
 }

@@ -169,13 +169,11 @@ pub async fn call_cascade(
             Ok(bytes) => Bytes::from(bytes),
             Err(error) => return fail(ErrorType::UpstreamError, "bus_error", error.to_string()),
         };
-        if let Some(liveness) = &ctx.liveness {
-            liveness.watch(call.call_id);
-        }
+        let sent = Instant::now();
         let asked = ctx.bus.request(Message::new(subject.clone(), payload), remaining + Duration::from_millis(50));
-        let result = watch(ctx, call.call_id, asked).await;
+        let result = watch(ctx, call.call_id, sent, asked).await;
         if let Some(liveness) = &ctx.liveness {
-            liveness.forget(&call.call_id);
+            liveness.forget(&call.call_id, sent);
         }
         let reply = match result {
             Watched::Done(Ok(reply)) => reply,
@@ -213,21 +211,23 @@ enum Watched<T> {
     Lost { node: Option<String> },
 }
 
-/// Awaits `asked` while `call_id`'s heartbeats keep coming.
-async fn watch<T>(ctx: &QueryContext, call_id: Uuid, asked: impl std::future::Future<Output = T>) -> Watched<T> {
+/// Awaits `asked` (sent at `sent`) while `call_id`'s heartbeats keep coming.
+async fn watch<T>(
+    ctx: &QueryContext,
+    call_id: Uuid,
+    sent: Instant,
+    asked: impl std::future::Future<Output = T>,
+) -> Watched<T> {
     let Some(liveness) = &ctx.liveness else { return Watched::Done(asked.await) };
     tokio::pin!(asked);
     loop {
-        let sign = liveness.last_sign(&call_id);
-        let Some(at) = sign.as_ref().map(|s| s.at + liveness.lost_after()) else {
-            return Watched::Done(asked.await);
-        };
+        let at = liveness.last_sign(&call_id, sent).at + liveness.lost_after();
         tokio::select! {
             done = &mut asked => return Watched::Done(done),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {
-                let sign = liveness.last_sign(&call_id);
-                if sign.as_ref().is_some_and(|s| s.at.elapsed() >= liveness.lost_after()) {
-                    return Watched::Lost { node: sign.and_then(|s| s.node) };
+                let sign = liveness.last_sign(&call_id, sent);
+                if sign.at.elapsed() >= liveness.lost_after() {
+                    return Watched::Lost { node: sign.node };
                 }
             }
         }
@@ -310,7 +310,7 @@ type SlotFn = Box<
 impl Drop for Walk<'_> {
     fn drop(&mut self) {
         for running in &self.running {
-            self.forget(&running.call_id);
+            self.forget(&running.call_id, running.started);
         }
     }
 }
@@ -451,7 +451,7 @@ impl<'a> Walk<'a> {
     /// When the first running call will have been silent for too long (no answer, no heartbeat).
     fn lost_at(&self) -> Option<tokio::time::Instant> {
         let liveness = self.ctx.liveness.as_ref()?;
-        let last = self.running.iter().filter_map(|r| liveness.last_sign(&r.call_id)).map(|sign| sign.at).min()?;
+        let last = self.running.iter().map(|r| liveness.last_sign(&r.call_id, r.started).at).min()?;
         Some(tokio::time::Instant::from_std(last + liveness.lost_after()))
     }
 
@@ -463,7 +463,7 @@ impl<'a> Walk<'a> {
             .running
             .iter()
             .filter_map(|r| {
-                let sign = liveness.last_sign(&r.call_id)?;
+                let sign = liveness.last_sign(&r.call_id, r.started);
                 let silent = sign.at.elapsed();
                 (silent >= lost_after).then_some((r.slot, sign.node, silent))
             })
@@ -489,9 +489,9 @@ impl<'a> Walk<'a> {
         step
     }
 
-    fn forget(&self, call_id: &Uuid) {
+    fn forget(&self, call_id: &Uuid, started: Instant) {
         if let Some(liveness) = &self.ctx.liveness {
-            liveness.forget(call_id);
+            liveness.forget(call_id, started);
         }
     }
 
@@ -570,9 +570,6 @@ impl<'a> Walk<'a> {
         let map: SlotFn = Box::new(move |result| (slot, result.ok()));
         self.pending.push(Abortable::new(call, registration).map(map));
         let call_id = self.call.call_id;
-        if let Some(liveness) = &self.ctx.liveness {
-            liveness.watch(call_id);
-        }
         self.running.push(Running { slot, provider, member, node, call_id, started: Instant::now(), abort });
         true
     }
@@ -605,7 +602,7 @@ impl<'a> Walk<'a> {
     async fn cancel(&mut self, slot: usize) {
         let Some(index) = self.running.iter().position(|r| r.slot == slot) else { return };
         let running = self.running.swap_remove(index);
-        self.forget(&running.call_id);
+        self.forget(&running.call_id, running.started);
         running.abort.abort();
         let latency = running.started.elapsed();
         self.routing.finish(&running.member, latency, false, None);
@@ -633,7 +630,7 @@ impl<'a> Walk<'a> {
     async fn on_result(&mut self, slot: usize, answered_by: Option<String>, result: CallResult) -> Step {
         let Some(index) = self.running.iter().position(|r| r.slot == slot) else { return Step::Wait };
         let Running { provider, member, started, node, call_id, .. } = self.running.swap_remove(index);
-        self.forget(&call_id);
+        self.forget(&call_id, started);
         if let Some(host) = &answered_by {
             self.routing.note_host(&provider, host);
         }

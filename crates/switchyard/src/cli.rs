@@ -229,4 +229,14 @@ pub enum AdminCommand {
     },
     /// Crash a provider's actor on every node hosting it (its supervisor restarts it).
     CrashProvider { provider: String },
+    /// Every cascade coordinator's view of its cascades: the cluster's escalation rate and its health per stage,
+    /// expected against measured and strong-only cost, latency of direct and escalated answers.
+    Cascades {
+        /// How long to gather answers.
+        #[arg(long, default_value_t = 500)]
+        wait_ms: u64,
+        /// One JSON array per node instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }

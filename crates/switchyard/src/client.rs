@@ -150,14 +150,71 @@ pub async fn admin(to: &Connection, command: AdminCommand) -> anyhow::Result<()>
         AdminCommand::Health { node: Some(node), wait_ms } => (subjects.admin_node(node, "health"), *wait_ms),
         AdminCommand::Health { node: None, wait_ms } => (subjects.admin_health(), *wait_ms),
         AdminCommand::CrashProvider { provider } => (subjects.admin_provider(provider, "crash"), 500),
+        AdminCommand::Cascades { wait_ms, .. } => (subjects.admin_cascades(), *wait_ms),
     };
     let wait = Duration::from_millis(wait_ms);
     let replies = switchyard_bus::gather(&bus, Message::new(subject, Bytes::new()), wait, usize::MAX).await?;
-    for message in &replies {
-        println!("{}", String::from_utf8_lossy(&message.payload));
+    match command {
+        AdminCommand::Cascades { json: false, .. } => {
+            for message in &replies {
+                let statuses: Vec<serde_json::Value> = serde_json::from_slice(&message.payload)?;
+                print_cascades(&statuses);
+            }
+        }
+        _ => {
+            for message in &replies {
+                println!("{}", String::from_utf8_lossy(&message.payload));
+            }
+        }
     }
     if replies.is_empty() {
         bail!("no node answered within {wait_ms} ms");
     }
     Ok(())
+}
+
+/// One coordinator's cascades as a table: a line per stage, then the cost and latency lines.
+fn print_cascades(statuses: &[serde_json::Value]) {
+    let num = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{x:.6}"));
+    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0));
+    for status in statuses {
+        println!(
+            "cascade {} on {} (cluster window {} s)",
+            status["name"].as_str().unwrap_or("?"),
+            status["node"].as_str().unwrap_or("?"),
+            status["window_s"]
+        );
+        println!(
+            "  {:>5} {:<16} {:>8} {:>9} {:>8} {:<8} {:>12}",
+            "stage", "target", "direct", "escalated", "rate", "health", "cost/call"
+        );
+        for stage in status["stages"].as_array().into_iter().flatten() {
+            println!(
+                "  {:>5} {:<16} {:>8} {:>9} {:>8} {:<8} {:>12}",
+                stage["stage"],
+                stage["target"].as_str().unwrap_or("?"),
+                stage["direct"],
+                stage["escalated"],
+                pct(&stage["escalation_rate"]),
+                stage["health"].as_str().unwrap_or("-"),
+                num(&stage["cost_usd"]),
+            );
+        }
+        let cost = &status["cost"];
+        let flag = if cost["costs_more_than_strong"] == true { "  COSTS MORE THAN THE STRONG MODEL ALONE" } else { "" };
+        println!(
+            "  cost per query: expected {} measured {} strong only {} (break-even escalation rate {}){flag}",
+            num(&cost["expected_per_query"]),
+            num(&cost["measured_per_query"]),
+            num(&cost["strong_only_per_query"]),
+            pct(&cost["break_even_rate"]),
+        );
+        let tail =
+            |t: &serde_json::Value| format!("p50 {} p95 {} p99 {} ms (n={})", t["p50"], t["p95"], t["p99"], t["count"]);
+        println!(
+            "  latency direct {}; escalated {}",
+            tail(&status["latency_ms"]["direct"]),
+            tail(&status["latency_ms"]["escalated"])
+        );
+    }
 }

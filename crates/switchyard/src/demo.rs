@@ -4,7 +4,9 @@
 //! run on loopback in this process. The script: healthy traffic; an outage of the primary provider (queries fail
 //! over, and each node's breaker trips so the dead provider is no longer called); a crashed provider actor (its
 //! supervisor restarts it); recovery (once an open interval is over, one half-open probe reaches the healed primary
-//! and closes the cluster's breaker, then each node's own). Each query prints one line; a summary closes the run.
+//! and closes the cluster's breaker, then each node's own); and a cascade (route `ask`: a small model first, judged
+//! by its token logprobs, escalating hard questions to a large one). Each query prints one line; a summary closes
+//! the run with the cascade's escalation rate and its health.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,11 +21,27 @@ use switchyard_protocol::ChatMessage;
 use switchyard_protocol::admin::NodeHealth;
 use switchyard_protocol::client::{QueryOutcome, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
-use switchyard_runtime::{Node, NodeConfig, SharedState};
+use switchyard_runtime::{Node, NodeConfig, Role, SharedState};
 use switchyard_state::MemoryStore;
 
 const PRIMARY_MODEL: &str = "gpt-4o-mini";
 const SECONDARY_MODEL: &str = "claude-3-5-haiku";
+/// The cascade's stages: a cheap model judged by its token logprobs, then a strong one.
+const SMALL_MODEL: &str = "small-8b";
+const LARGE_MODEL: &str = "large-405b";
+/// The small model is unsure (low token logprobs) of every question containing this.
+const HARD_MARKER: &str = "Prove";
+
+const CASCADE_QUESTIONS: &[&str] = &[
+    "What is 7 times 8?",
+    "Prove that there are infinitely many primes.",
+    "Name the capital of France.",
+    "What is 12 plus 30?",
+    "Prove that the square root of 2 is irrational.",
+    "Spell 'queue' backwards.",
+    "What colour is the sky on a clear day?",
+    "Prove the triangle inequality.",
+];
 /// How long phase 4 keeps sending queries for the breakers to close (open waits grow to 2 s during the outage).
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pace of phase 4's queries while the breakers are still open: enough for a probe after each open interval.
@@ -62,9 +80,11 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
         "route `chat` = primary ({PRIMARY_MODEL}, OpenAI wire) then secondary ({SECONDARY_MODEL}, Anthropic wire)\n"
     );
     let mut cluster = Vec::new();
+    mock.set_behavior(SMALL_MODEL, Behavior { unsure_marker: Some(HARD_MARKER.into()), ..Behavior::default() });
     for i in 1..=nodes {
         let mut config = config.clone();
         config.node.name = format!("node-{i}");
+        config.node.roles = vec![Role::Router, Role::Providers, Role::Cascade];
         cluster.push(Node::start(&config, Arc::new(bus.clone()), shared.clone()).await?);
     }
     let client: Arc<dyn Bus> = Arc::new(bus.clone());
@@ -130,6 +150,15 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
         primary_after_outage += usize::from(tally.last_provider.as_deref() == Some("primary"));
     }
 
+    phase(&format!(
+        "5. cascade: route `ask` tries {SMALL_MODEL} first and escalates to {LARGE_MODEL} when its token logprobs are low"
+    ));
+    let mut escalated = 0;
+    for (i, question) in CASCADE_QUESTIONS.iter().enumerate() {
+        escalated += usize::from(ask_cascade(&client, i + 1, question).await);
+    }
+    let health = cascade_health(&client).await;
+
     println!("\n== summary");
     println!("queries answered {}/{}, failed {}, failovers {}", tally.answered, n, tally.failed, tally.failovers);
     for (provider, count) in &tally.by_provider {
@@ -159,11 +188,81 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
             .collect();
         println!("  {}: {}", health.node, restarts.join(", "));
     }
+    println!(
+        "cascade `answers`: {escalated} of {} questions escalated; the cluster's escalation rate {}",
+        CASCADE_QUESTIONS.len(),
+        health.unwrap_or_else(|| "was not read back in time".into())
+    );
     for node in cluster {
         node.shutdown().await;
     }
     mock.shutdown().await;
     Ok(())
+}
+
+/// Asks the cascade route one question and prints its stages; whether it escalated.
+async fn ask_cascade(client: &Arc<dyn Bus>, n: usize, question: &str) -> bool {
+    let mut request = QueryRequest::new(vec![ChatMessage::user(question)]);
+    request.deadline_ms = Some(5_000);
+    let Ok(payload) = serde_json::to_vec(&request) else { return false };
+    let message = Message::new(Subjects::default().query("ask"), Bytes::from(payload));
+    let reply = client.request(message, Duration::from_secs(6)).await;
+    match reply.ok().and_then(|m| serde_json::from_slice::<QueryOutcome>(&m.payload).ok()) {
+        Some(QueryOutcome::Reply(reply)) => {
+            let stages: Vec<String> = reply
+                .trace
+                .stages
+                .iter()
+                .map(|s| {
+                    let confidence = s["confidence"].as_f64().map_or_else(|| "-".into(), |c| format!("{c:.2}"));
+                    let verdict = s["verdict"]["verdict"].as_str().unwrap_or("?");
+                    format!("{} {confidence} {verdict}", s["target"].as_str().unwrap_or("?"))
+                })
+                .collect();
+            println!("c{n:02} {:<48} {:<44} -> {}", truncate(question, 48), stages.join(" | "), reply.provider);
+            reply.trace.stages.len() > 1
+        }
+        Some(QueryOutcome::Error(error)) => {
+            println!("c{n:02} error {}: {}", error.error.code, error.error.message);
+            false
+        }
+        None => {
+            println!("c{n:02} no answer");
+            false
+        }
+    }
+}
+
+/// The cluster's escalation rate of the cascade and its health, once the coordinators have flushed and read it
+/// back (about a second).
+async fn cascade_health(client: &Arc<dyn Bus>) -> Option<String> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let ask = Message::new(Subjects::default().admin_cascades(), Bytes::new());
+        if let Ok(replies) = switchyard_bus::gather(client.as_ref(), ask, Duration::from_millis(300), 1).await
+            && let Some(status) = replies
+                .iter()
+                .filter_map(|m| serde_json::from_slice::<Vec<serde_json::Value>>(&m.payload).ok())
+                .flatten()
+                .next()
+        {
+            let stage = &status["stages"][0];
+            let total = stage["direct"].as_u64().unwrap_or(0) + stage["escalated"].as_u64().unwrap_or(0);
+            if total as usize >= CASCADE_QUESTIONS.len() {
+                let rate = stage["escalation_rate"].as_f64().unwrap_or(0.0);
+                let health = stage["health"].as_str().unwrap_or("unknown");
+                let cost = &status["cost"];
+                return Some(format!(
+                    "{:.0} % ({health}); cost per query {:.6} USD against {:.6} for {LARGE_MODEL} alone",
+                    rate * 100.0,
+                    cost["measured_per_query"].as_f64().unwrap_or(0.0),
+                    cost["strong_only_per_query"].as_f64().unwrap_or(0.0)
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 /// Polls every node's health until `done` holds for each (true), or `timeout` passes (false).
@@ -293,6 +392,34 @@ fn demo_config(openai_base: &str, anthropic_base: &str) -> anyhow::Result<NodeCo
         [[routes]]
         name = "chat"
         providers = ["primary", "secondary"]
+        [[providers]]
+        name = "small"
+        kind = "openai"
+        base_url = "{openai_base}"
+        model = "{SMALL_MODEL}"
+        api_key = "sk-demo-not-a-real-key"
+        input_price_per_mtok = 0.05
+        output_price_per_mtok = 0.10
+        [[providers]]
+        name = "large"
+        kind = "openai"
+        base_url = "{openai_base}"
+        model = "{LARGE_MODEL}"
+        api_key = "sk-demo-not-a-real-key"
+        input_price_per_mtok = 3.00
+        output_price_per_mtok = 9.00
+        [[cascades]]
+        name = "answers"
+        health = {{ min_decisions = 5 }}
+        [[cascades.stages]]
+        target = "small"
+        threshold = 0.5
+        estimator = {{ kind = "logprobs" }}
+        [[cascades.stages]]
+        target = "large"
+        [[routes]]
+        name = "ask"
+        cascade = "answers"
         "#
     );
     Ok(NodeConfig::from_toml(&toml)?)
