@@ -411,12 +411,15 @@ fn demo_config(openai_base: &str, anthropic_base: &str) -> anyhow::Result<NodeCo
         [[cascades]]
         name = "answers"
         health = {{ min_decisions = 5 }}
+        # Cost hints stand in for a stage until this node has measured its own calls of it.
         [[cascades.stages]]
         target = "small"
         threshold = 0.5
         estimator = {{ kind = "logprobs" }}
+        cost_hint_usd = 0.000002
         [[cascades.stages]]
         target = "large"
+        cost_hint_usd = 0.0001
         [[routes]]
         name = "ask"
         cascade = "answers"
