@@ -16,7 +16,7 @@ use serde_json::Value;
 use switchyard_bus::{Bus, Message, gather};
 use switchyard_e2e::{ask, connect, reply, unique_namespace};
 use switchyard_mock::{Behavior, MockConfig, MockServer};
-use switchyard_protocol::client::{QueryOutcome, QueryReply};
+use switchyard_protocol::client::{CascadeOverride, QueryOutcome, QueryReply, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::{Node, NodeConfig, SharedState};
 use switchyard_state::{BreakerStore, RedisOptions, RedisStore};
@@ -145,7 +145,15 @@ impl Cluster {
     }
 
     async fn query_on(&self, route: &str, text: &str) -> QueryReply {
-        let mut request = ask(text);
+        self.ask_on(route, &ask(text)).await
+    }
+
+    async fn ask(&self, request: &QueryRequest) -> QueryReply {
+        self.ask_on("math", request).await
+    }
+
+    async fn ask_on(&self, route: &str, request: &QueryRequest) -> QueryReply {
+        let mut request = request.clone();
         request.deadline_ms = Some(10_000);
         let payload = Bytes::from(serde_json::to_vec(&request).unwrap());
         let message = Message::new(self.subjects.query(route), payload);
@@ -214,6 +222,19 @@ async fn a_confident_weak_stage_answers_and_an_unsure_one_escalates() {
     // Every call of every stage is in the trace: weak, judge, strong.
     let providers: Vec<&str> = unsure.trace.attempts.iter().map(|a| a.provider.as_str()).collect();
     assert_eq!(providers, ["weak", "judge", "strong"]);
+
+    // A query may stop the cascade early, or lower its threshold, within the operator's limits.
+    let mut request = ask("prove it anyway");
+    request.cascade = Some(CascadeOverride { threshold: None, max_stage: Some(0) });
+    let capped = cluster.ask(&request).await;
+    assert_eq!(capped.provider, "weak");
+    assert_eq!(verdicts(&capped), ["stopped:max_stage"]);
+    assert_eq!(capped.trace.cascade.as_ref().unwrap().max_stage, Some(0));
+    let mut request = ask("prove it with a low bar");
+    request.cascade = Some(CascadeOverride { threshold: Some(0.1), max_stage: None });
+    let lenient = cluster.ask(&request).await;
+    assert_eq!(lenient.provider, "weak", "0.2 clears a 0.1 threshold");
+    assert_eq!(lenient.trace.cascade.as_ref().unwrap().threshold, Some(0.1));
 
     // A reply that is no score is low confidence, logged, never a failure.
     cluster.judge("no idea what you mean");

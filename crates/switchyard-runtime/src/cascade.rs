@@ -437,7 +437,7 @@ impl CascadeEngine {
         let stage_replies = replies.remove(&answer.stage).unwrap_or_default();
         let chosen = stage_replies.iter().find(|r| r.content == answer.text).or(stage_replies.first());
         let (model, finish_reason, usage, logprobs) = match chosen {
-            Some(r) => (r.model.clone(), r.finish_reason.clone(), r.usage.clone(), r.logprobs.clone()),
+            Some(r) => (r.model.clone(), r.finish_reason.clone(), r.usage, r.logprobs.clone()),
             None => (String::new(), None, Default::default(), None),
         };
         Ok(QueryReply {

@@ -163,6 +163,8 @@ where
 }
 
 /// What one look at the store decided for a waiter.
+// The answer is moved once per query, to the client: boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Look {
     Wait(String),
     Resolved(Answer),

@@ -823,6 +823,8 @@ impl<'a> Walk<'a> {
 }
 
 /// What the walk does after an attempt ended.
+// The answer is moved once per query, to the client: boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Done(Answer),
     /// Another attempt is still running.
