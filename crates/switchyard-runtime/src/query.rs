@@ -258,6 +258,9 @@ struct Running {
     node: Option<String>,
     call_id: Uuid,
     started: Instant,
+    /// Silence is counted from here at the earliest: a call found silent when the retry budget could not pay for
+    /// running it again is waited for another period, not abandoned.
+    patience_from: Instant,
     abort: AbortHandle,
 }
 
@@ -451,23 +454,34 @@ impl<'a> Walk<'a> {
     /// When the first running call will have been silent for too long (no answer, no heartbeat).
     fn lost_at(&self) -> Option<tokio::time::Instant> {
         let liveness = self.ctx.liveness.as_ref()?;
-        let last = self.running.iter().map(|r| liveness.last_sign(&r.call_id, r.started).at).min()?;
+        let last =
+            self.running.iter().map(|r| liveness.last_sign(&r.call_id, r.started).at.max(r.patience_from)).min()?;
         Some(tokio::time::Instant::from_std(last + liveness.lost_after()))
     }
 
     /// Gives up the running calls that have been silent for too long; what to do next, for the last of them.
+    ///
+    /// Running a lost call again is paid from the retry budget, like a hedge: an overloaded node whose heartbeats
+    /// come late must not set off a storm of re-runs. Without budget the call is waited for another period.
     async fn give_up_lost(&mut self) -> Option<Step> {
         let liveness = self.ctx.liveness.clone()?;
         let lost_after = liveness.lost_after();
-        let lost: Vec<(usize, Option<String>, Duration)> = self
-            .running
-            .iter()
-            .filter_map(|r| {
-                let sign = liveness.last_sign(&r.call_id, r.started);
-                let silent = sign.at.elapsed();
-                (silent >= lost_after).then_some((r.slot, sign.node, silent))
-            })
-            .collect();
+        let now = Instant::now();
+        let mut lost: Vec<(usize, Option<String>, Duration)> = Vec::new();
+        for running in &mut self.running {
+            let sign = liveness.last_sign(&running.call_id, running.started);
+            let silent = sign.at.elapsed();
+            if silent < lost_after || now.saturating_duration_since(running.patience_from) < lost_after {
+                continue;
+            }
+            if self.routing.try_retry(now) {
+                lost.push((running.slot, sign.node, silent));
+            } else {
+                debug!(provider = %running.provider, silent_ms = silent.as_millis() as u64,
+                    "a silent call is waited for: no retry budget to run it again");
+                running.patience_from = now;
+            }
+        }
         let mut step = None;
         for (slot, node, silent) in lost {
             if let Some(running) = self.running.iter().find(|r| r.slot == slot) {
@@ -570,7 +584,8 @@ impl<'a> Walk<'a> {
         let map: SlotFn = Box::new(move |result| (slot, result.ok()));
         self.pending.push(Abortable::new(call, registration).map(map));
         let call_id = self.call.call_id;
-        self.running.push(Running { slot, provider, member, node, call_id, started: Instant::now(), abort });
+        let started = Instant::now();
+        self.running.push(Running { slot, provider, member, node, call_id, started, patience_from: started, abort });
         true
     }
 
@@ -791,17 +806,12 @@ impl<'a> Walk<'a> {
                 }
                 // The provider itself may be well on another node: once on a known one, else on any.
                 let avoid: Vec<String> = lost_on.into_iter().collect();
-                if !self.redirected
-                    && let Some(host) = self.routing.other_host(&provider, &avoid, rand::random::<f64>())
-                {
-                    self.redirected = true;
+                // Already paid from the retry budget when the call was given up.
+                if let Some(host) = self.routing.other_host(&provider, &avoid, rand::random::<f64>()) {
                     return Step::Then(Next::Elsewhere { provider, member, bypass, node: host });
                 }
-                if self.routing.try_retry(Instant::now()) {
-                    let attempt_no = self.attempt_no + 1;
-                    let delay = Duration::ZERO;
-                    return Step::Then(Next::Retry { provider, member, bypass, delay, attempt_no });
-                }
+                let attempt_no = self.attempt_no + 1;
+                return Step::Then(Next::Retry { provider, member, bypass, delay: Duration::ZERO, attempt_no });
             }
         }
         if others_running { Step::Wait } else { step }
