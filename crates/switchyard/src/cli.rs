@@ -148,8 +148,8 @@ pub struct CascadeDataArgs {
     /// when absent.
     #[arg(long, value_name = "DIR", requires = "set")]
     pub routellm: Option<PathBuf>,
-    /// A cascade JSONL file, split by question id with `--test-fraction` and `--seed`.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["train", "test"])]
+    /// A cascade JSONL file (`--data` too), split by question id with `--test-fraction` and `--seed`.
+    #[arg(long, visible_alias = "data", value_name = "FILE", conflicts_with_all = ["train", "test"])]
     pub jsonl: Option<PathBuf>,
     /// A cascade JSONL file to train on (with `--test`, or alone for `train-verifier`).
     #[arg(long, value_name = "FILE")]
