@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 
-use switchyard_benches::{closed_loop, round3};
+use switchyard_benches::{closed_loop, concurrency_list, round3};
 use switchyard_bus::{Bus, Message, NatsBus, NatsOptions};
 use switchyard_mock::{MockConfig, MockServer};
 use switchyard_protocol::ChatMessage;
@@ -36,14 +36,7 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--seconds" => args.seconds = it.next().context("--seconds needs a value")?.parse()?,
-            "--concurrency" => {
-                args.concurrency = it
-                    .next()
-                    .context("--concurrency needs a value")?
-                    .split(',')
-                    .map(|c| c.trim().parse())
-                    .collect::<Result<_, _>>()?
-            }
+            "--concurrency" => args.concurrency = concurrency_list("--concurrency", it.next())?,
             _ => {} // cargo bench passes --bench; ignore what is not ours
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 
-use switchyard_benches::{Figures, closed_loop, round3};
+use switchyard_benches::{Figures, closed_loop, concurrency_list, round3};
 use switchyard_bus::{Bus, Message, NatsBus, NatsOptions};
 use switchyard_mock::{Behavior, Latency, MockConfig, MockServer};
 use switchyard_protocol::ChatMessage;
@@ -48,14 +48,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--tail-concurrency" => {
                 args.tail_concurrency = it.next().context("--tail-concurrency needs a value")?.parse()?
             }
-            "--concurrency" => {
-                args.concurrency = it
-                    .next()
-                    .context("--concurrency needs a value")?
-                    .split(',')
-                    .map(|c| c.trim().parse())
-                    .collect::<Result<_, _>>()?
-            }
+            "--concurrency" => args.concurrency = concurrency_list("--concurrency", it.next())?,
             _ => {} // cargo bench passes --bench; ignore what is not ours
         }
     }

@@ -89,3 +89,9 @@ where
         p99_ms: ms(0.99),
     })
 }
+
+/// A comma-separated list of concurrencies (`--concurrency 1,16,64`); `flag` names the option in the error.
+pub fn concurrency_list(flag: &str, value: Option<String>) -> anyhow::Result<Vec<usize>> {
+    let value = value.ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+    Ok(value.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?)
+}
