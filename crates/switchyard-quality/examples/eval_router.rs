@@ -1,0 +1,60 @@
+//! Runs `eval router` on the shared data and prints the reports: the figures of issue 8's closing note.
+//!
+//! `cargo run --release -p switchyard-quality --example eval_router -- [gsm8k|mmlu|mt-bench|zeroeval|all] [OUT_DIR]`
+//! Data: `$SWITCHYARD_DATA`, else `../shared/data` beside the repository. Plots go to OUT_DIR (default: the
+//! system's temporary folder).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use switchyard_learn::dataset::default_data_dir;
+use switchyard_learn::dataset::routellm::RouteLlmSet;
+use switchyard_quality::entry::{DataSource, EvalRouterOptions, RouterKind, eval_router};
+use switchyard_quality::eval::{BinaryEvalOptions, NWayEvalOptions};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().map_or("all", String::as_str).to_string();
+    let out_dir = args.get(1).map_or_else(std::env::temp_dir, PathBuf::from);
+    std::fs::create_dir_all(&out_dir)?;
+    let data = default_data_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    let routellm = data.join("routellm");
+    let binary = |set: RouteLlmSet, train_data: Option<DataSource>| EvalRouterOptions {
+        data: DataSource::RouteLlm { dir: routellm.clone(), set },
+        kind: RouterKind::Binary { weak: None, strong: None },
+        train_data,
+        binary: BinaryEvalOptions {
+            plot: Some(out_dir.join(format!("router-{}.svg", set.name()))),
+            ..BinaryEvalOptions::default()
+        },
+        nway: NWayEvalOptions::default(),
+    };
+    let mut runs = Vec::new();
+    for set in [RouteLlmSet::Gsm8k, RouteLlmSet::Mmlu] {
+        if which == "all" || which == set.name() {
+            runs.push(binary(set, None));
+        }
+    }
+    if which == "all" || which == "mt-bench" {
+        // 72 questions are too few to train on; the router is trained on all of GSM8K and MMLU instead.
+        let mut o = binary(RouteLlmSet::MtBench, Some(DataSource::RouteLlm { dir: routellm.clone(), set: RouteLlmSet::Mmlu }));
+        o.binary.plot = Some(out_dir.join("router-mt-bench.svg"));
+        runs.push(o);
+    }
+    if which == "all" || which == "zeroeval" {
+        runs.push(EvalRouterOptions {
+            data: DataSource::zeroeval(&data.join("zeroeval")),
+            kind: RouterKind::NWay { exclude: vec![] },
+            train_data: None,
+            binary: BinaryEvalOptions::default(),
+            nway: NWayEvalOptions { plot: Some(out_dir.join("router-zeroeval.svg")), ..NWayEvalOptions::default() },
+        });
+    }
+    for run in runs {
+        let start = Instant::now();
+        let report = eval_router(&run)?;
+        println!("{report}");
+        println!("(evaluated in {:.1} s)\n", start.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
