@@ -37,7 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if which == "all" || which == "mt-bench" {
         // 72 questions are too few to train on; the router is trained on all of GSM8K and MMLU instead.
-        let mut o = binary(RouteLlmSet::MtBench, Some(DataSource::RouteLlm { dir: routellm.clone(), set: RouteLlmSet::Mmlu }));
+        let mut o =
+            binary(RouteLlmSet::MtBench, Some(DataSource::RouteLlm { dir: routellm.clone(), set: RouteLlmSet::Mmlu }));
         o.binary.plot = Some(out_dir.join("router-mt-bench.svg"));
         runs.push(o);
     }

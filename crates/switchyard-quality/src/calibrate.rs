@@ -85,3 +85,43 @@ pub fn calibrate_binary(
     };
     Ok((out, CalibrationReport { sample: prompts.len(), targets, thresholds, realised_share }))
 }
+
+#[cfg(test)]
+mod tests {
+    use switchyard_learn::dataset::{ModelInfo, QueryRecord};
+    use switchyard_learn::{FeatureConfig, OutcomeTable};
+
+    use super::*;
+    use crate::train::{BinaryTrainOptions, train_binary};
+
+    #[test]
+    fn calibration_hits_the_target_share_on_its_sample() {
+        let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"];
+        let queries = (0..300)
+            .map(|i| QueryRecord {
+                id: format!("q{i}"),
+                prompt: format!("{} {} {}", words[i % 10], words[(i / 10) % 10], "x".repeat(i % 17)),
+                group: None,
+                quality: vec![if i % 3 == 0 { 0.0 } else { 1.0 }, 1.0],
+                cost_usd: vec![None, None],
+            })
+            .collect();
+        let model = |n: &str| ModelInfo { name: n.into(), price: None };
+        let table = OutcomeTable { name: "t".into(), models: vec![model("w"), model("s")], queries };
+        let options = BinaryTrainOptions {
+            features: FeatureConfig { hash_bits: 12, ..FeatureConfig::default() },
+            l2_grid: vec![1e-2],
+            folds: 3,
+            ..BinaryTrainOptions::default()
+        };
+        let (file, _) = train_binary(&table, 0, 1, &options).expect("trains");
+        let prompts: Vec<&str> = table.queries.iter().map(|q| q.prompt.as_str()).collect();
+        let targets = CalibrationTargets { target_share: 0.3, quality_share: 0.9, cost_share: 0.1 };
+        let (calibrated, report) = calibrate_binary(&file, &prompts, targets, "test").expect("calibrates");
+        assert!((report.realised_share - 0.3).abs() <= 0.02, "{report}");
+        assert_eq!(calibrated.thresholds, report.thresholds);
+        assert!(report.thresholds.quality <= report.thresholds.balanced);
+        assert!(report.thresholds.balanced <= report.thresholds.cost);
+        assert!(calibrate_binary(&file, &[], targets, "none").is_err());
+    }
+}
