@@ -147,8 +147,78 @@ pub struct NWayCandidate {
     pub cost_usd: f64,
     /// Its mean quality on the training queries.
     pub mean_quality: f64,
-    /// `P(good answer | prompt)`.
-    pub quality_model: LogisticModel,
+}
+
+/// How an N-way router predicts each candidate's quality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum QualityModels {
+    /// One logistic model per candidate, in candidate order: `P_m(good | x) = sigmoid(b_m + w_m . x)`.
+    PerCandidate {
+        /// The models.
+        models: Vec<LogisticModel>,
+    },
+    /// One logistic model shared by all candidates (multi-task): `P_m(good | x) = sigmoid(b + u_m + (w + v_m) . x)`,
+    /// with `w` learned from every candidate's outcomes (how hard the query is) and `v_m`, `u_m` the candidate's
+    /// deviations, all under one L2 penalty, so a candidate's own weights stay near the shared ones unless its data
+    /// says otherwise. Layout of the weight vector for `d` features and `M` candidates: `w` at `[0, d)`, `v_m` at
+    /// `[d (1 + m), d (2 + m))`, `u_m` at `d (1 + M) + m`.
+    Shared {
+        /// The model over the expanded layout.
+        model: LogisticModel,
+    },
+}
+
+impl QualityModels {
+    /// The expanded feature vector of candidate `m` for the shared layout.
+    pub fn expand(x: &SparseVec, m: usize, dim: usize, candidates: usize) -> SparseVec {
+        let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(2 * x.nnz() + 1);
+        let offset = (dim * (1 + m)) as u32;
+        pairs.extend(x.iter());
+        pairs.extend(x.iter().map(|(i, v)| (offset + i, v)));
+        pairs.push(((dim * (1 + candidates) + m) as u32, 1.0));
+        SparseVec::from_pairs(pairs)
+    }
+
+    /// The dimension of the shared layout.
+    pub fn shared_dim(dim: usize, candidates: usize) -> usize {
+        dim * (1 + candidates) + candidates
+    }
+
+    /// Writes every candidate's predicted quality for features `x` (of dimension `dim`) into `out`.
+    pub fn predict(&self, x: &SparseVec, dim: usize, candidates: usize, out: &mut Vec<f64>) {
+        out.clear();
+        match self {
+            QualityModels::PerCandidate { models } => out.extend(models.iter().map(|lr| lr.predict_proba(x))),
+            QualityModels::Shared { model } => {
+                let shared: f64 = x.iter().map(|(i, v)| f64::from(model.weight(i as usize) * v)).sum();
+                for m in 0..candidates {
+                    let offset = dim * (1 + m);
+                    let own: f64 = x.iter().map(|(i, v)| f64::from(model.weight(offset + i as usize) * v)).sum();
+                    let z =
+                        f64::from(model.bias()) + f64::from(model.weight(dim * (1 + candidates) + m)) + shared + own;
+                    out.push(switchyard_learn::logistic::sigmoid(z));
+                }
+            }
+        }
+    }
+
+    /// The model whose weights over `[0, dim)` tell which features were seen in training.
+    pub fn vocabulary(&self) -> Option<&LogisticModel> {
+        match self {
+            QualityModels::PerCandidate { models } => models.first(),
+            QualityModels::Shared { model } => Some(model),
+        }
+    }
+
+    fn fits(&self, dim: usize, candidates: usize) -> bool {
+        match self {
+            QualityModels::PerCandidate { models } => {
+                models.len() == candidates && models.iter().all(|lr| lr.dim() == dim)
+            }
+            QualityModels::Shared { model } => model.dim() == Self::shared_dim(dim, candidates),
+        }
+    }
 }
 
 /// How an N-way router chooses when the request has no objective.
@@ -188,11 +258,13 @@ pub struct NWayRouterFile {
     pub features: FeatureConfig,
     /// The candidates.
     pub candidates: Vec<NWayCandidate>,
+    /// The quality predictors.
+    pub quality: QualityModels,
     /// The default policy.
     pub policy: NWayPolicy,
     /// The candidate used for out-of-distribution queries (the most accurate in training).
     pub safe_model: String,
-    /// The out-of-distribution guard (vocabulary: the first candidate's model, all share the training prompts).
+    /// The out-of-distribution guard (vocabulary: the shared weights, or the first candidate's model).
     pub ood: OodGuard,
     /// The baseline of the drift monitor.
     pub drift_baseline: DriftBaseline,
@@ -401,7 +473,8 @@ impl NWayRouter {
         if file.candidates.is_empty() {
             return Err(QualityError::invalid("candidates", "an N-way router needs at least one candidate"));
         }
-        if file.candidates.iter().any(|c| c.quality_model.dim() != featurizer.dim() || !(c.cost_usd >= 0.0)) {
+        let fits = file.quality.fits(featurizer.dim(), file.candidates.len()) && file.quality.vocabulary().is_some();
+        if !fits || file.candidates.iter().any(|c| !(c.cost_usd >= 0.0)) {
             return Err(QualityError::invalid("candidates", "a candidate's model or cost does not fit"));
         }
         let safe =
@@ -438,11 +511,11 @@ impl NWayRouter {
     /// Predicts every candidate's quality on `prompt` into `scratch` (see [`RouterScratch::last_predictions`]).
     pub fn predict(&self, prompt: &str, scratch: &mut RouterScratch) {
         self.featurizer.featurize_into(prompt, &mut scratch.features, &mut scratch.x);
-        scratch.predictions.clear();
-        for c in &self.file.candidates {
-            scratch.predictions.push(c.quality_model.predict_proba(&scratch.x));
+        let (dim, n) = (self.featurizer.dim(), self.file.candidates.len());
+        self.file.quality.predict(&scratch.x, dim, n, &mut scratch.predictions);
+        if let Some(vocabulary) = self.file.quality.vocabulary() {
+            scratch.last = signals(&self.featurizer, &scratch.x, vocabulary);
         }
-        scratch.last = signals(&self.featurizer, &scratch.x, &self.file.candidates[0].quality_model);
         scratch.last_ood = self.file.ood.trips(&scratch.last);
     }
 

@@ -17,7 +17,8 @@ use switchyard_learn::{FeatureConfig, Featurizer, LogisticModel, OutcomeTable, S
 use crate::drift::{DriftBaseline, OodGuard, QuerySignals, quantile, signals};
 use crate::error::{QualityError, Result};
 use crate::learned::{
-    BinaryRouterFile, BinaryTarget, Calibration, NWayCandidate, NWayPolicy, NWayRouterFile, Thresholds, TrainingInfo,
+    BinaryRouterFile, BinaryTarget, Calibration, NWayCandidate, NWayPolicy, NWayRouterFile, QualityModels, Thresholds,
+    TrainingInfo,
 };
 
 /// Options of [`train_binary`].
@@ -234,6 +235,8 @@ pub struct NWayTrainOptions {
     pub seed: u64,
     /// Most L-BFGS iterations per fit.
     pub max_iter: usize,
+    /// One shared multi-task model (true) or one model per candidate (false); see [`QualityModels`].
+    pub shared: bool,
     /// The default policy of the router.
     pub policy: NWayPolicy,
     /// Quantile of held-out unseen shares that becomes the OOD limit.
@@ -247,10 +250,11 @@ impl Default for NWayTrainOptions {
         Self {
             name: "learned-nway".into(),
             features: FeatureConfig { hash_bits: 16, ..FeatureConfig::default() },
-            l2_grid: vec![1e-3, 3e-3, 1e-2, 3e-2],
+            l2_grid: vec![1e-4, 3e-4, 1e-3, 3e-3],
             folds: 3,
             seed: 17,
             max_iter: 150,
+            shared: true,
             policy: NWayPolicy::CheapestGoodEnough { target: 0.8 },
             ood_quantile: 0.99,
             ood_enabled: true,
@@ -287,6 +291,38 @@ fn log_loss(p: f64, y: f64) -> f64 {
     -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
 }
 
+/// Fits the quality predictors of every candidate on the queries `idx`.
+fn fit_quality(
+    table: &OutcomeTable,
+    xs: &[SparseVec],
+    dim: usize,
+    idx: &[usize],
+    shared: bool,
+    config: &TrainConfig,
+) -> Result<QualityModels> {
+    let m = table.models.len();
+    if shared {
+        let mut x = Vec::with_capacity(idx.len() * m);
+        let mut y = Vec::with_capacity(idx.len() * m);
+        for &i in idx {
+            for model in 0..m {
+                x.push(QualityModels::expand(&xs[i], model, dim, m));
+                y.push(table.queries[i].quality[model]);
+            }
+        }
+        let model = logistic::train(&x, &y, None, QualityModels::shared_dim(dim, m), config)?.0;
+        Ok(QualityModels::Shared { model })
+    } else {
+        let x = pick(xs, idx);
+        let mut models = Vec::with_capacity(m);
+        for model in 0..m {
+            let y: Vec<f64> = idx.iter().map(|&i| table.queries[i].quality[model]).collect();
+            models.push(logistic::train(&x, &y, None, dim, config)?.0);
+        }
+        Ok(QualityModels::PerCandidate { models })
+    }
+}
+
 /// Trains an N-way router over every model of `table`; every model must have a cost on every query.
 pub fn train_nway(table: &OutcomeTable, options: &NWayTrainOptions) -> Result<(NWayRouterFile, NWayTrainReport)> {
     if !table.fully_costed() {
@@ -299,31 +335,30 @@ pub fn train_nway(table: &OutcomeTable, options: &NWayTrainOptions) -> Result<(N
         return Err(QualityError::invalid("train options", "no L2 strength to try"));
     }
     let featurizer = Featurizer::new(options.features.clone())?;
+    let dim = featurizer.dim();
     let xs = featurize_all(&featurizer, table);
     let ids: Vec<&str> = table.queries.iter().map(|q| q.id.as_str()).collect();
     let folds = kfold_by_id(&ids, options.folds, options.seed)?;
     let m = table.models.len();
-    let fit = |model: usize, l2: f64, idx: &[usize]| -> Result<LogisticModel> {
-        let x = pick(&xs, idx);
-        let y: Vec<f64> = idx.iter().map(|&i| table.queries[i].quality[model]).collect();
-        let cfg = TrainConfig { l2, max_iter: options.max_iter, ..TrainConfig::default() };
-        Ok(logistic::train(&x, &y, None, featurizer.dim(), &cfg)?.0)
-    };
+    let config = |l2: f64| TrainConfig { l2, max_iter: options.max_iter, ..TrainConfig::default() };
     let mut tried = Vec::new();
     let mut best: Option<(f64, f64, Vec<QuerySignals>)> = None;
+    let mut predictions = Vec::with_capacity(m);
     for &l2 in &options.l2_grid {
         let mut loss = 0.0;
         let mut count = 0usize;
         let mut oof_signals = vec![QuerySignals::default(); xs.len()];
         for fold in &folds {
-            for model in 0..m {
-                let lr = fit(model, l2, &fold.train)?;
-                for &i in &fold.test {
-                    loss += log_loss(lr.predict_proba(&xs[i]), table.queries[i].quality[model]);
+            let quality = fit_quality(table, &xs, dim, &fold.train, options.shared, &config(l2))?;
+            let vocabulary = quality.vocabulary();
+            for &i in &fold.test {
+                quality.predict(&xs[i], dim, m, &mut predictions);
+                for (model, p) in predictions.iter().enumerate() {
+                    loss += log_loss(*p, table.queries[i].quality[model]);
                     count += 1;
-                    if model == 0 {
-                        oof_signals[i] = signals(&featurizer, &xs[i], &lr);
-                    }
+                }
+                if let Some(v) = vocabulary {
+                    oof_signals[i] = signals(&featurizer, &xs[i], v);
                 }
             }
         }
@@ -337,15 +372,17 @@ pub fn train_nway(table: &OutcomeTable, options: &NWayTrainOptions) -> Result<(N
         return Err(QualityError::invalid("train options", "nothing was tried"));
     };
     let all: Vec<usize> = (0..xs.len()).collect();
-    let mut candidates = Vec::with_capacity(m);
-    for (model, info) in table.models.iter().enumerate() {
-        candidates.push(NWayCandidate {
+    let quality = fit_quality(table, &xs, dim, &all, options.shared, &config(l2))?;
+    let candidates: Vec<NWayCandidate> = table
+        .models
+        .iter()
+        .enumerate()
+        .map(|(model, info)| NWayCandidate {
             model: info.name.clone(),
             cost_usd: table.mean_cost(model).unwrap_or(0.0),
             mean_quality: table.mean_quality(model),
-            quality_model: fit(model, l2, &all)?,
-        });
-    }
+        })
+        .collect();
     let safe_model = candidates
         .iter()
         .max_by(|a, b| a.mean_quality.total_cmp(&b.mean_quality))
@@ -357,6 +394,7 @@ pub fn train_nway(table: &OutcomeTable, options: &NWayTrainOptions) -> Result<(N
         name: options.name.clone(),
         features: options.features.clone(),
         candidates,
+        quality,
         policy: options.policy,
         safe_model,
         ood: OodGuard { enabled: options.ood_enabled, max_unseen_share: ood_limit },
