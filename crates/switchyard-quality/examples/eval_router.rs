@@ -1,6 +1,6 @@
 //! Runs `eval router` on the shared data and prints the reports: the figures of issue 8's closing note.
 //!
-//! `cargo run --release -p switchyard-quality --example eval_router -- [gsm8k|mmlu|mt-bench|zeroeval|all] [OUT_DIR]`
+//! `cargo run --release -p switchyard-quality --example eval_router -- [gsm8k|mmlu|mt-bench|zeroeval|all] [OUT_DIR] [SEED]`
 //! Data: `$SWITCHYARD_DATA`, else `../shared/data` beside the repository. Plots go to OUT_DIR (default: the
 //! system's temporary folder).
 
@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map_or("all", String::as_str).to_string();
     let out_dir = args.get(1).map_or_else(std::env::temp_dir, PathBuf::from);
+    let seed: u64 = args.get(2).map_or(Ok(1), |s| s.parse())?;
     std::fs::create_dir_all(&out_dir)?;
     let data = default_data_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
     let routellm = data.join("routellm");
@@ -24,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         kind: RouterKind::Binary { weak: None, strong: None },
         train_data,
         binary: BinaryEvalOptions {
+            seed,
             plot: Some(out_dir.join(format!("router-{}.svg", set.name()))),
             ..BinaryEvalOptions::default()
         },
@@ -48,7 +50,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             kind: RouterKind::NWay { exclude: vec![] },
             train_data: None,
             binary: BinaryEvalOptions::default(),
-            nway: NWayEvalOptions { plot: Some(out_dir.join("router-zeroeval.svg")), ..NWayEvalOptions::default() },
+            nway: NWayEvalOptions {
+                seed,
+                plot: Some(out_dir.join("router-zeroeval.svg")),
+                ..NWayEvalOptions::default()
+            },
         });
     }
     for run in runs {

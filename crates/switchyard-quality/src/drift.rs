@@ -4,12 +4,13 @@
 //! that resemblance, both computed from the same per-query [`QuerySignals`]:
 //!
 //! - **Out-of-distribution guard** (one query): the *unseen share* is the share of the query's hashed n-gram
-//!   features (word unigrams, bigrams and character n-grams together, counted by entry) that never occurred in the
-//!   training data, i.e. have no weight in the trained model; a prompt with no n-gram at all has share 1. A query
-//!   whose unseen share is above [`OodGuard::max_unseen_share`] goes to the safe side (the strong model, or the
-//!   N-way router's most accurate candidate). The limit is the 99th percentile of the unseen share of held-out
-//!   training queries (each measured against the vocabulary of the cross-validation fold that did not contain it),
-//!   so about 1 % of in-distribution queries trip it.
+//!   features (word unigrams, bigrams and character n-grams together, counted by entry) that are not in the
+//!   router's [`Vocabulary`]; a prompt with no n-gram at all has share 1. A query whose unseen share is above
+//!   [`OodGuard::max_unseen_share`] goes to the safe side (the strong model, or the N-way router's most accurate
+//!   candidate). The vocabulary is the set of features of the training queries of the first cross-validation
+//!   fold, and the limit is the 99th percentile of the unseen share of that fold's held-out queries, so about 1 %
+//!   of in-distribution queries trip it. (Measuring live queries against the whole training vocabulary instead
+//!   would make them look more familiar than the held-out queries the limit was set on.)
 //! - **Drift monitor** (a window of queries): the population stability index, `PSI = sum_b (live_b - base_b) *
 //!   ln(live_b / base_b)` over the bins `b` of each signal, with bin edges at the deciles of the baseline (held-out
 //!   training queries) and bin shares floored at `1e-4`. A group's PSI is the largest PSI of its signals (the
@@ -18,7 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 use switchyard_learn::features::{STATS_LEN, STATS_NAMES};
-use switchyard_learn::{FeatureGroup, Featurizer, LogisticModel, SparseVec};
+use switchyard_learn::split::Split;
+use switchyard_learn::{FeatureGroup, Featurizer, SparseVec};
 
 use crate::error::{QualityError, Result};
 
@@ -54,8 +56,87 @@ pub struct QuerySignals {
     pub values: [f64; SIGNALS],
 }
 
-/// Computes the signals of a featurised query against a model's vocabulary (its non-zero weights).
-pub fn signals(featurizer: &Featurizer, x: &SparseVec, vocabulary: &LogisticModel) -> QuerySignals {
+/// The set of hashed features seen in a sample of training queries, as a bitset (saved as hex).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "VocabularyFile", into = "VocabularyFile")]
+pub struct Vocabulary {
+    dim: usize,
+    bits: Vec<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VocabularyFile {
+    dim: usize,
+    hex: String,
+}
+
+impl From<Vocabulary> for VocabularyFile {
+    fn from(v: Vocabulary) -> Self {
+        let hex = v.bits.iter().map(|w| format!("{w:016x}")).collect();
+        VocabularyFile { dim: v.dim, hex }
+    }
+}
+
+impl TryFrom<VocabularyFile> for Vocabulary {
+    type Error = QualityError;
+
+    fn try_from(f: VocabularyFile) -> Result<Self> {
+        let words = f.dim.div_ceil(64);
+        if f.hex.len() != 16 * words || !f.hex.is_ascii() {
+            return Err(QualityError::invalid("vocabulary", "hex length does not match dim"));
+        }
+        let bits = (0..words)
+            .map(|w| u64::from_str_radix(&f.hex[16 * w..16 * (w + 1)], 16))
+            .collect::<std::result::Result<Vec<u64>, _>>()
+            .map_err(|e| QualityError::invalid("vocabulary", e.to_string()))?;
+        Ok(Vocabulary { dim: f.dim, bits })
+    }
+}
+
+impl std::fmt::Debug for Vocabulary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Vocabulary {{ dim: {}, features: {} }}", self.dim, self.len())
+    }
+}
+
+impl Vocabulary {
+    /// The features present in `xs` (indices below `dim`).
+    pub fn from_vectors<'a>(dim: usize, xs: impl IntoIterator<Item = &'a SparseVec>) -> Self {
+        let mut bits = vec![0u64; dim.div_ceil(64)];
+        for x in xs {
+            for &i in x.indices() {
+                if let Some(w) = bits.get_mut(i as usize / 64) {
+                    *w |= 1 << (i % 64);
+                }
+            }
+        }
+        Vocabulary { dim, bits }
+    }
+
+    /// Whether feature `i` is in the vocabulary.
+    pub fn contains(&self, i: u32) -> bool {
+        self.bits.get(i as usize / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    /// Number of features in the vocabulary.
+    pub fn len(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether the vocabulary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The dimension it covers.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+/// Computes the signals of a featurised query against a vocabulary.
+pub fn signals(featurizer: &Featurizer, x: &SparseVec, vocabulary: &Vocabulary) -> QuerySignals {
     let mut seen = [0usize; 3];
     let mut total = [0usize; 3];
     let mut out = QuerySignals::default();
@@ -64,7 +145,7 @@ pub fn signals(featurizer: &Featurizer, x: &SparseVec, vocabulary: &LogisticMode
         let g = featurizer.group_of(i) as usize;
         if g < 3 {
             total[g] += 1;
-            if vocabulary.weight(i as usize) != 0.0 {
+            if vocabulary.contains(i) {
                 seen[g] += 1;
             }
         } else if let Some(slot) = (i as usize).checked_sub(stats_start).filter(|k| *k < STATS_LEN - 1) {
@@ -77,6 +158,15 @@ pub fn signals(featurizer: &Featurizer, x: &SparseVec, vocabulary: &LogisticMode
     }
     out.unseen_share = share(seen.iter().sum(), total.iter().sum());
     out
+}
+
+/// What the guard and the monitor of a router are built from: the vocabulary of one cross-validation fold's
+/// training queries, and the signals of that fold's held-out queries against it.
+pub fn fold_baseline(featurizer: &Featurizer, xs: &[SparseVec], fold: &Split) -> (Vocabulary, Vec<QuerySignals>) {
+    let vocabulary = Vocabulary::from_vectors(featurizer.dim(), fold.train.iter().filter_map(|&i| xs.get(i)));
+    let held: Vec<QuerySignals> =
+        fold.test.iter().filter_map(|&i| xs.get(i)).map(|x| signals(featurizer, x, &vocabulary)).collect();
+    (vocabulary, held)
 }
 
 /// The out-of-distribution guard of a learned router.
@@ -366,6 +456,18 @@ mod tests {
         assert_eq!(quantile(&v, 0.0), Some(1.0));
         assert_eq!(quantile(&[], 0.5), None);
         assert!(DriftBaseline::from_signals(&[sig(0.0, 0.0)]).is_err());
+    }
+
+    #[test]
+    fn vocabulary_round_trips_as_hex() {
+        let x = SparseVec::from_pairs(vec![(3, 1.0), (64, 1.0), (129, 2.0)]);
+        let v = Vocabulary::from_vectors(130, [&x]);
+        assert!(v.contains(3) && v.contains(64) && v.contains(129) && !v.contains(4) && !v.contains(9999));
+        assert_eq!(v.len(), 3);
+        let text = serde_json::to_string(&v).expect("serialises");
+        let back: Vocabulary = serde_json::from_str(&text).expect("parses");
+        assert!(back == v);
+        assert!(serde_json::from_str::<Vocabulary>(r#"{"dim":130,"hex":"00"}"#).is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_learn::{FeatureConfig, FeatureScratch, Featurizer, LogisticModel, SparseVec};
 
 use crate::decision::{Decision, Reason};
-use crate::drift::{DriftBaseline, DriftMonitor, OodGuard, QuerySignals, signals};
+use crate::drift::{DriftBaseline, DriftMonitor, OodGuard, QuerySignals, Vocabulary, signals};
 use crate::error::{QualityError, Result};
 use crate::query::{LiveView, Objective, QueryInput};
 
@@ -131,6 +131,8 @@ pub struct BinaryRouterFile {
     pub calibration: Calibration,
     /// The out-of-distribution guard.
     pub ood: OodGuard,
+    /// The vocabulary unseen shares are measured against.
+    pub vocabulary: Vocabulary,
     /// The baseline of the drift monitor.
     pub drift_baseline: DriftBaseline,
     /// Training facts.
@@ -169,6 +171,41 @@ pub enum QualityModels {
     },
 }
 
+/// `sigmoid(b + u_m + (w + v_m) . x)` of every candidate `m` of a model over the shared layout (see
+/// [`QualityModels::Shared`]), appended to `out`.
+pub fn shared_probabilities(model: &LogisticModel, x: &SparseVec, dim: usize, candidates: usize, out: &mut Vec<f64>) {
+    let shared: f64 = x.iter().map(|(i, v)| f64::from(model.weight(i as usize) * v)).sum();
+    for m in 0..candidates {
+        let offset = dim * (1 + m);
+        let own: f64 = x.iter().map(|(i, v)| f64::from(model.weight(offset + i as usize) * v)).sum();
+        let z = f64::from(model.bias()) + f64::from(model.weight(dim * (1 + candidates) + m)) + shared + own;
+        out.push(switchyard_learn::logistic::sigmoid(z));
+    }
+}
+
+/// A per-query cost predictor: `cost_m(x) = scale_m * sigmoid(...)` over the shared layout, trained on each
+/// candidate's recorded cost divided by its scale (soft targets), so a query that makes models write long answers
+/// (a hard maths problem) is known to cost more than a short one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostModel {
+    /// The model over the shared layout.
+    pub model: LogisticModel,
+    /// Per candidate: the cost that maps to 1 (its largest training cost).
+    pub scale: Vec<f64>,
+}
+
+impl CostModel {
+    /// Writes every candidate's predicted cost into `out`.
+    pub fn predict(&self, x: &SparseVec, dim: usize, out: &mut Vec<f64>) {
+        out.clear();
+        shared_probabilities(&self.model, x, dim, self.scale.len(), out);
+        for (c, s) in out.iter_mut().zip(&self.scale) {
+            *c *= s;
+        }
+    }
+}
+
 impl QualityModels {
     /// The expanded feature vector of candidate `m` for the shared layout.
     pub fn expand(x: &SparseVec, m: usize, dim: usize, candidates: usize) -> SparseVec {
@@ -190,24 +227,7 @@ impl QualityModels {
         out.clear();
         match self {
             QualityModels::PerCandidate { models } => out.extend(models.iter().map(|lr| lr.predict_proba(x))),
-            QualityModels::Shared { model } => {
-                let shared: f64 = x.iter().map(|(i, v)| f64::from(model.weight(i as usize) * v)).sum();
-                for m in 0..candidates {
-                    let offset = dim * (1 + m);
-                    let own: f64 = x.iter().map(|(i, v)| f64::from(model.weight(offset + i as usize) * v)).sum();
-                    let z =
-                        f64::from(model.bias()) + f64::from(model.weight(dim * (1 + candidates) + m)) + shared + own;
-                    out.push(switchyard_learn::logistic::sigmoid(z));
-                }
-            }
-        }
-    }
-
-    /// The model whose weights over `[0, dim)` tell which features were seen in training.
-    pub fn vocabulary(&self) -> Option<&LogisticModel> {
-        match self {
-            QualityModels::PerCandidate { models } => models.first(),
-            QualityModels::Shared { model } => Some(model),
+            QualityModels::Shared { model } => shared_probabilities(model, x, dim, candidates, out),
         }
     }
 
@@ -260,12 +280,16 @@ pub struct NWayRouterFile {
     pub candidates: Vec<NWayCandidate>,
     /// The quality predictors.
     pub quality: QualityModels,
+    /// The per-query cost predictor; without it each candidate's mean training cost is used.
+    pub cost: Option<CostModel>,
     /// The default policy.
     pub policy: NWayPolicy,
     /// The candidate used for out-of-distribution queries (the most accurate in training).
     pub safe_model: String,
-    /// The out-of-distribution guard (vocabulary: the shared weights, or the first candidate's model).
+    /// The out-of-distribution guard.
     pub ood: OodGuard,
+    /// The vocabulary unseen shares are measured against.
+    pub vocabulary: Vocabulary,
     /// The baseline of the drift monitor.
     pub drift_baseline: DriftBaseline,
     /// Training facts.
@@ -332,6 +356,7 @@ pub struct RouterScratch {
     features: FeatureScratch,
     x: SparseVec,
     predictions: Vec<f64>,
+    costs: Vec<f64>,
     last: QuerySignals,
     last_ood: bool,
 }
@@ -352,9 +377,14 @@ impl RouterScratch {
         monitor.observe(&self.last, self.last_ood);
     }
 
-    /// The per-candidate predictions of the last N-way decision.
+    /// The per-candidate predicted qualities of the last N-way decision.
     pub fn last_predictions(&self) -> &[f64] {
         &self.predictions
+    }
+
+    /// The per-candidate expected costs of the last N-way decision.
+    pub fn last_costs(&self) -> &[f64] {
+        &self.costs
     }
 }
 
@@ -372,7 +402,7 @@ impl BinaryRouter {
     /// Builds the router of a saved file.
     pub fn new(file: BinaryRouterFile) -> Result<Self> {
         let featurizer = Featurizer::new(file.features.clone())?;
-        if file.model.dim() != featurizer.dim() {
+        if file.model.dim() != featurizer.dim() || file.vocabulary.dim() != featurizer.dim() {
             return Err(QualityError::invalid("model", "the model's dimension does not match its feature config"));
         }
         Ok(BinaryRouter {
@@ -402,7 +432,7 @@ impl BinaryRouter {
     /// The routing score of a prompt (higher: the strong model is more needed), computed in `scratch`.
     pub fn score(&self, prompt: &str, scratch: &mut RouterScratch) -> f64 {
         self.featurizer.featurize_into(prompt, &mut scratch.features, &mut scratch.x);
-        scratch.last = signals(&self.featurizer, &scratch.x, &self.file.model);
+        scratch.last = signals(&self.featurizer, &scratch.x, &self.file.vocabulary);
         self.file.target.score(self.file.model.predict_proba(&scratch.x))
     }
 
@@ -462,8 +492,6 @@ pub struct NWayRouter {
     name: Arc<str>,
     models: Vec<Arc<str>>,
     safe: usize,
-    /// Candidate indices by increasing cost.
-    by_cost: Vec<usize>,
 }
 
 impl NWayRouter {
@@ -473,7 +501,8 @@ impl NWayRouter {
         if file.candidates.is_empty() {
             return Err(QualityError::invalid("candidates", "an N-way router needs at least one candidate"));
         }
-        let fits = file.quality.fits(featurizer.dim(), file.candidates.len()) && file.quality.vocabulary().is_some();
+        let fits =
+            file.quality.fits(featurizer.dim(), file.candidates.len()) && file.vocabulary.dim() == featurizer.dim();
         if !fits || file.candidates.iter().any(|c| !(c.cost_usd >= 0.0)) {
             return Err(QualityError::invalid("candidates", "a candidate's model or cost does not fit"));
         }
@@ -481,14 +510,17 @@ impl NWayRouter {
             file.candidates.iter().position(|c| c.model == file.safe_model).ok_or_else(|| {
                 QualityError::invalid("safe_model", format!("{:?} is not a candidate", file.safe_model))
             })?;
-        let mut by_cost: Vec<usize> = (0..file.candidates.len()).collect();
-        by_cost.sort_by(|&a, &b| file.candidates[a].cost_usd.total_cmp(&file.candidates[b].cost_usd));
+        if file.cost.as_ref().is_some_and(|c| {
+            c.scale.len() != file.candidates.len()
+                || c.model.dim() != QualityModels::shared_dim(featurizer.dim(), file.candidates.len())
+        }) {
+            return Err(QualityError::invalid("cost", "the cost model does not fit the candidates"));
+        }
         Ok(NWayRouter {
             name: file.name.as_str().into(),
             models: file.candidates.iter().map(|c| Arc::from(c.model.as_str())).collect(),
             featurizer,
             safe,
-            by_cost,
             file,
         })
     }
@@ -508,14 +540,20 @@ impl NWayRouter {
         self.models.iter().map(|m| &**m)
     }
 
-    /// Predicts every candidate's quality on `prompt` into `scratch` (see [`RouterScratch::last_predictions`]).
+    /// Predicts every candidate's quality and cost on `prompt` into `scratch` (see
+    /// [`RouterScratch::last_predictions`] and [`RouterScratch::last_costs`]).
     pub fn predict(&self, prompt: &str, scratch: &mut RouterScratch) {
         self.featurizer.featurize_into(prompt, &mut scratch.features, &mut scratch.x);
         let (dim, n) = (self.featurizer.dim(), self.file.candidates.len());
         self.file.quality.predict(&scratch.x, dim, n, &mut scratch.predictions);
-        if let Some(vocabulary) = self.file.quality.vocabulary() {
-            scratch.last = signals(&self.featurizer, &scratch.x, vocabulary);
+        match &self.file.cost {
+            Some(cost) => cost.predict(&scratch.x, dim, &mut scratch.costs),
+            None => {
+                scratch.costs.clear();
+                scratch.costs.extend(self.file.candidates.iter().map(|c| c.cost_usd));
+            }
         }
+        scratch.last = signals(&self.featurizer, &scratch.x, &self.file.vocabulary);
         scratch.last_ood = self.file.ood.trips(&scratch.last);
     }
 
@@ -530,15 +568,16 @@ impl NWayRouter {
     ) -> Decision {
         self.predict(query.prompt, scratch);
         let p = &scratch.predictions;
-        let cands = &self.file.candidates;
+        let cost = &scratch.costs;
+        let n = self.file.candidates.len();
         let target = policy.target();
         let ok = |i: &usize| live.is_available(*i);
-        let best = || {
-            (0..cands.len())
-                .filter(ok)
-                .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(cands[b].cost_usd.total_cmp(&cands[a].cost_usd)))
-        };
-        let cheapest_good = || self.by_cost.iter().copied().filter(ok).find(|&i| p[i] >= target);
+        let best = || (0..n).filter(ok).max_by(|&a, &b| p[a].total_cmp(&p[b]).then(cost[b].total_cmp(&cost[a])));
+        let cheapest_good =
+            || (0..n).filter(ok).filter(|&i| p[i] >= target).min_by(|&a, &b| cost[a].total_cmp(&cost[b]));
+        // When no candidate is predicted good enough: the most accurate model of training (the safe model) if it
+        // is available, which is steadier than the arg-max of close, noisy predictions; else the best predicted.
+        let fallback = || if live.is_available(self.safe) { Some(self.safe) } else { best() };
         let (choice, reason) = if scratch.last_ood {
             (
                 Some(self.safe),
@@ -554,27 +593,27 @@ impl NWayRouter {
                     (c, Reason::BestPredicted { predicted_quality: c.map_or(0.0, |i| p[i]) })
                 }
                 (Some(Objective::Latency), _) => {
-                    let fastest = (0..cands.len())
+                    let fastest = (0..n)
                         .filter(ok)
                         .filter(|&i| p[i] >= target)
                         .filter_map(|i| live.latency(i).map(|l| (i, l)))
                         .min_by(|a, b| a.1.total_cmp(&b.1));
                     match fastest {
                         Some((i, l)) => (Some(i), Reason::FastestGoodEnough { predicted_quality: p[i], latency_ms: l }),
-                        None => self.cheapest_or_best(cheapest_good(), best(), p, target),
+                        None => self.cheapest_or_best(cheapest_good(), fallback(), p, target),
                     }
                 }
                 (Some(Objective::Cost), _) | (None, NWayPolicy::CheapestGoodEnough { .. }) => {
-                    self.cheapest_or_best(cheapest_good(), best(), p, target)
+                    self.cheapest_or_best(cheapest_good(), fallback(), p, target)
                 }
                 (None, NWayPolicy::Utility { lambda, .. }) => {
-                    let u = |i: usize| p[i] - lambda * cands[i].cost_usd;
-                    let c = (0..cands.len()).filter(ok).max_by(|&a, &b| u(a).total_cmp(&u(b)));
+                    let u = |i: usize| p[i] - lambda * cost[i];
+                    let c = (0..n).filter(ok).max_by(|&a, &b| u(a).total_cmp(&u(b)));
                     (
                         c,
                         Reason::BestUtility {
                             predicted_quality: c.map_or(0.0, |i| p[i]),
-                            cost_usd: c.map_or(0.0, |i| cands[i].cost_usd),
+                            cost_usd: c.map_or(0.0, |i| cost[i]),
                             lambda: *lambda,
                         },
                     )
@@ -718,9 +757,13 @@ mod tests {
     }
 
     fn binary() -> BinaryRouter {
+        binary_on(240)
+    }
+
+    fn binary_on(n: usize) -> BinaryRouter {
         let options =
             BinaryTrainOptions { features: features(), l2_grid: vec![1e-3], folds: 3, ..BinaryTrainOptions::default() };
-        let (file, report) = train_binary(&table(240), 0, 1, &options).expect("trains");
+        let (file, report) = train_binary(&table(n), 0, 1, &options).expect("trains");
         // Perfect routing reaches PGR 1 at share 0.5 here: APGR 0.25 + 0.5.
         assert!(report.tried[report.chosen].mean_apgr > 0.74, "{report}");
         BinaryRouter::new(file).expect("valid file")
@@ -775,12 +818,13 @@ mod tests {
 
     #[test]
     fn drift_monitor_reports_a_shifted_distribution() {
-        let r = LearnedRouter::Binary(binary());
+        // 600 training queries: the drift baseline is the 200 held-out queries of the first fold.
+        let r = LearnedRouter::Binary(binary_on(600));
         let mut monitor = r.drift_monitor();
         let mut scratch = RouterScratch::default();
         let live = LiveView::default();
-        let familiar = table(400);
-        for q in familiar.queries.iter().skip(240) {
+        let familiar = table(1000);
+        for q in familiar.queries.iter().skip(600) {
             r.decide(&QueryInput::prompt(&q.prompt), None, &live, &mut scratch);
             scratch.observe_into(&mut monitor);
         }

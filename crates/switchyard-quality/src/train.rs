@@ -2,8 +2,9 @@
 //!
 //! Binary: for each candidate [`BinaryTarget`] and L2 strength, `k`-fold cross-validation by question id measures
 //! the mean APGR of the held-out folds; the best pair is retrained on all training queries. The out-of-fold scores
-//! give the thresholds (a calibration on queries the fold model never saw), the out-of-fold signals give the
-//! out-of-distribution limit (their 99th percentile) and the drift baseline.
+//! give the thresholds (a calibration on queries the fold model never saw); the first fold's training features
+//! become the vocabulary of the out-of-distribution guard, and its held-out queries give the guard's limit (the
+//! 99th percentile of their unseen share) and the drift baseline.
 //!
 //! N-way: one logistic model per candidate predicts `P(good answer)` (soft targets for graded scores); one L2
 //! strength for all, chosen by the mean cross-validated log loss; the candidate's expected cost is its mean cost
@@ -14,11 +15,11 @@ use switchyard_learn::metrics::{BinaryOutcome, binary_sweep, threshold_for_share
 use switchyard_learn::split::kfold_by_id;
 use switchyard_learn::{FeatureConfig, Featurizer, LogisticModel, OutcomeTable, SparseVec, TrainConfig, logistic};
 
-use crate::drift::{DriftBaseline, OodGuard, QuerySignals, quantile, signals};
+use crate::drift::{DriftBaseline, OodGuard, fold_baseline, quantile};
 use crate::error::{QualityError, Result};
 use crate::learned::{
-    BinaryRouterFile, BinaryTarget, Calibration, NWayCandidate, NWayPolicy, NWayRouterFile, QualityModels, Thresholds,
-    TrainingInfo,
+    BinaryRouterFile, BinaryTarget, Calibration, CostModel, NWayCandidate, NWayPolicy, NWayRouterFile, QualityModels,
+    Thresholds, TrainingInfo,
 };
 
 /// Options of [`train_binary`].
@@ -148,13 +149,12 @@ pub fn train_binary(
         Ok(logistic::train(&x, &y, None, featurizer.dim(), &cfg)?.0)
     };
     let mut tried = Vec::new();
-    let mut best: Option<(f64, Vec<f64>, Vec<QuerySignals>)> = None;
+    let mut best: Option<(f64, Vec<f64>)> = None;
     let mut chosen = 0;
     for &target in &options.targets {
         for &l2 in &options.l2_grid {
             let mut fold_apgr = Vec::with_capacity(folds.len());
             let mut oof_scores = vec![0.0; xs.len()];
-            let mut oof_signals = vec![QuerySignals::default(); xs.len()];
             for fold in &folds {
                 let model = fit(target, l2, &fold.train)?;
                 let outcomes: Vec<BinaryOutcome> = fold
@@ -163,21 +163,20 @@ pub fn train_binary(
                     .map(|&i| {
                         let score = target.score(model.predict_proba(&xs[i]));
                         oof_scores[i] = score;
-                        oof_signals[i] = signals(&featurizer, &xs[i], &model);
                         BinaryOutcome { score, weak_quality: qw[i], strong_quality: qs[i], costs: None }
                     })
                     .collect();
                 fold_apgr.push(binary_sweep(&outcomes)?.apgr());
             }
             let mean_apgr = fold_apgr.iter().sum::<f64>() / fold_apgr.len() as f64;
-            if best.as_ref().is_none_or(|(b, _, _)| mean_apgr > *b) {
-                best = Some((mean_apgr, oof_scores, oof_signals));
+            if best.as_ref().is_none_or(|(b, _)| mean_apgr > *b) {
+                best = Some((mean_apgr, oof_scores));
                 chosen = tried.len();
             }
             tried.push(CvResult { target, l2, fold_apgr, mean_apgr });
         }
     }
-    let Some((cv_apgr, oof_scores, oof_signals)) = best else {
+    let Some((cv_apgr, oof_scores)) = best else {
         return Err(QualityError::invalid("train options", "nothing was tried"));
     };
     let (target, l2) = (tried[chosen].target, tried[chosen].l2);
@@ -188,7 +187,8 @@ pub fn train_binary(
         quality: threshold_for_share(&oof_scores, options.quality_share)?,
         cost: threshold_for_share(&oof_scores, options.cost_share)?,
     };
-    let unseen: Vec<f64> = oof_signals.iter().map(|s| s.unseen_share).collect();
+    let (vocabulary, held_signals) = fold_baseline(&featurizer, &xs, &folds[0]);
+    let unseen: Vec<f64> = held_signals.iter().map(|s| s.unseen_share).collect();
     let ood_limit = quantile(&unseen, options.ood_quantile).unwrap_or(1.0);
     let file = BinaryRouterFile {
         name: options.name.clone(),
@@ -206,7 +206,8 @@ pub fn train_binary(
             source: "out-of-fold training scores".into(),
         },
         ood: OodGuard { enabled: options.ood_enabled, max_unseen_share: ood_limit },
-        drift_baseline: DriftBaseline::from_signals(&oof_signals)?,
+        vocabulary,
+        drift_baseline: DriftBaseline::from_signals(&held_signals)?,
         training: TrainingInfo {
             data: table.name.clone(),
             queries: table.queries.len(),
@@ -237,6 +238,8 @@ pub struct NWayTrainOptions {
     pub max_iter: usize,
     /// One shared multi-task model (true) or one model per candidate (false); see [`QualityModels`].
     pub shared: bool,
+    /// Learn a per-query cost predictor (see [`CostModel`]) instead of using each candidate's mean cost.
+    pub cost_model: bool,
     /// The default policy of the router.
     pub policy: NWayPolicy,
     /// Quantile of held-out unseen shares that becomes the OOD limit.
@@ -250,11 +253,12 @@ impl Default for NWayTrainOptions {
         Self {
             name: "learned-nway".into(),
             features: FeatureConfig { hash_bits: 16, ..FeatureConfig::default() },
-            l2_grid: vec![1e-4, 3e-4, 1e-3, 3e-3],
+            l2_grid: vec![3e-4, 1e-3],
             folds: 3,
             seed: 17,
             max_iter: 150,
             shared: true,
+            cost_model: true,
             policy: NWayPolicy::CheapestGoodEnough { target: 0.8 },
             ood_quantile: 0.99,
             ood_enabled: true,
@@ -323,6 +327,27 @@ fn fit_quality(
     }
 }
 
+/// Fits the per-query cost predictor on all queries of `table` (every cost known).
+fn fit_cost(table: &OutcomeTable, xs: &[SparseVec], dim: usize, config: &TrainConfig) -> Result<CostModel> {
+    let m = table.models.len();
+    let scale: Vec<f64> = (0..m)
+        .map(|model| {
+            let max = table.queries.iter().filter_map(|q| q.cost_usd[model]).fold(0.0, f64::max);
+            if max > 0.0 { max } else { 1.0 }
+        })
+        .collect();
+    let mut x = Vec::with_capacity(xs.len() * m);
+    let mut y = Vec::with_capacity(xs.len() * m);
+    for (i, q) in table.queries.iter().enumerate() {
+        for model in 0..m {
+            x.push(QualityModels::expand(&xs[i], model, dim, m));
+            y.push((q.cost_usd[model].unwrap_or(0.0) / scale[model]).clamp(0.0, 1.0));
+        }
+    }
+    let model = logistic::train(&x, &y, None, QualityModels::shared_dim(dim, m), config)?.0;
+    Ok(CostModel { model, scale })
+}
+
 /// Trains an N-way router over every model of `table`; every model must have a cost on every query.
 pub fn train_nway(table: &OutcomeTable, options: &NWayTrainOptions) -> Result<(NWayRouterFile, NWayTrainReport)> {
     if !table.fully_costed() {
@@ -342,37 +367,33 @@ pub fn train_nway(table: &OutcomeTable, options: &NWayTrainOptions) -> Result<(N
     let m = table.models.len();
     let config = |l2: f64| TrainConfig { l2, max_iter: options.max_iter, ..TrainConfig::default() };
     let mut tried = Vec::new();
-    let mut best: Option<(f64, f64, Vec<QuerySignals>)> = None;
+    let mut best: Option<(f64, f64)> = None;
     let mut predictions = Vec::with_capacity(m);
     for &l2 in &options.l2_grid {
         let mut loss = 0.0;
         let mut count = 0usize;
-        let mut oof_signals = vec![QuerySignals::default(); xs.len()];
         for fold in &folds {
             let quality = fit_quality(table, &xs, dim, &fold.train, options.shared, &config(l2))?;
-            let vocabulary = quality.vocabulary();
             for &i in &fold.test {
                 quality.predict(&xs[i], dim, m, &mut predictions);
                 for (model, p) in predictions.iter().enumerate() {
                     loss += log_loss(*p, table.queries[i].quality[model]);
                     count += 1;
                 }
-                if let Some(v) = vocabulary {
-                    oof_signals[i] = signals(&featurizer, &xs[i], v);
-                }
             }
         }
         let mean = loss / count.max(1) as f64;
         tried.push((l2, mean));
-        if best.as_ref().is_none_or(|(_, b, _)| mean < *b) {
-            best = Some((l2, mean, oof_signals));
+        if best.as_ref().is_none_or(|(_, b)| mean < *b) {
+            best = Some((l2, mean));
         }
     }
-    let Some((l2, cv_loss, oof_signals)) = best else {
+    let Some((l2, cv_loss)) = best else {
         return Err(QualityError::invalid("train options", "nothing was tried"));
     };
     let all: Vec<usize> = (0..xs.len()).collect();
     let quality = fit_quality(table, &xs, dim, &all, options.shared, &config(l2))?;
+    let cost = if options.cost_model { Some(fit_cost(table, &xs, dim, &config(l2))?) } else { None };
     let candidates: Vec<NWayCandidate> = table
         .models
         .iter()
@@ -388,17 +409,20 @@ pub fn train_nway(table: &OutcomeTable, options: &NWayTrainOptions) -> Result<(N
         .max_by(|a, b| a.mean_quality.total_cmp(&b.mean_quality))
         .map(|c| c.model.clone())
         .unwrap_or_default();
-    let unseen: Vec<f64> = oof_signals.iter().map(|s| s.unseen_share).collect();
+    let (vocabulary, held_signals) = fold_baseline(&featurizer, &xs, &folds[0]);
+    let unseen: Vec<f64> = held_signals.iter().map(|s| s.unseen_share).collect();
     let ood_limit = quantile(&unseen, options.ood_quantile).unwrap_or(1.0);
     let file = NWayRouterFile {
         name: options.name.clone(),
         features: options.features.clone(),
         candidates,
         quality,
+        cost,
         policy: options.policy,
         safe_model,
         ood: OodGuard { enabled: options.ood_enabled, max_unseen_share: ood_limit },
-        drift_baseline: DriftBaseline::from_signals(&oof_signals)?,
+        vocabulary,
+        drift_baseline: DriftBaseline::from_signals(&held_signals)?,
         training: TrainingInfo {
             data: table.name.clone(),
             queries: table.queries.len(),

@@ -127,7 +127,7 @@ fn nway_router_beats_single_models_on_zeroeval() -> TestResult {
     let Some(dir) = data_dir() else { return Ok(()) };
     let table = load_zeroeval(&dir.join("zeroeval"))?;
     let options = NWayEvalOptions {
-        train: NWayTrainOptions { l2_grid: vec![1e-2], folds: 3, ..NWayTrainOptions::default() },
+        train: NWayTrainOptions { l2_grid: vec![3e-4], ..NWayTrainOptions::default() },
         ..NWayEvalOptions::default()
     };
     let report = eval_nway(&table, &options)?;
