@@ -11,6 +11,7 @@ use switchyard_learn::dataset::default_data_dir;
 use switchyard_learn::dataset::routellm::RouteLlmSet;
 use switchyard_quality::entry::{DataSource, EvalRouterOptions, RouterKind, eval_router};
 use switchyard_quality::eval::{BinaryEvalOptions, NWayEvalOptions};
+use switchyard_quality::learned::BinaryTarget;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

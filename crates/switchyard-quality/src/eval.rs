@@ -583,9 +583,9 @@ pub fn eval_nway(table: &OutcomeTable, options: &NWayEvalOptions) -> Result<NWay
     })?;
     let all: Vec<CostQualityPoint> = target_curve.iter().chain(&utility_curve).cloned().collect();
     let router_cost_at_best_quality = cheapest_reaching(&all, best_single.quality)
-        .and_then(|c| all.iter().filter(|p| p.cost == c && p.quality >= best_single.quality).cloned().next());
+        .and_then(|c| all.iter().find(|p| p.cost == c && p.quality >= best_single.quality).cloned());
     let router_at_reference_cost = best_quality_within(&all, reference.cost)
-        .and_then(|q| all.iter().filter(|p| p.quality == q && p.cost <= reference.cost).cloned().next());
+        .and_then(|q| all.iter().find(|p| p.quality == q && p.cost <= reference.cost).cloned());
     let report = NWayEvalReport {
         data: table.name.clone(),
         train_queries: train.queries.len(),

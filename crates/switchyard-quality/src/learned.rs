@@ -503,7 +503,7 @@ impl NWayRouter {
         }
         let fits =
             file.quality.fits(featurizer.dim(), file.candidates.len()) && file.vocabulary.dim() == featurizer.dim();
-        if !fits || file.candidates.iter().any(|c| !(c.cost_usd >= 0.0)) {
+        if !fits || file.candidates.iter().any(|c| c.cost_usd.is_nan() || c.cost_usd < 0.0) {
             return Err(QualityError::invalid("candidates", "a candidate's model or cost does not fit"));
         }
         let safe =
@@ -748,7 +748,7 @@ mod tests {
 
     /// Prompt `i` of the toy distribution: even ones are hard.
     fn prompt(i: usize) -> String {
-        let words = if i % 2 == 0 { HARD } else { EASY };
+        let words = if i.is_multiple_of(2) { HARD } else { EASY };
         format!("please {} the {} of item {}", words[i % 8], words[(i / 8) % 8], i % 13)
     }
 

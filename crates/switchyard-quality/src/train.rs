@@ -339,9 +339,9 @@ fn fit_cost(table: &OutcomeTable, xs: &[SparseVec], dim: usize, config: &TrainCo
     let mut x = Vec::with_capacity(xs.len() * m);
     let mut y = Vec::with_capacity(xs.len() * m);
     for (i, q) in table.queries.iter().enumerate() {
-        for model in 0..m {
+        for (model, s) in scale.iter().enumerate() {
             x.push(QualityModels::expand(&xs[i], model, dim, m));
-            y.push((q.cost_usd[model].unwrap_or(0.0) / scale[model]).clamp(0.0, 1.0));
+            y.push((q.cost_usd[model].unwrap_or(0.0) / s).clamp(0.0, 1.0));
         }
     }
     let model = logistic::train(&x, &y, None, QualityModels::shared_dim(dim, m), config)?.0;
