@@ -116,12 +116,16 @@ mod tests {
         };
         let (file, _) = train_binary(&table, 0, 1, &options).expect("trains");
         let prompts: Vec<&str> = table.queries.iter().map(|q| q.prompt.as_str()).collect();
-        let targets = CalibrationTargets { target_share: 0.3, quality_share: 0.9, cost_share: 0.1 };
+        // Shares 1 and 0 are the extremes: everything strong, nothing strong.
+        let targets = CalibrationTargets { target_share: 0.3, quality_share: 1.0, cost_share: 0.0 };
         let (calibrated, report) = calibrate_binary(&file, &prompts, targets, "test").expect("calibrates");
         assert!((report.realised_share - 0.3).abs() <= 0.02, "{report}");
         assert_eq!(calibrated.thresholds, report.thresholds);
         assert!(report.thresholds.quality <= report.thresholds.balanced);
         assert!(report.thresholds.balanced <= report.thresholds.cost);
         assert!(calibrate_binary(&file, &[], targets, "none").is_err());
+        // Every threshold is finite, so the calibrated router saves and loads.
+        let saved = crate::learned::RouterFile::Binary(calibrated).to_json().expect("serialises");
+        assert!(crate::learned::RouterFile::from_json(&saved).is_ok());
     }
 }

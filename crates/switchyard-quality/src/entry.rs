@@ -71,7 +71,7 @@ pub enum RouterKind {
         /// The strong model's name.
         strong: Option<String>,
     },
-    /// Over every priced model of the table except `exclude`.
+    /// Over every model of the table with a price or a cost on every query, except `exclude`.
     NWay {
         /// Models to leave out.
         exclude: Vec<String>,
@@ -169,7 +169,11 @@ pub fn train_router(options: &TrainRouterOptions) -> Result<TrainRouterReport> {
             (RouterFile::Binary(file), TrainDetails::Binary(report))
         }
         RouterKind::NWay { exclude } => {
-            let candidates = train.select_models(|m| m.is_priced() && !exclude.contains(&m.name));
+            let costed: Vec<String> = (0..train.models.len())
+                .filter(|&m| train.models[m].is_priced() || train.queries.iter().all(|q| q.cost_usd[m].is_some()))
+                .map(|m| train.models[m].name.clone())
+                .collect();
+            let candidates = train.select_models(|m| costed.contains(&m.name) && !exclude.contains(&m.name));
             let (file, report) = train_nway(&candidates, &options.nway)?;
             (RouterFile::NWay(file), TrainDetails::NWay(report))
         }

@@ -527,9 +527,15 @@ impl std::fmt::Display for NWayEvalReport {
     }
 }
 
-/// Evaluates the N-way router on `table` (priced models only, `exclude`d models left out).
+/// Evaluates the N-way router on `table` (models with a price or a cost on every query, `exclude`d models left
+/// out).
 pub fn eval_nway(table: &OutcomeTable, options: &NWayEvalOptions) -> Result<NWayEvalReport> {
-    let table = table.select_models(|m| m.is_priced() && !options.exclude.contains(&m.name));
+    // Candidates: models with a price, or with a recorded cost on every query.
+    let costed: Vec<&str> = (0..table.models.len())
+        .filter(|&m| table.models[m].is_priced() || table.queries.iter().all(|q| q.cost_usd[m].is_some()))
+        .map(|m| table.models[m].name.as_str())
+        .collect();
+    let table = table.select_models(|m| costed.contains(&m.name.as_str()) && !options.exclude.contains(&m.name));
     if table.models.len() < 2 || !table.fully_costed() {
         return Err(QualityError::invalid("models", "need at least two priced models with a cost on every query"));
     }
