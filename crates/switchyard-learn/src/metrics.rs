@@ -157,7 +157,7 @@ pub fn binary_sweep(outcomes: &[BinaryOutcome]) -> Result<BinaryCurve> {
         })
     };
     // The all-weak point's threshold is just above the largest score (finite, so reports serialise as JSON).
-    let top = outcomes[order[0]].score.next_up();
+    let top = finite_above(outcomes[order[0]].score);
     let mut points = vec![point(top, 0, quality_sum, cost_sum)?];
     let mut k = 0;
     while k < n {
@@ -194,10 +194,17 @@ pub fn threshold_for_share(scores: &[f64], share: f64) -> Result<f64> {
     sorted.sort_by(|a, b| b.total_cmp(a));
     let k = (share * sorted.len() as f64).round() as usize;
     Ok(match k {
-        0 => sorted[0].next_up(),
+        0 => finite_above(sorted[0]),
         k if k >= sorted.len() => sorted[sorted.len() - 1],
-        k => (sorted[k - 1] + sorted[k]) / 2.0,
+        // Halves first: the sum of two huge scores must not overflow.
+        k => sorted[k - 1] / 2.0 + sorted[k] / 2.0,
     })
+}
+
+/// The next float above `x`, kept finite (`f64::MAX` stays `f64::MAX`).
+fn finite_above(x: f64) -> f64 {
+    let up = x.next_up();
+    if up.is_finite() { up } else { f64::MAX }
 }
 
 /// A point of a quality/cost curve (N-way routers, single models).

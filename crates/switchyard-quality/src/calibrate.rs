@@ -2,7 +2,8 @@
 //! strong model, as RouteLLM does.
 //!
 //! The sample needs prompts only (no outcomes): the thresholds are the midpoints between neighbouring sorted
-//! scores at the target shares (see [`threshold_for_share`]). The balanced threshold serves requests without an
+//! scores at the target shares (see [`threshold_for_share`]), counting the queries the out-of-distribution guard
+//! sends to the strong model as strong, so the share hit is the deployed router's. The balanced threshold serves requests without an
 //! objective; the `quality` and `cost` objectives get their own shares.
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,8 @@ pub struct CalibrationReport {
     pub targets: CalibrationTargets,
     /// The new thresholds.
     pub thresholds: Thresholds,
-    /// Share of the sample at or above the balanced threshold (equal to the target up to rounding and ties).
+    /// Share of the sample the router sends to the strong model with the balanced threshold, out-of-distribution
+    /// queries included (equal to the target up to rounding and ties).
     pub realised_share: f64,
 }
 
@@ -67,7 +69,15 @@ pub fn calibrate_binary(
     }
     let router = BinaryRouter::new(file.clone())?;
     let mut scratch = RouterScratch::default();
-    let scores: Vec<f64> = prompts.iter().map(|p| router.score(p, &mut scratch)).collect();
+    // The share to hit is the router's as deployed: queries the out-of-distribution guard sends to the strong model
+    // count as strong whatever their score, so they enter the calibration with the largest possible score.
+    let scores: Vec<f64> = prompts
+        .iter()
+        .map(|p| {
+            let score = router.score(p, &mut scratch);
+            if file.ood.trips(scratch.last_signals()) { f64::MAX } else { score }
+        })
+        .collect();
     let thresholds = Thresholds {
         balanced: threshold_for_share(&scores, targets.target_share)?,
         quality: threshold_for_share(&scores, targets.quality_share)?,
