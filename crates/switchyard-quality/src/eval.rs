@@ -393,9 +393,9 @@ pub fn eval_binary(
                 Series::line(format!("prompt length (APGR {:.3})", report.rows[1].apgr), curve(&length_curve)),
                 Series::line("random (expected)", vec![(0.0, qw), (1.0, qs)]),
                 Series::points(
-                    "single models",
+                    format!("weak {} / strong {}", report.weak_model, report.strong_model),
                     vec![(0.0, qw), (1.0, qs)],
-                    vec![report.weak_model.clone(), report.strong_model.clone()],
+                    vec!["weak".into(), "strong".into()],
                 ),
                 Series::points(
                     "calibrated 50% (held-out half)",
