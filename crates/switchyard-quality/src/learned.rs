@@ -4,9 +4,9 @@
 //!   calibrated threshold: at or above it, the strong model. What the score is trained to predict is recorded in
 //!   the file ([`BinaryTarget`]); training picks the target and the regularisation by cross-validated APGR.
 //! - **N-way** ([`NWayRouter`]): one logistic model per candidate predicting the candidate's quality on the query;
-//!   the choice depends on the objective: by default the cheapest candidate predicted to reach the quality target
-//!   (or, in utility mode, the largest `quality - lambda * cost`); `quality` takes the best predicted; `cost` the
-//!   cheapest good enough; `latency` the fastest good enough, latency supplied by the caller.
+//!   the choice depends on the objective: without one, the router's policy (the largest `quality - lambda * cost`,
+//!   or the cheapest candidate predicted to reach the quality target); `quality` takes the best predicted; `cost`
+//!   the cheapest good enough; `latency` the fastest good enough, latency supplied by the caller.
 //!
 //! Both apply the out-of-distribution guard first (an unfamiliar query goes to the safe side: the strong model, or
 //! the most accurate candidate) and skip unavailable candidates, saying so in the [`Decision`]. Deciding reuses a
@@ -853,7 +853,12 @@ mod tests {
     }
 
     fn nway() -> NWayRouter {
-        let options = NWayTrainOptions { features: features(), l2_grid: vec![1e-3], ..NWayTrainOptions::default() };
+        let options = NWayTrainOptions {
+            features: features(),
+            l2_grid: vec![1e-3],
+            policy: NWayPolicy::CheapestGoodEnough { target: 0.8 },
+            ..NWayTrainOptions::default()
+        };
         let mut t = table(240);
         for m in &mut t.models {
             m.price = Some(switchyard_learn::Price { input_usd_per_million: 1.0, output_usd_per_million: 1.0 });

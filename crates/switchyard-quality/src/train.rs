@@ -259,7 +259,9 @@ impl Default for NWayTrainOptions {
             max_iter: 150,
             shared: true,
             cost_model: true,
-            policy: NWayPolicy::CheapestGoodEnough { target: 0.8 },
+            // On ZeroEval the utility sweep dominates "cheapest good enough" below 0.002 USD per query; lambda 500
+            // lands near gpt-4o-mini's cost there.
+            policy: NWayPolicy::Utility { lambda: 500.0, target: 0.8 },
             ood_quantile: 0.99,
             ood_enabled: true,
         }
