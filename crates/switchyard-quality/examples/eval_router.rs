@@ -35,7 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runs = Vec::new();
     for set in [RouteLlmSet::Gsm8k, RouteLlmSet::Mmlu] {
         if which == "all" || which == set.name() {
-            runs.push(binary(set, None));
+            let mut o = binary(set, None);
+            if set == RouteLlmSet::Gsm8k {
+                // GSM8K's 7,473 training questions (no outcomes, disjoint from the 1,319 test questions with
+                // outcomes) are the calibration sample: the test side's halves would be 196 prompts each.
+                o.binary.calibration_prompts = Some(routellm.join("gsm8k/train.jsonl"));
+            }
+            runs.push(o);
         }
     }
     if which == "all" || which == "mt-bench" {

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use switchyard_learn::OutcomeTable;
+use switchyard_learn::dataset::load_prompts;
 use switchyard_learn::dataset::outcomes::{load_outcomes_jsonl, load_prices};
 use switchyard_learn::dataset::routellm::{self, RouteLlmOptions, RouteLlmSet};
 use switchyard_learn::split::split_by_id;
-use switchyard_learn::{LearnError, OutcomeTable};
 
 use crate::calibrate::{CalibrationReport, CalibrationTargets, calibrate_binary};
 use crate::error::{QualityError, Result};
@@ -199,7 +200,7 @@ pub enum CalibrationSample {
         /// `(test_fraction, seed)`: take only the held-out side of that split.
         test_side: Option<(f64, u64)>,
     },
-    /// A JSONL file whose lines have a `prompt` string field (other fields are ignored).
+    /// A JSONL file whose lines have a `prompt` (or `question`) string field; other fields are ignored.
     Prompts {
         /// The file.
         path: PathBuf,
@@ -219,31 +220,13 @@ pub struct CalibrateRouterOptions {
     pub out: PathBuf,
 }
 
-fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    #[derive(Deserialize)]
-    struct Line {
-        prompt: String,
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| LearnError::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let l: Line = serde_json::from_str(line).map_err(|source| LearnError::JsonLine {
-            path: path.to_path_buf(),
-            line: i + 1,
-            source,
-        })?;
-        out.push(l.prompt);
-    }
-    Ok(out)
-}
-
 /// Calibrates a binary router's thresholds on a prompt sample and writes it.
 pub fn calibrate_router(options: &CalibrateRouterOptions) -> Result<CalibrationReport> {
     let RouterFile::Binary(file) = RouterFile::load(&options.router)? else {
         return Err(QualityError::invalid("router", "only binary routers have thresholds to calibrate"));
     };
     let (prompts, source) = match &options.sample {
-        CalibrationSample::Prompts { path } => (read_prompts(path)?, path.display().to_string()),
+        CalibrationSample::Prompts { path } => (load_prompts(path)?, path.display().to_string()),
         CalibrationSample::Data { data, test_side } => {
             let table = data.load()?;
             let table = match test_side {

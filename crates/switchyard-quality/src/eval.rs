@@ -12,12 +12,14 @@
 //! quality/cost curve is traced by sweeping the quality target of "cheapest candidate predicted good enough" and
 //! the `lambda` of "best quality - lambda * cost", next to every single model's point. The report answers the
 //! acceptance questions directly: the cheapest router point reaching the most accurate single model's accuracy,
-//! and the best router accuracy within a reference model's cost.
+//! and the best router accuracy within a reference model's cost; the curves are the learned router's, and the
+//! same two answers are given with the out-of-distribution guard on.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use switchyard_learn::OutcomeTable;
+use switchyard_learn::dataset::load_prompts;
 use switchyard_learn::hash::SplitMix64;
 use switchyard_learn::metrics::{
     BinaryCurve, BinaryOutcome, CostQualityPoint, CurvePoint, best_quality_within, binary_sweep, cheapest_reaching,
@@ -49,6 +51,11 @@ pub struct BinaryEvalOptions {
     pub random_seeds: u64,
     /// Calibration targets of the operating point.
     pub calibration: CalibrationTargets,
+    /// Unlabelled prompts to calibrate on (a JSONL with `prompt` or `question` fields), as RouteLLM calibrates on
+    /// prompts outside the benchmark; the operating point is then measured on the whole test side. Without it,
+    /// half of the test prompts calibrate and the other half is measured. Prompts equal to a test prompt are left
+    /// out.
+    pub calibration_prompts: Option<PathBuf>,
     /// Where to write the SVG plot, if anywhere.
     pub plot: Option<PathBuf>,
 }
@@ -61,6 +68,7 @@ impl Default for BinaryEvalOptions {
             train: BinaryTrainOptions::default(),
             random_seeds: 20,
             calibration: CalibrationTargets::default(),
+            calibration_prompts: None,
             plot: None,
         }
     }
@@ -77,7 +85,7 @@ pub struct RouterRow {
     pub cpt50: Option<f64>,
     /// CPT(80%).
     pub cpt80: Option<f64>,
-    /// Realised strong share on the held-out half at the calibrated threshold.
+    /// Realised strong share on the held-out queries at the calibrated threshold.
     pub strong_share: f64,
     /// Mean quality there.
     pub quality: f64,
@@ -90,9 +98,11 @@ pub struct RouterRow {
 pub struct CalibrationCheck {
     /// The target strong share.
     pub target_share: f64,
-    /// Prompts used for calibration (half of the test ids).
+    /// Where the calibration prompts came from.
+    pub source: String,
+    /// Prompts used for calibration.
     pub calibration_queries: usize,
-    /// Held-out queries it was checked on (the other half).
+    /// Held-out queries it was checked on.
     pub heldout_queries: usize,
     /// The learned router's realised strong share on them, OOD routing included.
     pub realised_share: f64,
@@ -266,18 +276,32 @@ pub fn eval_binary(
     };
     let (file, training) = train_binary(&train, tw, ts, &options.train)?;
 
-    // Calibration half and held-out half of the test side.
-    let test_ids: Vec<&str> = test.queries.iter().map(|q| q.id.as_str()).collect();
-    let halves = split_by_id(&test_ids, 0.5, options.seed.wrapping_add(1))?;
-    let (cal, held) = (test.subset(&halves.train), test.subset(&halves.test));
-    let cal_prompts: Vec<&str> = cal.queries.iter().map(|q| q.prompt.as_str()).collect();
+    // Calibration prompts, and the held-out queries the calibrated operating point is measured on.
+    let external = options.calibration_prompts.as_deref().map(load_prompts).transpose()?;
+    let (cal_prompts, held, source): (Vec<String>, OutcomeTable, String) =
+        match (&external, &options.calibration_prompts) {
+            (Some(prompts), Some(path)) => {
+                let test_prompts: std::collections::HashSet<&str> =
+                    test.queries.iter().map(|q| q.prompt.as_str()).collect();
+                let kept = prompts.iter().filter(|p| !test_prompts.contains(p.as_str())).cloned().collect();
+                (kept, test.clone(), path.display().to_string())
+            }
+            _ => {
+                let test_ids: Vec<&str> = test.queries.iter().map(|q| q.id.as_str()).collect();
+                let halves = split_by_id(&test_ids, 0.5, options.seed.wrapping_add(1))?;
+                let cal = test.subset(&halves.train);
+                let prompts = cal.queries.iter().map(|q| q.prompt.clone()).collect();
+                (prompts, test.subset(&halves.test), "half of the test prompts".to_string())
+            }
+        };
+    let cal_prompts: Vec<&str> = cal_prompts.iter().map(String::as_str).collect();
 
     // Learned router.
     let router = BinaryRouter::new(file.clone())?;
     let mut scratch = RouterScratch::default();
     let learned_scores: Vec<f64> = test.queries.iter().map(|q| router.score(&q.prompt, &mut scratch)).collect();
     let learned_curve = binary_sweep(&outcomes(&test, weak, strong, &learned_scores))?;
-    let (calibrated, _) = calibrate_binary(&file, &cal_prompts, options.calibration, "calibration half of the test")?;
+    let (calibrated, _) = calibrate_binary(&file, &cal_prompts, options.calibration, &source)?;
     let calibrated = BinaryRouter::new(calibrated)?;
     let mut ood = 0usize;
     let learned_strong: Vec<bool> = held
@@ -306,7 +330,7 @@ pub fn eval_binary(
     // Prompt-length rule, decided by a rule router with the calibrated length.
     let length_scores: Vec<f64> = test.queries.iter().map(|q| length_score(&q.prompt)).collect();
     let length_curve = binary_sweep(&outcomes(&test, weak, strong, &length_scores))?;
-    let cal_lengths: Vec<f64> = cal.queries.iter().map(|q| length_score(&q.prompt)).collect();
+    let cal_lengths: Vec<f64> = cal_prompts.iter().map(|p| length_score(p)).collect();
     let min_chars = threshold_for_share(&cal_lengths, options.calibration.target_share)?;
     let rule = RuleRouter::new(&RuleRouterConfig {
         name: "prompt-length".into(),
@@ -371,7 +395,8 @@ pub fn eval_binary(
         rows,
         calibration: CalibrationCheck {
             target_share: options.calibration.target_share,
-            calibration_queries: cal.queries.len(),
+            source,
+            calibration_queries: cal_prompts.len(),
             heldout_queries: held.queries.len(),
             realised_share: learned_point.0,
             ood_share: ood as f64 / held.queries.len().max(1) as f64,
@@ -398,7 +423,7 @@ pub fn eval_binary(
                     vec!["weak".into(), "strong".into()],
                 ),
                 Series::points(
-                    "calibrated 50% (held-out half)",
+                    "calibrated 50% (held-out queries)",
                     vec![(learned_point.0, learned_point.1), (length_point.0, length_point.1)],
                     vec!["learned".into(), "length".into()],
                 ),
@@ -469,6 +494,12 @@ pub struct NWayEvalReport {
     pub reference: CostQualityPoint,
     /// The most accurate router point within the reference's cost, if any.
     pub router_at_reference_cost: Option<CostQualityPoint>,
+    /// Share of test queries the out-of-distribution guard flags.
+    pub ood_share: f64,
+    /// With the guard on: the cheapest point at least as accurate as the best single model.
+    pub guarded_cost_at_best_quality: Option<CostQualityPoint>,
+    /// With the guard on: the most accurate point within the reference's cost.
+    pub guarded_at_reference_cost: Option<CostQualityPoint>,
     /// What training tried.
     pub training: NWayTrainReport,
 }
@@ -523,6 +554,21 @@ impl std::fmt::Display for NWayEvalReport {
             )?,
             None => writeln!(f, "no router point costs at most {} ({:.8} USD)", r.label, r.cost)?,
         }
+        let show = |p: &Option<CostQualityPoint>| {
+            p.as_ref()
+                .map_or_else(|| "never".to_string(), |p| format!("{:.4} at {:.8} USD [{}]", p.quality, p.cost, p.label))
+        };
+        writeln!(
+            f,
+            "with the out-of-distribution guard on ({:.1}% of test queries to the safe model): reaching {}: {}; \
+             within {}'s cost: {}",
+            100.0 * self.ood_share,
+            b.label,
+            show(&self.guarded_cost_at_best_quality),
+            r.label,
+            show(&self.guarded_at_reference_cost)
+        )?;
+        writeln!(f, "(curves above: the learned router without the guard, as the binary table's `learned` row)")?;
         write!(f, "{}", self.training)
     }
 }
@@ -543,7 +589,12 @@ pub fn eval_nway(table: &OutcomeTable, options: &NWayEvalOptions) -> Result<NWay
     let s = split_by_id(&ids, options.test_fraction, options.seed)?;
     let (train, test) = (table.subset(&s.train), table.subset(&s.test));
     let (file, training) = train_nway(&train, &options.train)?;
-    let router = NWayRouter::new(file)?;
+    // The learned router alone, and as deployed with its out-of-distribution guard (which sends unfamiliar
+    // queries to the most accurate, and dearest, candidate).
+    let guarded = NWayRouter::new(file.clone())?;
+    let mut plain = file;
+    plain.ood.enabled = false;
+    let router = NWayRouter::new(plain)?;
     let n = test.queries.len() as f64;
     let models: Vec<CostQualityPoint> = (0..test.models.len())
         .map(|m| CostQualityPoint {
@@ -553,8 +604,10 @@ pub fn eval_nway(table: &OutcomeTable, options: &NWayEvalOptions) -> Result<NWay
         })
         .collect();
     let mut scratch = RouterScratch::default();
-    let mut run = |label: String, policy: NWayPolicy| {
+    let mut ood = 0usize;
+    let mut run = |router: &NWayRouter, label: String, policy: NWayPolicy| {
         let (mut q, mut c) = (0.0, 0.0);
+        ood = 0;
         for query in &test.queries {
             let d = router.decide_with_policy(
                 &QueryInput::prompt(&query.prompt),
@@ -563,22 +616,29 @@ pub fn eval_nway(table: &OutcomeTable, options: &NWayEvalOptions) -> Result<NWay
                 &LiveView::default(),
                 &mut scratch,
             );
+            ood += usize::from(scratch.last_out_of_distribution());
             let m = test.model_index(&d.model).unwrap_or(0);
             q += query.quality[m];
             c += query.cost_usd[m].unwrap_or(0.0);
         }
         CostQualityPoint { label, cost: c / n, quality: q / n }
     };
-    let target_curve: Vec<CostQualityPoint> = options
-        .targets
-        .iter()
-        .map(|&t| run(format!("target={t:.2}"), NWayPolicy::CheapestGoodEnough { target: t }))
-        .collect();
-    let utility_curve: Vec<CostQualityPoint> = options
-        .lambdas
-        .iter()
-        .map(|&l| run(format!("lambda={l:.3e}"), NWayPolicy::Utility { lambda: l, target: 0.8 }))
-        .collect();
+    let mut curves = |router: &NWayRouter| {
+        let targets: Vec<CostQualityPoint> = options
+            .targets
+            .iter()
+            .map(|&t| run(router, format!("target={t:.2}"), NWayPolicy::CheapestGoodEnough { target: t }))
+            .collect();
+        let utility: Vec<CostQualityPoint> = options
+            .lambdas
+            .iter()
+            .map(|&l| run(router, format!("lambda={l:.3e}"), NWayPolicy::Utility { lambda: l, target: 0.8 }))
+            .collect();
+        (targets, utility)
+    };
+    let (target_curve, utility_curve) = curves(&router);
+    let (guarded_targets, guarded_utility) = curves(&guarded);
+    let ood_share = ood as f64 / n;
     let best_single = models
         .iter()
         .max_by(|a, b| a.quality.total_cmp(&b.quality).then(b.cost.total_cmp(&a.cost)))
@@ -587,11 +647,17 @@ pub fn eval_nway(table: &OutcomeTable, options: &NWayEvalOptions) -> Result<NWay
     let reference = models.iter().find(|m| m.label == options.reference_model).cloned().ok_or_else(|| {
         QualityError::invalid("reference_model", format!("{:?} is not a candidate", options.reference_model))
     })?;
+    let checks = |all: &[CostQualityPoint]| {
+        let at_best = cheapest_reaching(all, best_single.quality)
+            .and_then(|c| all.iter().find(|p| p.cost == c && p.quality >= best_single.quality).cloned());
+        let at_reference = best_quality_within(all, reference.cost)
+            .and_then(|q| all.iter().find(|p| p.quality == q && p.cost <= reference.cost).cloned());
+        (at_best, at_reference)
+    };
     let all: Vec<CostQualityPoint> = target_curve.iter().chain(&utility_curve).cloned().collect();
-    let router_cost_at_best_quality = cheapest_reaching(&all, best_single.quality)
-        .and_then(|c| all.iter().find(|p| p.cost == c && p.quality >= best_single.quality).cloned());
-    let router_at_reference_cost = best_quality_within(&all, reference.cost)
-        .and_then(|q| all.iter().find(|p| p.quality == q && p.cost <= reference.cost).cloned());
+    let (router_cost_at_best_quality, router_at_reference_cost) = checks(&all);
+    let all_guarded: Vec<CostQualityPoint> = guarded_targets.iter().chain(&guarded_utility).cloned().collect();
+    let (guarded_cost_at_best_quality, guarded_at_reference_cost) = checks(&all_guarded);
     let report = NWayEvalReport {
         data: table.name.clone(),
         train_queries: train.queries.len(),
@@ -603,6 +669,9 @@ pub fn eval_nway(table: &OutcomeTable, options: &NWayEvalOptions) -> Result<NWay
         router_cost_at_best_quality,
         reference,
         router_at_reference_cost,
+        ood_share,
+        guarded_cost_at_best_quality,
+        guarded_at_reference_cost,
         training,
     };
     if let Some(path) = &options.plot {

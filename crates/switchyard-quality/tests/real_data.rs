@@ -66,6 +66,8 @@ fn gsm8k_learned_router_beats_random_and_length() -> TestResult {
     let options = BinaryEvalOptions {
         train: light_train(FeatureConfig::default()),
         random_seeds: 10,
+        // Calibrated on GSM8K's training questions (prompts only), measured on all test queries.
+        calibration_prompts: Some(dir.join("routellm/gsm8k/train.jsonl")),
         ..BinaryEvalOptions::default()
     };
     check_binary(&eval_binary(&table, 0, 1, None, &options)?);
