@@ -196,14 +196,11 @@ impl std::fmt::Display for BinaryEvalReport {
         let c = &self.calibration;
         writeln!(
             f,
-            "calibration: target strong share {:.2} on {} prompts; realised {:.3} on {} held-out queries \
+            "calibration: target strong share {:.2} on {} prompts ({}); realised {:.3} on {} held-out queries \
              (OOD guard share {:.3})",
-            c.target_share, c.calibration_queries, c.realised_share, c.heldout_queries, c.ood_share
+            c.target_share, c.calibration_queries, c.source, c.realised_share, c.heldout_queries, c.ood_share
         )?;
-        writeln!(
-            f,
-            "(operating-point columns: threshold calibrated on half the test prompts, measured on the other half)"
-        )?;
+        writeln!(f, "(operating-point columns: thresholds calibrated as above, measured on the held-out queries)")?;
         write!(f, "{}", self.training)
     }
 }
