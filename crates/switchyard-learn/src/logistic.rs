@@ -29,11 +29,13 @@ pub struct TrainConfig {
     pub tolerance: f64,
     /// L-BFGS memory (pairs of past steps).
     pub history: usize,
+    /// Stop when an iteration lowers the objective by less than this fraction of its value.
+    pub relative_tolerance: f64,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { l2: 1e-3, max_iter: 300, tolerance: 1e-6, history: 10 }
+        Self { l2: 1e-3, max_iter: 300, tolerance: 1e-6, history: 10, relative_tolerance: 1e-6 }
     }
 }
 
@@ -330,7 +332,7 @@ pub fn train(
                 std::mem::swap(&mut theta, &mut new_theta);
                 std::mem::swap(&mut grad, &mut new_grad);
                 f = f_new;
-                accepted = decrease > 1e-12 * f.abs().max(1.0);
+                accepted = decrease > config.relative_tolerance * f.abs().max(1e-12);
                 break;
             }
             step *= 0.5;

@@ -20,7 +20,7 @@ use crate::error::{LearnError, Result};
 /// One operating point of a binary router.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
-    /// Queries with a score at or above this go to the strong model (`+inf`: none).
+    /// Queries with a score at or above this go to the strong model (the first point's is just above every score).
     pub threshold: f64,
     /// Share of queries sent to the strong model.
     pub strong_share: f64,
@@ -64,9 +64,9 @@ impl BinaryCurve {
     }
 
     /// The operating point of `threshold`: the queries with score `>= threshold` go strong, which is the point
-    /// with the smallest threshold not below it.
+    /// with the smallest threshold not below it (the all-weak point for a threshold above every score).
     pub fn at_threshold(&self, threshold: f64) -> Option<&CurvePoint> {
-        self.points.iter().rev().find(|p| p.threshold >= threshold)
+        self.points.iter().rev().find(|p| p.threshold >= threshold).or(self.points.first())
     }
 }
 
@@ -156,7 +156,9 @@ pub fn binary_sweep(outcomes: &[BinaryOutcome]) -> Result<BinaryCurve> {
             cost: costed.then_some(c / nf),
         })
     };
-    let mut points = vec![point(f64::INFINITY, 0, quality_sum, cost_sum)?];
+    // The all-weak point's threshold is just above the largest score (finite, so reports serialise as JSON).
+    let top = finite_above(outcomes[order[0]].score);
+    let mut points = vec![point(top, 0, quality_sum, cost_sum)?];
     let mut k = 0;
     while k < n {
         let t = outcomes[order[k]].score;
@@ -179,7 +181,8 @@ pub fn binary_sweep(outcomes: &[BinaryOutcome]) -> Result<BinaryCurve> {
 
 /// The threshold that sends `share` of these scores to the strong side (score `>=` threshold): the midpoint
 /// between the `k`-th and `k+1`-th largest scores for `k = round(share * n)`, so a fresh sample from the same
-/// distribution lands near the same share. `share` 0 gives `+inf`, 1 gives the smallest score.
+/// distribution lands near the same share. `share` 0 gives the next float above the largest score (finite, so a
+/// saved router stays valid JSON), 1 gives the smallest score.
 pub fn threshold_for_share(scores: &[f64], share: f64) -> Result<f64> {
     if scores.is_empty() {
         return Err(LearnError::Empty { what: "no score to calibrate on".into() });
@@ -191,10 +194,17 @@ pub fn threshold_for_share(scores: &[f64], share: f64) -> Result<f64> {
     sorted.sort_by(|a, b| b.total_cmp(a));
     let k = (share * sorted.len() as f64).round() as usize;
     Ok(match k {
-        0 => f64::INFINITY,
+        0 => finite_above(sorted[0]),
         k if k >= sorted.len() => sorted[sorted.len() - 1],
-        k => (sorted[k - 1] + sorted[k]) / 2.0,
+        // Halves first: the sum of two huge scores must not overflow.
+        k => sorted[k - 1] / 2.0 + sorted[k] / 2.0,
     })
+}
+
+/// The next float above `x`, kept finite (`f64::MAX` stays `f64::MAX`).
+fn finite_above(x: f64) -> f64 {
+    let up = x.next_up();
+    if up.is_finite() { up } else { f64::MAX }
 }
 
 /// A point of a quality/cost curve (N-way routers, single models).
@@ -283,6 +293,7 @@ mod tests {
         assert_eq!(c.at_threshold(0.6).map(|p| p.strong_share), Some(0.5));
         assert_eq!(c.at_threshold(0.7).map(|p| p.strong_share), Some(0.5));
         assert_eq!(c.at_threshold(2.0).map(|p| p.strong_share), Some(0.0));
+        assert_eq!(c.at_threshold(0.95).map(|p| p.strong_share), Some(0.0));
     }
 
     #[test]
@@ -301,7 +312,8 @@ mod tests {
         let scores: Vec<f64> = (0..100).map(f64::from).collect();
         let t = threshold_for_share(&scores, 0.3).expect("valid");
         assert_eq!(scores.iter().filter(|s| **s >= t).count(), 30);
-        assert_eq!(threshold_for_share(&scores, 0.0).ok(), Some(f64::INFINITY));
+        let none = threshold_for_share(&scores, 0.0).unwrap_or_default();
+        assert!(none > 99.0 && none.is_finite());
         assert_eq!(threshold_for_share(&scores, 1.0).ok(), Some(0.0));
         assert!(threshold_for_share(&scores, 1.5).is_err());
     }

@@ -95,6 +95,8 @@ pub fn render_svg(spec: &PlotSpec) -> Result<String> {
         let mut chart = ChartBuilder::on(&root)
             .caption(&spec.title, ("sans-serif", 22))
             .margin(20)
+            // Room for the labels of points at the right edge.
+            .margin_right(140)
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(xr, yr)

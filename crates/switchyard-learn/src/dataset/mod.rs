@@ -174,6 +174,38 @@ pub fn default_data_dir(repo_root: &Path) -> PathBuf {
     }
 }
 
+/// Reads the prompts of a JSONL file: each line's `prompt` string field, or its `question` field (the shape of
+/// GSM8K's `train.jsonl`); other fields are ignored. Calibration needs prompts only, no outcomes.
+pub fn load_prompts(path: &Path) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(default)]
+        prompt: Option<String>,
+        #[serde(default)]
+        question: Option<String>,
+    }
+    let text = read_text(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let l: Line = serde_json::from_str(line).map_err(|source| LearnError::JsonLine {
+            path: path.to_path_buf(),
+            line: i + 1,
+            source,
+        })?;
+        match l.prompt.or(l.question) {
+            Some(p) => out.push(p),
+            None => {
+                return Err(LearnError::BadRecord {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    reason: "no `prompt` or `question` field".into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a whole file as UTF-8 text.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| LearnError::io(path, e))
@@ -225,6 +257,16 @@ mod tests {
         assert!(t.validate().is_ok());
         t.queries[0].quality[0] = 1.5;
         assert!(matches!(t.validate(), Err(LearnError::Invalid { field: "quality", .. })));
+    }
+
+    #[test]
+    fn prompts_from_either_field() {
+        let path = std::env::temp_dir().join(format!("switchyard-prompts-{}.jsonl", std::process::id()));
+        std::fs::write(&path, "{\"prompt\":\"a\"}\n\n{\"question\":\"b\",\"answer\":\"1\"}\n").ok();
+        assert_eq!(load_prompts(&path).ok(), Some(vec!["a".to_string(), "b".to_string()]));
+        std::fs::write(&path, "{\"prompt\":\"a\"}\n{\"answer\":\"1\"}\n").ok();
+        assert!(matches!(load_prompts(&path), Err(LearnError::BadRecord { line: 2, .. })));
+        std::fs::remove_file(&path).ok();
     }
 
     #[test]
