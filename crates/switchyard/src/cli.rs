@@ -81,6 +81,95 @@ pub enum Command {
         #[command(subcommand)]
         command: CascadeCommand,
     },
+    /// Offline tools of quality routing (learned routers); need no server.
+    Router {
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouterCommand {
+    /// Train a learned router (binary weak/strong, or N-way) on outcome data and save it as JSON.
+    Train(RouterTrainArgs),
+    /// Set a binary router's threshold so that a target share of a prompt sample goes to the strong model.
+    Calibrate(RouterCalibrateArgs),
+}
+
+/// Outcome data for the router commands: a RouteLLM set, or an N-model JSONL (ZeroEval's format) with prices.
+#[derive(Debug, Clone, Args)]
+pub struct RouterDataArgs {
+    /// A RouteLLM set (weak = Mixtral-8x7B, strong = GPT-4 Turbo).
+    #[arg(long, value_enum, conflicts_with_all = ["outcomes", "zeroeval"])]
+    pub set: Option<RouterSetArg>,
+    /// The RouteLLM folder; `$SWITCHYARD_DATA/routellm` or ../shared/data/routellm when absent.
+    #[arg(long, value_name = "DIR", requires = "set")]
+    pub routellm: Option<PathBuf>,
+    /// An N-model outcomes JSONL (one query per line with each model's quality), for N-way routing.
+    #[arg(long, value_name = "FILE", conflicts_with = "zeroeval")]
+    pub outcomes: Option<PathBuf>,
+    /// The models' prices for `--outcomes` (ZeroEval's `models.json` format).
+    #[arg(long, value_name = "FILE", requires = "outcomes")]
+    pub prices: Option<PathBuf>,
+    /// The ZeroEval folder (`outcomes.jsonl` priced by `models.json`).
+    #[arg(long, value_name = "DIR")]
+    pub zeroeval: Option<PathBuf>,
+    /// Share of the question ids held out as the test side (never trained on).
+    #[arg(long, default_value_t = 0.3)]
+    pub test_fraction: f64,
+    /// Seed of the split.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Models left out of N-way routing (repeatable), e.g. one whose cost misses hidden tokens.
+    #[arg(long, value_name = "MODEL")]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RouterSetArg {
+    Gsm8k,
+    Mmlu,
+    MtBench,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RouterTrainArgs {
+    #[command(flatten)]
+    pub data: RouterDataArgs,
+    /// Train on every question instead of holding the test side out.
+    #[arg(long)]
+    pub all: bool,
+    /// Where to write the router (versioned JSON).
+    #[arg(long, value_name = "ROUTER.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RouterCalibrateArgs {
+    /// The binary router to calibrate.
+    #[arg(long, value_name = "ROUTER.json")]
+    pub router: PathBuf,
+    /// A JSONL file of calibration prompts (a `prompt` or `question` field per line).
+    #[arg(long, value_name = "FILE")]
+    pub prompts: PathBuf,
+    /// The share of queries the strong model should get.
+    #[arg(long, default_value_t = 0.5)]
+    pub target: f64,
+    /// Where to write the calibrated router (may be `--router`).
+    #[arg(long, value_name = "ROUTER.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalRouterArgs {
+    #[command(flatten)]
+    pub data: RouterDataArgs,
+    /// Write the quality plot (against strong-call share, or against cost for N-way) here.
+    #[arg(long, value_name = "OUT.svg")]
+    pub svg: Option<PathBuf>,
+    /// Calibration prompts for the binary router's 50 % operating point (default: a half of the test side).
+    #[arg(long, value_name = "FILE")]
+    pub calibration_prompts: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +178,10 @@ pub enum EvalCommand {
     /// quality, PGR, measured cost against the formula, APGR and CPT(50 %), CPT(80 %), with the random and
     /// prompt-length baselines.
     Cascade(EvalCascadeArgs),
+    /// Train on one side of an explicit split and test on the other (contaminated prompts removed): APGR, CPT(50 %),
+    /// CPT(80 %), strong-call share and cost of random, the prompt-length rule and the learned router (binary), or
+    /// the quality-cost curve against every single model (N-way).
+    Router(EvalRouterArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@ mod cascade;
 mod cli;
 mod client;
 mod demo;
+mod router_cmd;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use switchyard_runtime::{Node, NodeConfig};
 
-use crate::cli::{CascadeCommand, Cli, Command, EvalCommand};
+use crate::cli::{CascadeCommand, Cli, Command, EvalCommand, RouterCommand};
 
 /// sysexits' EX_CONFIG-style code for a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 64;
@@ -26,7 +27,11 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
         Command::Demo { .. } => "error",
-        Command::Query { .. } | Command::Admin { .. } | Command::Eval { .. } | Command::Cascade { .. } => "warn",
+        Command::Query { .. }
+        | Command::Admin { .. }
+        | Command::Eval { .. }
+        | Command::Cascade { .. }
+        | Command::Router { .. } => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
@@ -36,6 +41,9 @@ fn main() -> ExitCode {
     let offline = match &cli.command {
         Command::Eval { command: EvalCommand::Cascade(args) } => Some(cascade::eval(args)),
         Command::Cascade { command: CascadeCommand::TrainVerifier(args) } => Some(cascade::train_verifier(args)),
+        Command::Eval { command: EvalCommand::Router(args) } => Some(router_cmd::eval(args)),
+        Command::Router { command: RouterCommand::Train(args) } => Some(router_cmd::train(args)),
+        Command::Router { command: RouterCommand::Calibrate(args) } => Some(router_cmd::calibrate(args)),
         _ => None,
     };
     if let Some(result) = offline {
@@ -64,7 +72,7 @@ fn main() -> ExitCode {
                 client::admin(&client::Connection { nats, inbox_prefix, namespace }, command).await
             }
             // Run above, without the runtime.
-            Command::Eval { .. } | Command::Cascade { .. } => Ok(()),
+            Command::Eval { .. } | Command::Cascade { .. } | Command::Router { .. } => Ok(()),
         }
     });
     exit(result)
@@ -78,6 +86,8 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
         || err.downcast_ref::<cascade::UsageError>().is_some()
     {
         ExitCode::from(EXIT_CONFIG)
+    } else if err.downcast_ref::<router_cmd::DataError>().is_some() {
+        ExitCode::from(cascade::EXIT_DATA)
     } else if let Some(err) = err.downcast_ref::<switchyard_cascade::CascadeError>() {
         ExitCode::from(cascade::exit_code(err))
     } else {
