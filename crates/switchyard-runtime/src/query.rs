@@ -140,9 +140,11 @@ const MAX_LOST_RUNS: u32 = 2;
 
 /// Runs `request` through the cascade serving `plan`: sends it to the cascade's coordinators (a queue group) and
 /// waits for the answer, watching the run's heartbeats. A run whose coordinator went silent (it died) is sent again,
-/// and another coordinator takes it.
+/// and another coordinator takes it: at most twice, each paid from the retry budget like a hedge (without budget
+/// the silent run is waited for, within the deadline).
 pub async fn call_cascade(
     ctx: &QueryContext,
+    routing: &Routing,
     plan: &RoutePlan,
     cascade: &str,
     request: &QueryRequest,
@@ -171,7 +173,8 @@ pub async fn call_cascade(
         };
         let sent = Instant::now();
         let asked = ctx.bus.request(Message::new(subject.clone(), payload), remaining + Duration::from_millis(50));
-        let result = watch(ctx, call.call_id, sent, asked).await;
+        let give_up = || lost < MAX_LOST_RUNS && routing.try_retry(Instant::now());
+        let result = watch(ctx, call.call_id, sent, asked, give_up).await;
         if let Some(liveness) = &ctx.liveness {
             liveness.forget(&call.call_id, sent);
         }
@@ -190,10 +193,6 @@ pub async fn call_cascade(
                 lost += 1;
                 let on = node.map_or_else(String::new, |n| format!(" on node {n}"));
                 warn!(cascade, lost, "a cascade run went silent{on}; sending it again");
-                if lost > MAX_LOST_RUNS {
-                    let message = format!("the coordinators of cascade {cascade} went silent {lost} times");
-                    return fail(ErrorType::UpstreamError, "cascade_lost", message);
-                }
                 continue;
             }
         };
@@ -211,23 +210,30 @@ enum Watched<T> {
     Lost { node: Option<String> },
 }
 
-/// Awaits `asked` (sent at `sent`) while `call_id`'s heartbeats keep coming.
+/// Awaits `asked` (sent at `sent`) while `call_id`'s heartbeats keep coming. When it has been silent for too long
+/// and `give_up` agrees, it is lost; otherwise it is waited for another period.
 async fn watch<T>(
     ctx: &QueryContext,
     call_id: Uuid,
     sent: Instant,
     asked: impl std::future::Future<Output = T>,
+    give_up: impl Fn() -> bool,
 ) -> Watched<T> {
     let Some(liveness) = &ctx.liveness else { return Watched::Done(asked.await) };
     tokio::pin!(asked);
+    let mut patience_from = sent;
     loop {
-        let at = liveness.last_sign(&call_id, sent).at + liveness.lost_after();
+        let at = liveness.last_sign(&call_id, sent).at.max(patience_from) + liveness.lost_after();
         tokio::select! {
             done = &mut asked => return Watched::Done(done),
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {
                 let sign = liveness.last_sign(&call_id, sent);
-                if sign.at.elapsed() >= liveness.lost_after() {
-                    return Watched::Lost { node: sign.node };
+                if sign.at.elapsed() >= liveness.lost_after() && patience_from.elapsed() >= liveness.lost_after() {
+                    if give_up() {
+                        return Watched::Lost { node: sign.node };
+                    }
+                    debug!(%call_id, "a silent run is waited for: no retry budget (or re-sends) left");
+                    patience_from = Instant::now();
                 }
             }
         }

@@ -371,7 +371,7 @@ impl RouterState {
                 let cascade = plan.cascade.clone();
                 let run = || async {
                     match &cascade {
-                        Some(name) => call_cascade(&ctx, &plan, name, &request, deadline).await,
+                        Some(name) => call_cascade(&ctx, &routing, &plan, name, &request, deadline).await,
                         None => run_query(&ctx, &routing, &plan, &request, &reply_to, deadline).await,
                     }
                 };
