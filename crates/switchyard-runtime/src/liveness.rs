@@ -83,10 +83,10 @@ impl Liveness {
         self.lock().insert(heartbeat.call_id, sign);
     }
 
-    /// Drops the entries of calls silent for two periods past lost: ended calls a race left behind.
-    fn prune(&self) {
+    /// Drops the entries of calls silent for two lost periods at `now`: ended calls a race left behind.
+    fn prune(&self, now: Instant) {
         let stale = self.lost_after() * 2;
-        self.lock().retain(|_, sign| sign.at.elapsed() < stale);
+        self.lock().retain(|_, sign| now.saturating_duration_since(sign.at) < stale);
     }
 
     /// Takes in the heartbeats arriving on the inbox, until the subscription ends.
@@ -102,7 +102,7 @@ impl Liveness {
                     },
                     None => return,
                 },
-                _ = prune.tick() => self.prune(),
+                _ = prune.tick() => self.prune(Instant::now()),
             }
         }
     }
@@ -153,8 +153,9 @@ mod tests {
         assert_eq!(liveness.last_sign(&call, started).at, started);
         // Entries a race left behind are pruned once silent for two lost periods.
         liveness.beat(Heartbeat { call_id: Uuid::new_v4(), node: "node-c".into() });
-        std::thread::sleep(Duration::from_millis(61));
-        liveness.prune();
+        liveness.prune(Instant::now());
+        assert_eq!(liveness.lock().len(), 1, "a fresh entry stays");
+        liveness.prune(Instant::now() + Duration::from_millis(61));
         assert!(liveness.lock().is_empty());
     }
 }

@@ -48,12 +48,22 @@ pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The shared evaluation data (`SWITCHYARD_DATA_DIR`, else `../shared/data` beside the workspace), if present.
+/// The shared evaluation data (`$SWITCHYARD_DATA`, the name the learning crates and the commands read, else
+/// `../shared/data` beside the workspace), if present.
 pub fn data_dir() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("SWITCHYARD_DATA_DIR")
+    let dir = std::env::var_os("SWITCHYARD_DATA")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/data"));
     dir.is_dir().then_some(dir)
+}
+
+/// The RouteLLM folder of the shared data, or `None` after printing that the data-driven part is skipped.
+pub fn routellm_dir() -> Option<std::path::PathBuf> {
+    let dir = data_dir().map(|d| d.join("routellm")).filter(|d| d.join("gsm8k").is_dir());
+    if dir.is_none() {
+        println!("skipped: RouteLLM data not found (set SWITCHYARD_DATA, or put it in ../shared/data)");
+    }
+    dir
 }
 
 /// A server process owned by a test, killed when dropped.

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -195,24 +195,9 @@ fn a_command_line_that_cannot_work_exits_64_naming_the_option() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The RouteLLM folder: `$SWITCHYARD_DATA/routellm` or ../shared/data/routellm next to the repository.
-fn routellm_dir() -> Option<PathBuf> {
-    let data = match std::env::var_os("SWITCHYARD_DATA") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    };
-    let dir = data.join("routellm");
-    if dir.join("gsm8k").is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: RouteLLM data not found at {} (set SWITCHYARD_DATA)", dir.display());
-        None
-    }
-}
-
 #[test]
 fn gsm8k_verifier_trained_by_the_command_beats_random() {
-    let Some(data) = routellm_dir() else { return };
+    let Some(data) = switchyard_testkit::routellm_dir() else { return };
     let dir = temp_dir("gsm8k");
     let model = dir.join("verifier.json");
     let data = data.to_str().unwrap();

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -15,20 +14,6 @@ fn run(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The RouteLLM folder: `$SWITCHYARD_DATA/routellm` or ../shared/data/routellm next to the repository.
-fn routellm_dir() -> Option<PathBuf> {
-    let data = std::env::var_os("SWITCHYARD_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    let dir = data.join("routellm");
-    if dir.join("gsm8k").is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: RouteLLM data not found at {} (set SWITCHYARD_DATA)", dir.display());
-        None
-    }
 }
 
 #[test]
@@ -45,7 +30,7 @@ fn a_command_line_without_data_or_with_a_bad_fraction_exits_64() {
 
 #[test]
 fn gsm8k_router_is_trained_evaluated_and_calibrated_by_the_commands() {
-    let Some(data) = routellm_dir() else { return };
+    let Some(data) = switchyard_testkit::routellm_dir() else { return };
     let data = data.to_str().unwrap();
     let dir = std::env::temp_dir().join(format!("switchyard-cli-router-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

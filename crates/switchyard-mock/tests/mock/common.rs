@@ -98,13 +98,13 @@ pub async fn collect_sse(response: reqwest::Response) -> Vec<Sse> {
 
 /// The shared RouteLLM data folder, or `None` (with a note) when this machine does not have it.
 pub fn data_dir() -> Option<PathBuf> {
-    let candidate = std::env::var_os("SWITCHYARD_DATA_DIR")
+    let candidate = std::env::var_os("SWITCHYARD_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
     if candidate.join("routellm").is_dir() {
         Some(candidate)
     } else {
-        eprintln!("skipping: RouteLLM data not found at {} (set SWITCHYARD_DATA_DIR)", candidate.display());
+        eprintln!("skipping: RouteLLM data not found at {} (set SWITCHYARD_DATA)", candidate.display());
         None
     }
 }
