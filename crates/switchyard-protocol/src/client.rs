@@ -210,6 +210,67 @@ pub struct Trace {
     /// The cascade that answered, and the coordinator node that ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cascade: Option<CascadeRunInfo>,
+    /// For a route with a quality router: which router chose, its score and threshold, the model and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<RoutingDecision>,
+    /// For an answer of an ensemble (Mixture-of-Agents): each proposer (with its attempts) and the aggregator. The
+    /// trace's attempts are then the aggregator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleTrace>,
+}
+
+/// A quality router's decision, as the trace shows it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RoutingDecision {
+    /// The router's name.
+    pub router: String,
+    /// The model the router chose, in the router's own names (a learned router's training models).
+    pub model: String,
+    /// The route target that model maps to: a provider, a group or an ensemble, tried first.
+    pub target: String,
+    /// The router's score, if it computes one (learned binary: the score compared with the threshold; N-way: the
+    /// chosen model's predicted quality).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The threshold the score was compared with (N-way: the quality target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// The request's objective, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<String>,
+    /// Why (`switchyard_quality::Reason`, tagged by `kind`: `rule_matched`, `default`, `score_at_or_above_threshold`,
+    /// `score_below_threshold`, `out_of_distribution`, `cheapest_good_enough`, ..., `fallback` with the preferred
+    /// model and its own reason).
+    pub reason: serde_json::Value,
+}
+
+/// What an ensemble did for one query.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EnsembleTrace {
+    /// The ensemble's name.
+    pub name: String,
+    /// The proposers called, in order.
+    pub proposers: Vec<EnsembleCall>,
+    /// The aggregator's call (absent when no proposer answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregator: Option<EnsembleCall>,
+}
+
+/// One member call of an ensemble.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EnsembleCall {
+    /// The target it was called on (a provider or a group).
+    pub target: String,
+    /// The provider that answered, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// `success`, or the error code of the call.
+    pub outcome: String,
+    pub latency_ms: f64,
+    pub cost_usd: f64,
+    /// A proposer's attempts (the aggregator's are the trace's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
 }
 
 /// Which cascade ran a query, where, and with what settings.

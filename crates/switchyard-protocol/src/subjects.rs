@@ -76,6 +76,16 @@ impl Subjects {
         format!("{}.provider.{provider}.cancel", self.root)
     }
 
+    /// Every router node answers with its quality routers' status.
+    pub fn admin_routers(&self) -> String {
+        format!("{}.admin.routers", self.root)
+    }
+
+    /// Every router node reloads its quality routers from its configuration file, and answers how it went.
+    pub fn admin_routers_reload(&self) -> String {
+        format!("{}.admin.routers.reload", self.root)
+    }
+
     /// Every cascade coordinator answers with its cascades' status.
     pub fn admin_cascades(&self) -> String {
         format!("{}.admin.cascades", self.root)

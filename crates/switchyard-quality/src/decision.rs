@@ -91,3 +91,12 @@ pub struct Decision {
     /// Why.
     pub reason: Reason,
 }
+
+impl Decision {
+    /// The same decision sent to `model` instead, because the chosen model cannot be called now (all its providers
+    /// tripped): the reason becomes [`Reason::Fallback`], naming the preferred model and why it was preferred.
+    pub fn fallen_back_to(self, model: Arc<str>) -> Decision {
+        let reason = Reason::Fallback { preferred: self.model, because: Box::new(self.reason) };
+        Decision { model, reason, ..self }
+    }
+}

@@ -11,6 +11,7 @@
 pub mod calibrate;
 pub mod decision;
 pub mod drift;
+pub mod ensemble;
 pub mod entry;
 pub mod error;
 pub mod eval;

@@ -35,7 +35,7 @@ use switchyard_cascade::{
     Cascade, CascadeOutcome, FollowUp, FollowUpResult, Next, Sample, ScoreRequest, ScoreResponse, Scorer, SkipReason,
     StageResult, VerifierModel, VerifierSource, estimate, follow_up,
 };
-use switchyard_core::{FallbackChains, HedgePolicy, RetryPolicy};
+use switchyard_core::{HedgePolicy, RetryPolicy};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::Role as ChatRole;
 use switchyard_protocol::client::{Attempt, CascadeRunInfo, ErrorReply, ErrorType, QueryReply, QueryRequest, Trace};
@@ -127,13 +127,12 @@ impl CascadeUnit {
             .iter()
             .enumerate()
             .map(|(i, stage)| {
-                Arc::new(RoutePlan {
-                    name: format!("{}.{i}", section.name),
-                    chains: FallbackChains { generic: vec![stage.target.clone()], max_depth: 1, ..Default::default() },
-                    retry: RetryPolicy::default(),
-                    hedge: HedgePolicy::default(),
-                    cascade: None,
-                })
+                Arc::new(RoutePlan::single(
+                    format!("{}.{i}", section.name),
+                    stage.target.clone(),
+                    RetryPolicy::default(),
+                    HedgePolicy::default(),
+                ))
             })
             .collect();
         let mut verifiers = HashMap::new();
@@ -471,13 +470,8 @@ impl CascadeEngine {
             FollowUp::None => (FollowUpResult::None, 0.0, Vec::new()),
             FollowUp::SelfEval { target, prompt } => {
                 let target = target.unwrap_or_else(|| stage_target.to_owned());
-                let plan = RoutePlan {
-                    name: format!("{}.{stage}.self_eval", unit.name()),
-                    chains: FallbackChains { generic: vec![target], max_depth: 1, ..Default::default() },
-                    retry: RetryPolicy::default(),
-                    hedge: HedgePolicy::default(),
-                    cascade: None,
-                };
+                let name = format!("{}.{stage}.self_eval", unit.name());
+                let plan = RoutePlan::single(name, target, RetryPolicy::default(), HedgePolicy::default());
                 let mut ask = QueryRequest::new(vec![ChatMessage { role: ChatRole::User, content: prompt }]);
                 ask.max_tokens = Some(32);
                 ask.temperature = Some(0.0);

@@ -4,7 +4,7 @@
 //! as subject tokens, routes naming known providers, sane limits), so a bad file fails at start-up with an error
 //! that names the field. The whole cluster can share one file: `node.roles` decides what each node runs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use switchyard_core::{
     RestartPolicy, RetryBudgetConfig, RetryPolicy, SlidingWindow, TieBreak,
 };
 use switchyard_protocol::subjects::is_valid_token;
+use switchyard_quality::{RuleRouter, RuleRouterConfig};
 use switchyard_state::{OpenWait, TripPolicy};
 
 use crate::actors::provider::StreamLimits;
@@ -69,9 +70,91 @@ pub struct NodeConfig {
     /// Cascades: weak stage first, escalate on low confidence. A route serves one with `cascade = "<name>"`.
     #[serde(default)]
     pub cascades: Vec<CascadeSection>,
+    /// Quality routers: a route with `router = "<name>"` lets one choose its first target per query.
+    #[serde(default)]
+    pub routers: Vec<RouterSection>,
+    /// Ensembles (Mixture-of-Agents): k proposers answer, an aggregator merges their answers. A route serves one
+    /// with `ensemble = "<name>"`, and a router may choose one as a target.
+    #[serde(default)]
+    pub ensembles: Vec<EnsembleSection>,
     /// The directory of the configuration file: relative paths in it (verifier models) resolve from here.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    /// The file the configuration was read from, watched for changes of its routers.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// A quality router. Its choices name route targets: providers, groups or ensembles.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RouterSection {
+    /// Ordered rules over the query, first match wins, an explicit default (`switchyard_quality::rules`). The
+    /// rules reload when the file changes or on `switchyard admin reload`.
+    Rules(RuleRouterConfig),
+    /// A router file trained by `switchyard router train` (binary weak/strong or N-way), loaded at start.
+    Learned(LearnedSection),
+}
+
+impl RouterSection {
+    pub fn name(&self) -> &str {
+        match self {
+            RouterSection::Rules(r) => &r.name,
+            RouterSection::Learned(l) => &l.name,
+        }
+    }
+}
+
+/// A learned router: its file, and the route target of each of its models.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnedSection {
+    pub name: String,
+    /// The router file (relative paths resolve from the configuration's directory).
+    pub file: PathBuf,
+    /// The route target (provider, group or ensemble) of each model the file names; a model not listed is the
+    /// target of the same name.
+    #[serde(default)]
+    pub targets: BTreeMap<String, String>,
+    /// A binary router's threshold for queries without an objective, replacing the file's calibrated one.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+/// An ensemble (Mixture-of-Agents): the first `k` available proposers answer in parallel, each through the
+/// availability layer; the aggregator then answers the query with their answers in its system prompt.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleSection {
+    pub name: String,
+    /// Providers or groups, in order of preference.
+    pub proposers: Vec<String>,
+    /// How many proposers to call (default: all). Tripped proposers are passed over for the next ones.
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// The provider or group that merges the proposals.
+    pub aggregator: String,
+    /// The fewest proposals the aggregator needs; with fewer, the query fails (default 1).
+    #[serde(default = "default_min_proposals")]
+    pub min_proposals: usize,
+    /// Each proposal is cut to this many characters in the aggregator's prompt.
+    #[serde(default = "default_max_proposal_chars")]
+    pub max_proposal_chars: usize,
+}
+
+fn default_min_proposals() -> usize {
+    1
+}
+
+fn default_max_proposal_chars() -> usize {
+    8_000
+}
+
+impl EnsembleSection {
+    /// The number of proposers a query calls.
+    pub fn k(&self) -> usize {
+        self.k.unwrap_or(self.proposers.len()).min(self.proposers.len())
+    }
 }
 
 /// One cascade: its stages (cheapest first, each a provider or group called through the availability layer),
@@ -516,6 +599,12 @@ pub struct RouteSection {
     /// Served by this cascade instead of `providers` (the query goes to the cascade's coordinators).
     #[serde(default)]
     pub cascade: Option<String>,
+    /// A quality router that chooses the first target per query; `providers` are then the fallbacks after it.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// Served by this ensemble; `providers`, if any, are the aggregator's fallbacks.
+    #[serde(default)]
+    pub ensemble: Option<String>,
 }
 
 /// When a route starts its next target beside a slow attempt.
@@ -706,6 +795,7 @@ impl NodeConfig {
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut config = Self::from_toml(&text)?;
         config.base_dir = path.parent().map(Path::to_path_buf);
+        config.source = Some(path.to_owned());
         Ok(config)
     }
 
@@ -861,7 +951,21 @@ impl NodeConfig {
                 }
                 continue;
             }
-            if r.providers.is_empty() {
+            if r.router.is_some() && r.ensemble.is_some() {
+                return Err(invalid(format!("routes[{i}].router"), "a route has a router or an ensemble, not both"));
+            }
+            if let Some(router) = &r.router
+                && !self.routers.iter().any(|q| q.name() == router)
+            {
+                return Err(invalid(format!("routes[{i}].router"), format!("unknown router `{router}`")));
+            }
+            if let Some(ensemble) = &r.ensemble
+                && !self.ensembles.iter().any(|e| &e.name == ensemble)
+            {
+                return Err(invalid(format!("routes[{i}].ensemble"), format!("unknown ensemble `{ensemble}`")));
+            }
+            let chosen = r.router.is_some() || r.ensemble.is_some();
+            if r.providers.is_empty() && !chosen {
                 return Err(invalid(format!("routes[{i}].providers"), "a route needs at least one provider"));
             }
             for (list, field) in [
@@ -874,7 +978,9 @@ impl NodeConfig {
                     return Err(invalid(format!("routes[{i}].{field}"), reason));
                 }
             }
-            if let Err(e) = r.chains().validate() {
+            if let Err(e) = r.chains().validate()
+                && !(chosen && e.field == "generic")
+            {
                 return Err(invalid(format!("routes[{i}].{}", e.field), e.reason));
             }
             if let Err(e) = r.retry.to_core().validate() {
@@ -903,11 +1009,76 @@ impl NodeConfig {
                 return Err(invalid(format!("cascades[{i}].escalation_window_s"), "must be between 1 and 3600"));
             }
         }
+        self.validate_quality(&targets)?;
         if self.has_role(Role::Cascade) && self.cascades.is_empty() {
             return Err(invalid("cascades", "a cascade node needs at least one cascade"));
         }
         if self.has_role(Role::Router) && self.routes.is_empty() {
             return Err(invalid("routes", "a router node needs at least one route"));
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    /// Checks the ensembles and routers: unique names, known targets, rules that compile. A learned router's
+    /// file is read when the node starts (`crate::quality::QualityRouting`), which checks its models' targets.
+    fn validate_quality(&self, targets: &HashSet<&str>) -> Result<(), ConfigError> {
+        let mut ensembles = HashSet::new();
+        for (i, e) in self.ensembles.iter().enumerate() {
+            let field = |f: &str| format!("ensembles[{i}].{f}");
+            if !is_valid_token(&e.name) {
+                return Err(invalid(field("name"), "use 1 to 64 characters of [A-Za-z0-9_-]"));
+            }
+            if targets.contains(e.name.as_str()) || !ensembles.insert(e.name.as_str()) {
+                return Err(invalid(field("name"), format!("`{}` is already a provider, group or ensemble", e.name)));
+            }
+            if e.proposers.is_empty() {
+                return Err(invalid(field("proposers"), "an ensemble needs at least one proposer"));
+            }
+            if let Some(unknown) = e.proposers.iter().chain([&e.aggregator]).find(|p| !targets.contains(p.as_str())) {
+                let reason = format!("unknown provider or group `{unknown}`");
+                let which = if unknown == &e.aggregator { "aggregator" } else { "proposers" };
+                return Err(invalid(field(which), reason));
+            }
+            if e.k == Some(0) {
+                return Err(invalid(field("k"), "must be at least 1"));
+            }
+            if e.min_proposals == 0 || e.min_proposals > e.k() {
+                return Err(invalid(field("min_proposals"), "must be between 1 and k"));
+            }
+            if e.max_proposal_chars < 100 {
+                return Err(invalid(field("max_proposal_chars"), "must be at least 100"));
+            }
+        }
+        let known = |t: &str| targets.contains(t) || ensembles.contains(t);
+        let mut routers = HashSet::new();
+        for (i, r) in self.routers.iter().enumerate() {
+            let field = |f: &str| format!("routers[{i}].{f}");
+            if !is_valid_token(r.name()) {
+                return Err(invalid(field("name"), "use 1 to 64 characters of [A-Za-z0-9_-]"));
+            }
+            if !routers.insert(r.name()) {
+                return Err(invalid(field("name"), format!("duplicate router `{}`", r.name())));
+            }
+            match r {
+                RouterSection::Rules(rules) => {
+                    let compiled = RuleRouter::new(rules).map_err(|e| invalid(field("rules"), e.to_string()))?;
+                    if let Some(unknown) = compiled.models().into_iter().find(|m| !known(m)) {
+                        let reason = format!("unknown provider, group or ensemble `{unknown}`");
+                        return Err(invalid(field("rules"), reason));
+                    }
+                }
+                RouterSection::Learned(learned) => {
+                    if let Some((_, unknown)) = learned.targets.iter().find(|(_, t)| !known(t)) {
+                        let reason = format!("unknown provider, group or ensemble `{unknown}`");
+                        return Err(invalid(field("targets"), reason));
+                    }
+                    if learned.threshold.is_some_and(|t| !t.is_finite()) {
+                        return Err(invalid(field("threshold"), "must be a number"));
+                    }
+                }
+            }
         }
         Ok(())
     }

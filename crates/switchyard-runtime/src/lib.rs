@@ -8,7 +8,8 @@
 //! ├── AdminActor           answers the admin topic from health snapshots
 //! └── BusBridge            bus subscriptions -> actor messages
 //! ```
-//! Actors are thin shells; the work of a query lives in [`query`] and the rules in `switchyard-core`.
+//! Actors are thin shells; the work of a query lives in [`query`] (and [`quality`] for routers and ensembles,
+//! [`cascade`] for cascades), the rules in `switchyard-core`, `switchyard-quality` and `switchyard-cascade`.
 
 pub mod actors;
 #[cfg(feature = "jemalloc")]
@@ -19,6 +20,7 @@ pub mod idempotent;
 pub mod liveness;
 pub mod nats;
 pub mod node;
+pub mod quality;
 pub mod query;
 pub mod routing;
 pub mod secrets;

@@ -24,6 +24,7 @@ use crate::actors::state_sync::SyncSettings;
 use crate::cascade::CascadeEngine;
 use crate::config::{NodeConfig, ProviderKindConfig, ProviderSection, Role};
 use crate::idempotent::Idempotency;
+use crate::quality::QualityRouting;
 use crate::routing::Routing;
 use crate::state::SharedState;
 use switchyard_core::DedupLimits;
@@ -88,6 +89,12 @@ impl Node {
             _ => None,
         };
         let routing = routing.filter(|_| config.has_role(Role::Router));
+        let quality = match &routing {
+            Some(_) => {
+                Some(Arc::new(QualityRouting::new(config).map_err(|e| NodeError::Spawn { reason: e.to_string() })?))
+            }
+            None => None,
+        };
         let draining = Arc::new(AtomicBool::new(false));
         let roles = config
             .node
@@ -106,6 +113,7 @@ impl Node {
             subjects: Subjects::new(&config.node.namespace),
             specs,
             routing,
+            quality,
             restart_policy: config.supervisor.policy(),
             max_payload_bytes: config.node.max_payload_bytes,
             router_settings: RouterSettings {

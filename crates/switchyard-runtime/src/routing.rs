@@ -26,6 +26,34 @@ pub struct RoutePlan {
     pub hedge: HedgePolicy,
     /// The cascade that serves this route, instead of its chains.
     pub cascade: Option<String>,
+    /// The quality router that chooses each query's first target (`crate::quality`).
+    pub router: Option<String>,
+    /// The ensemble that serves this route.
+    pub ensemble: Option<String>,
+}
+
+impl RoutePlan {
+    /// A plan that calls `target` only, without fallback: a cascade stage, a self-evaluation, an ensemble proposer.
+    pub fn single(name: String, target: String, retry: RetryPolicy, hedge: HedgePolicy) -> RoutePlan {
+        let chains = FallbackChains { generic: vec![target], max_depth: 1, ..FallbackChains::default() };
+        RoutePlan { name, chains, retry, hedge, cascade: None, router: None, ensemble: None }
+    }
+
+    /// This plan with `target` tried first, then the route's chain without it (a quality router's choice).
+    pub fn first(&self, target: &str) -> RoutePlan {
+        let generic = std::iter::once(target.to_owned())
+            .chain(self.chains.generic.iter().filter(|t| *t != target).cloned())
+            .collect();
+        RoutePlan {
+            name: self.name.clone(),
+            chains: FallbackChains { generic, ..self.chains.clone() },
+            retry: self.retry,
+            hedge: self.hedge,
+            cascade: None,
+            router: None,
+            ensemble: None,
+        }
+    }
 }
 
 /// A balanced group, as one router node sees it.
@@ -94,6 +122,8 @@ impl Routing {
                     retry: r.retry.to_core(),
                     hedge: r.hedge.to_core(),
                     cascade: r.cascade.clone(),
+                    router: r.router.clone(),
+                    ensemble: r.ensemble.clone(),
                 };
                 (r.name.clone(), Arc::new(plan))
             })
@@ -199,6 +229,41 @@ impl Routing {
         group.balancer.on_start(index);
         let name = group.balancer.name(index).unwrap_or_default().to_owned();
         Resolved::Provider { name, member: Some((target.to_owned(), index)), bypass_breaker }
+    }
+
+    /// Whether `target` (a provider or a group) can be called now, as far as this node knows: not a provider whose
+    /// refusal by the cluster's breaker is remembered or whose cluster breaker this node sees open, not a group
+    /// whose every member is out. Unknown targets count as available (the walk reports them).
+    pub fn available(&self, target: &str, now: Instant) -> bool {
+        match self.groups.get(target) {
+            Some(group) => lock(group).unavailable_until.iter().any(|u| u.is_none_or(|until| now >= until)),
+            None => self.provider_available(target, now),
+        }
+    }
+
+    fn provider_available(&self, provider: &str, now: Instant) -> bool {
+        let phase = self.gates.get().and_then(|g| g.with(provider, |gate| gate.phase()));
+        match phase {
+            Some(ClusterPhase::Closed | ClusterPhase::HalfOpen) => true,
+            Some(ClusterPhase::Open { until }) if until <= now => true,
+            Some(_) => false,
+            None => self.refused_until.get(provider).and_then(|u| *lock(u)).is_none_or(|until| until <= now),
+        }
+    }
+
+    /// The median of `target`'s recent successful latencies in milliseconds (a group: its fastest member's).
+    pub fn latency_ms(&self, target: &str) -> Option<f64> {
+        let median = |provider: &str| {
+            let window = self.latency.get(provider)?;
+            lock(window).quantile(0.5).map(|d| d.as_secs_f64() * 1000.0)
+        };
+        match self.groups.get(target) {
+            Some(group) => {
+                let group = lock(group);
+                (0..group.balancer.len()).filter_map(|i| group.balancer.name(i).and_then(median)).min_by(f64::total_cmp)
+            }
+            None => median(target),
+        }
     }
 
     /// Records that a retry of a group member starts (the first call is recorded by [`Routing::resolve`]).

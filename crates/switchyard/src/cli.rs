@@ -332,4 +332,21 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every router node's quality routers: decisions per model, the realised strong share of a binary router
+    /// next to its calibration target, fallbacks, out-of-distribution queries, drift against the training data.
+    Routers {
+        /// How long to gather answers.
+        #[arg(long, default_value_t = 500)]
+        wait_ms: u64,
+        /// One JSON array per node instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every router node reloads its quality routers from its configuration file (a file that does not validate
+    /// is refused and the routers in use stay; the command then exits non-zero).
+    Reload {
+        /// How long to gather answers.
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: u64,
+    },
 }

@@ -14,6 +14,8 @@ use switchyard_protocol::ChatMessage;
 use switchyard_protocol::client::{QueryReply, QueryRequest, Trace};
 use switchyard_protocol::subjects::{Subjects, is_valid_token};
 
+use switchyard_runtime::quality::{ReloadOutcome, RouterStatus};
+
 use crate::cli::{AdminCommand, IdempotencyArgs};
 
 /// Where the cluster is: the NATS URL (credentials may be in it), the inbox prefix, the subject namespace.
@@ -128,6 +130,27 @@ fn print_summary(reply: &QueryReply) {
 
 fn print_trace(trace: &Trace) {
     eprintln!("-- trace: node {} route {}", trace.node, trace.route);
+    if let Some(d) = &trace.decision {
+        let num = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"));
+        let why = d.reason.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+        eprintln!(
+            "   router {} chose {} (target {}): score {} threshold {}, {why}",
+            d.router,
+            d.model,
+            d.target,
+            num(d.score),
+            num(d.threshold)
+        );
+    }
+    if let Some(e) = &trace.ensemble {
+        for p in &e.proposers {
+            let by = p.provider.as_deref().unwrap_or("-");
+            eprintln!("   ensemble {} proposer {} ({by}) -> {} in {:.1} ms", e.name, p.target, p.outcome, p.latency_ms);
+        }
+        if let Some(a) = &e.aggregator {
+            eprintln!("   ensemble {} aggregator {} -> {} in {:.1} ms", e.name, a.target, a.outcome, a.latency_ms);
+        }
+    }
     for (i, attempt) in trace.attempts.iter().enumerate() {
         let status = attempt.status.map(|s| format!(" HTTP {s}")).unwrap_or_default();
         let message = attempt.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
@@ -151,6 +174,8 @@ pub async fn admin(to: &Connection, command: AdminCommand) -> anyhow::Result<()>
         AdminCommand::Health { node: None, wait_ms } => (subjects.admin_health(), *wait_ms),
         AdminCommand::CrashProvider { provider } => (subjects.admin_provider(provider, "crash"), 500),
         AdminCommand::Cascades { wait_ms, .. } => (subjects.admin_cascades(), *wait_ms),
+        AdminCommand::Routers { wait_ms, .. } => (subjects.admin_routers(), *wait_ms),
+        AdminCommand::Reload { wait_ms } => (subjects.admin_routers_reload(), *wait_ms),
     };
     let wait = Duration::from_millis(wait_ms);
     let replies = switchyard_bus::gather(&bus, Message::new(subject, Bytes::new()), wait, usize::MAX).await?;
@@ -159,6 +184,24 @@ pub async fn admin(to: &Connection, command: AdminCommand) -> anyhow::Result<()>
             for message in &replies {
                 let statuses: Vec<serde_json::Value> = serde_json::from_slice(&message.payload)?;
                 print_cascades(&statuses);
+            }
+        }
+        AdminCommand::Routers { json: false, .. } => {
+            for message in &replies {
+                let statuses: Vec<RouterStatus> = serde_json::from_slice(&message.payload)?;
+                print_routers(&statuses);
+            }
+        }
+        AdminCommand::Reload { .. } => {
+            let mut refused = 0;
+            for message in &replies {
+                let outcome: ReloadOutcome = serde_json::from_slice(&message.payload)?;
+                let verdict = if outcome.ok { "reloaded" } else { "REFUSED" };
+                println!("{} {verdict} (generation {}): {}", outcome.node, outcome.generation, outcome.message);
+                refused += usize::from(!outcome.ok);
+            }
+            if refused > 0 {
+                bail!("{refused} node(s) refused the reload");
             }
         }
         _ => {
@@ -171,6 +214,34 @@ pub async fn admin(to: &Connection, command: AdminCommand) -> anyhow::Result<()>
         bail!("no node answered within {wait_ms} ms");
     }
     Ok(())
+}
+
+/// One router node's routers as a table: a line per router, then its models and its drift.
+fn print_routers(statuses: &[RouterStatus]) {
+    let pct = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0));
+    for s in statuses {
+        println!(
+            "router {} ({}) on {}, generation {}: {} decisions, strong share {} (target {}), {} fallbacks, {} out of distribution",
+            s.router,
+            s.kind,
+            s.node,
+            s.generation,
+            s.decisions,
+            pct(s.strong_share),
+            pct(s.target_strong_share),
+            s.fallbacks,
+            s.out_of_distribution
+        );
+        for (model, n) in &s.by_model {
+            let share = (s.decisions > 0).then(|| *n as f64 / s.decisions as f64);
+            println!("  {model:<32} {n:>8} {:>7}", pct(share));
+        }
+        if let Some(drift) = &s.drift {
+            for line in drift.to_string().lines() {
+                println!("  {line}");
+            }
+        }
+    }
 }
 
 /// One coordinator's cascades as a table: a line per stage, then the cost and latency lines.

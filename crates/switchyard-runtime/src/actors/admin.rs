@@ -1,6 +1,8 @@
 //! `AdminActor`: answers the admin topic from health snapshots.
 //!
 //! `switchyard.v1.admin.health` is answered by every node (a client gathers the replies);
+//! `switchyard.v1.admin.routers` by every router node (its quality routers' decisions, strong share, drift) and
+//! `switchyard.v1.admin.routers.reload` by every router node, which reloads its routers from its config file;
 //! `switchyard.v1.admin.node.<node>.health` only by the named node; `switchyard.v1.admin.cascades` by every
 //! cascade coordinator (escalation rates and health, costs, latency tails of its cascades); `switchyard.v1.admin.provider.<p>.crash`
 //! by every node hosting `p`, which crashes that provider actor on purpose so supervision can be exercised.
@@ -24,6 +26,7 @@ use switchyard_protocol::{Codec, Json};
 use super::provider_supervisor::ProviderSupervisorMsg;
 use super::router::RouterMsg;
 use crate::cascade::CascadeEngine;
+use crate::quality::{QualityRouting, ReloadOutcome};
 
 const ASK_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -41,6 +44,8 @@ pub struct AdminArgs {
     pub degraded: Arc<AtomicBool>,
     /// The cascades this node coordinates, read for `admin.cascades`.
     pub cascades: Option<Arc<CascadeEngine>>,
+    /// The quality routers of a router node, read for `admin.routers` and reloaded by `admin.routers.reload`.
+    pub quality: Option<Arc<QualityRouting>>,
 }
 
 pub struct AdminState {
@@ -83,6 +88,23 @@ impl Actor for AdminActor {
                 let statuses: Vec<_> =
                     engine.names().iter().filter_map(|n| engine.units.get(n)).map(|u| u.status(&args.node)).collect();
                 encode(&statuses)
+            } else if subject == args.subjects.admin_routers() {
+                // Only router nodes answer.
+                let Some(quality) = &args.quality else { return };
+                encode(&quality.status(&args.node))
+            } else if subject == args.subjects.admin_routers_reload() {
+                let Some(quality) = &args.quality else { return };
+                let outcome = match quality.reload() {
+                    Ok(generation) => {
+                        ReloadOutcome { node: args.node.clone(), ok: true, generation, message: "reloaded".into() }
+                    }
+                    Err(error) => {
+                        warn!(%error, "router reload refused; the routers in use stay");
+                        let generation = quality.status(&args.node).first().map_or(0, |s| s.generation);
+                        ReloadOutcome { node: args.node.clone(), ok: false, generation, message: error.to_string() }
+                    }
+                };
+                encode(&outcome)
             } else if let Some((provider, command)) = args.subjects.parse_admin_provider(&subject) {
                 match (command, &args.providers) {
                     ("crash", Some(supervisor)) => {

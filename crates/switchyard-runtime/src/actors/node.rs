@@ -29,6 +29,7 @@ use super::provider_supervisor::{
 use super::router::{Gate, Intake, RouterActor, RouterArgs, RouterMsg, RouterSettings};
 use crate::cascade::CascadeEngine;
 use crate::idempotent::Idempotency;
+use crate::quality::QualityRouting;
 use crate::routing::Routing;
 
 pub struct NodeSupervisor;
@@ -40,6 +41,8 @@ pub struct NodeArgs {
     pub subjects: Subjects,
     pub specs: Option<Vec<ProviderSpec>>,
     pub routing: Option<Arc<Routing>>,
+    /// On a router node: the quality routers and ensembles its routes name.
+    pub quality: Option<Arc<QualityRouting>>,
     pub restart_policy: RestartPolicy,
     pub max_payload_bytes: usize,
     pub router_settings: RouterSettings,
@@ -131,13 +134,14 @@ impl Actor for NodeSupervisor {
             }
             None => None,
         };
-        let router = match args.routing {
-            Some(routing) => {
+        let router = match (args.routing, &args.quality) {
+            (Some(routing), Some(quality)) => {
                 let router_args = RouterArgs {
                     node: args.node.clone(),
                     bus: args.bus.clone(),
                     subjects: args.subjects.clone(),
                     routing: routing.clone(),
+                    quality: quality.clone(),
                     settings: args.router_settings.clone(),
                     gate: args.gate.clone(),
                     idempotency: args.idempotency.clone(),
@@ -153,7 +157,7 @@ impl Actor for NodeSupervisor {
                 };
                 Some((router, Arc::new(intake)))
             }
-            None => None,
+            _ => None,
         };
         let (router, intake) = match router {
             Some((router, intake)) => (Some(router), Some(intake)),
@@ -187,6 +191,7 @@ impl Actor for NodeSupervisor {
             draining: args.draining,
             degraded: args.degraded,
             cascades: cascades.as_ref().map(|(_, _, engine)| engine.clone()),
+            quality: args.quality.clone(),
         };
         let (admin, _) = Actor::spawn_linked(None, AdminActor, admin_args.clone(), myself.get_cell()).await?;
         let bridge_args = BridgeArgs {

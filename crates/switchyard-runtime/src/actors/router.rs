@@ -34,6 +34,7 @@ use switchyard_protocol::subjects::Subjects;
 
 use crate::idempotent::{Idempotency, Resolved, answer_once, conflict, publish_answer, renew_leases, replay};
 use crate::liveness::Liveness;
+use crate::quality::{QualityRouting, run_ensemble, with_decision};
 use crate::query::{Answer, QueryContext, StreamEnd, call_cascade, render, run_query};
 use crate::routing::{RoutePlan, Routing};
 
@@ -199,6 +200,8 @@ pub struct RouterArgs {
     pub subjects: Subjects,
     /// The routes, their chains and groups, and the retry budget.
     pub routing: Arc<Routing>,
+    /// The quality routers and ensembles routes may name.
+    pub quality: Arc<QualityRouting>,
     pub settings: RouterSettings,
     pub gate: Arc<Gate>,
     /// Cluster-wide idempotency; without it, de-duplication is per node.
@@ -216,6 +219,7 @@ struct Waiter {
 pub struct RouterState {
     ctx: Arc<QueryContext>,
     routing: Arc<Routing>,
+    quality: Arc<QualityRouting>,
     settings: RouterSettings,
     gate: Arc<Gate>,
     running: usize,
@@ -259,9 +263,13 @@ impl Actor for RouterActor {
             }
             None => None,
         };
+        if !args.quality.is_empty() {
+            tasks.spawn(args.quality.clone().watch());
+        }
         Ok(RouterState {
             ctx: Arc::new(QueryContext { node: args.node, bus: args.bus, subjects: args.subjects, liveness }),
             routing: args.routing,
+            quality: args.quality,
             dedup: DedupTable::new(args.settings.dedup),
             settings: args.settings,
             gate: args.gate,
@@ -358,6 +366,7 @@ impl RouterState {
         let ctx = self.ctx.clone();
         let idem = self.idempotency.clone();
         let routing = self.routing.clone();
+        let quality = self.quality.clone();
         let span =
             info_span!("query", route = %plan.name, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
         self.tasks.spawn(
@@ -370,10 +379,16 @@ impl RouterState {
                 // gets it as one chunk, like a copy of an answered id.
                 let cascade = plan.cascade.clone();
                 let run = || async {
-                    match &cascade {
-                        Some(name) => call_cascade(&ctx, &routing, &plan, name, &request, deadline).await,
-                        None => run_query(&ctx, &routing, &plan, &request, &reply_to, deadline).await,
+                    if let Some(name) = &cascade {
+                        return call_cascade(&ctx, &routing, &plan, name, &request, deadline).await;
                     }
+                    // The router decides when the query runs, not when a copy of an answered id is served.
+                    let routed = quality.route(&plan, &request, &routing);
+                    let answer = match &routed.ensemble {
+                        Some(e) => run_ensemble(&ctx, &routing, &routed.plan, e, &request, &reply_to, deadline).await,
+                        None => run_query(&ctx, &routing, &routed.plan, &request, &reply_to, deadline).await,
+                    };
+                    with_decision(answer, routed.decision)
                 };
                 let resolved = match (&idem, &key) {
                     (Some(idem), Some(key)) => {
