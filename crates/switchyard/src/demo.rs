@@ -5,8 +5,9 @@
 //! over, and each node's breaker trips so the dead provider is no longer called); a crashed provider actor (its
 //! supervisor restarts it); recovery (once an open interval is over, one half-open probe reaches the healed primary
 //! and closes the cluster's breaker, then each node's own); and a cascade (route `ask`: a small model first, judged
-//! by its token logprobs, escalating hard questions to a large one). Each query prints one line; a summary closes
-//! the run with the cascade's escalation rate and its health.
+//! by its token logprobs, escalating hard questions to a large one); and quality routing (route `pick`: a rule
+//! router sends short questions to the small model, long, tagged or `task = math` ones to the large one). Each
+//! query prints one line; a summary closes the run with the cascade's escalation rate and the routing split.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +43,23 @@ const CASCADE_QUESTIONS: &[&str] = &[
     "What colour is the sky on a clear day?",
     "Prove the triangle inequality.",
 ];
+/// Phase 6's questions and their metadata `task`: the rule router `pick` sends short untagged ones to the small
+/// model, long ones, `prove`/`derive` ones and `task = math` ones to the large one.
+const ROUTED_QUESTIONS: &[(&str, Option<&str>)] = &[
+    ("What is the capital of Japan?", None),
+    ("Derive the quadratic formula from ax^2 + bx + c = 0.", None),
+    ("Translate 'good morning' into Spanish.", None),
+    ("How many legs does a spider have?", Some("math")),
+    (
+        "Our service keeps a per-node cache of user sessions, and after a deploy half of the users are logged out. \
+         Walk me through the likely causes and how to make the cache survive rolling restarts.",
+        None,
+    ),
+    ("Give me a synonym for 'quick'.", None),
+    ("Prove that the sum of two even numbers is even.", None),
+    ("Which planet is closest to the sun?", None),
+];
+
 /// How long phase 4 keeps sending queries for the breakers to close (open waits grow to 2 s during the outage).
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pace of phase 4's queries while the breakers are still open: enough for a probe after each open interval.
@@ -159,6 +177,17 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
     }
     let health = cascade_health(&client).await;
 
+    phase(&format!(
+        "6. quality routing: route `pick` sends short questions to {SMALL_MODEL}, long, tagged (prove, derive) or \
+         task=math ones to {LARGE_MODEL}"
+    ));
+    let mut split: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, (question, task)) in ROUTED_QUESTIONS.iter().enumerate() {
+        if let Some(provider) = ask_routed(&client, i + 1, question, *task).await {
+            *split.entry(provider).or_default() += 1;
+        }
+    }
+
     println!("\n== summary");
     println!("queries answered {}/{}, failed {}, failovers {}", tally.answered, n, tally.failed, tally.failovers);
     for (provider, count) in &tally.by_provider {
@@ -193,11 +222,48 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
         CASCADE_QUESTIONS.len(),
         health.unwrap_or_else(|| "was not read back in time".into())
     );
+    let routed: usize = split.values().sum();
+    let split: Vec<String> = split.iter().map(|(provider, n)| format!("{n} to {provider}")).collect();
+    println!("router `pick`: {routed} of {} questions answered: {}", ROUTED_QUESTIONS.len(), split.join(", "));
     for node in cluster {
         node.shutdown().await;
     }
     mock.shutdown().await;
     Ok(())
+}
+
+/// Asks the routed route one question and prints the router's decision; the provider that answered.
+async fn ask_routed(client: &Arc<dyn Bus>, n: usize, question: &str, task: Option<&str>) -> Option<String> {
+    let mut request = QueryRequest::new(vec![ChatMessage::user(question)]);
+    request.deadline_ms = Some(5_000);
+    if let Some(task) = task {
+        request.metadata.insert("task".into(), task.into());
+    }
+    let payload = serde_json::to_vec(&request).ok()?;
+    let message = Message::new(Subjects::default().query("pick"), Bytes::from(payload));
+    let reply = client.request(message, Duration::from_secs(6)).await;
+    match reply.ok().and_then(|m| serde_json::from_slice::<QueryOutcome>(&m.payload).ok()) {
+        Some(QueryOutcome::Reply(reply)) => {
+            let why = reply.trace.decision.as_ref().map_or_else(
+                || "no decision".to_owned(),
+                |d| match d.reason["rule"].as_str() {
+                    Some(rule) => format!("rule {rule}"),
+                    None => d.reason["kind"].as_str().unwrap_or("?").to_owned(),
+                },
+            );
+            let tag = task.map(|t| format!(" [task={t}]")).unwrap_or_default();
+            println!("r{n:02} {:<56} {why:<14} -> {}", truncate(&format!("{question}{tag}"), 53), reply.provider);
+            Some(reply.provider)
+        }
+        Some(QueryOutcome::Error(error)) => {
+            println!("r{n:02} error {}: {}", error.error.code, error.error.message);
+            None
+        }
+        None => {
+            println!("r{n:02} no answer");
+            None
+        }
+    }
 }
 
 /// Asks the cascade route one question and prints its stages; whether it escalated.
@@ -423,6 +489,26 @@ fn demo_config(openai_base: &str, anthropic_base: &str) -> anyhow::Result<NodeCo
         [[routes]]
         name = "ask"
         cascade = "answers"
+        [[routers]]
+        kind = "rules"
+        name = "by-size"
+        default = "small"
+        [[routers.rules]]
+        name = "long"
+        model = "large"
+        min_chars = 120
+        [[routers.rules]]
+        name = "tagged"
+        model = "large"
+        regex = "(?i)\\b(prove|derive)\\b"
+        [[routers.rules]]
+        name = "math"
+        model = "large"
+        metadata = {{ task = ["math"] }}
+        [[routes]]
+        name = "pick"
+        router = "by-size"
+        providers = ["small", "large"]
         "#
     );
     Ok(NodeConfig::from_toml(&toml)?)

@@ -43,3 +43,18 @@ fn the_demo_ends_with_every_breaker_closed_and_the_primary_serving_again() {
         "the last queries must be answered by the primary at the first attempt:\n{phase4}"
     );
 }
+
+#[test]
+fn the_demo_routes_short_questions_to_the_small_model_and_long_or_tagged_ones_to_the_large_one() {
+    let out = Command::new(BIN).arg("demo").env("NO_COLOR", "1").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the demo failed: {stdout}");
+    let phase6 = stdout.split("== 6.").nth(1).unwrap().split("== summary").next().unwrap();
+    let lines: Vec<&str> = phase6.lines().filter(|l| l.starts_with('r')).collect();
+    assert_eq!(lines.len(), 8, "{phase6}");
+    for line in &lines {
+        let expected = if line.contains("default") { "-> small" } else { "-> large" };
+        assert!(line.ends_with(expected), "{line}");
+    }
+    assert!(stdout.contains("router `pick`: 8 of 8 questions answered: 4 to large, 4 to small"), "{stdout}");
+}
