@@ -1131,6 +1131,45 @@ mod tests {
     }
 
     #[test]
+    fn routers_and_ensembles_name_known_targets() {
+        let with = |extra: &str| format!("{GOOD}\n{extra}");
+        let good = with(
+            r#"
+            [[routers]]
+            kind = "rules"
+            name = "by-length"
+            default = "a"
+            rules = [{ name = "long", model = "panel", min_chars = 100 }]
+            [[ensembles]]
+            name = "panel"
+            proposers = ["a"]
+            aggregator = "a"
+            [[routes]]
+            name = "routed"
+            router = "by-length"
+            [[routes]]
+            name = "moa"
+            ensemble = "panel"
+            "#,
+        );
+        let config = NodeConfig::from_toml(&good).expect("a routed route needs no providers");
+        assert_eq!(config.routers[0].name(), "by-length");
+        assert_eq!(config.ensembles[0].k(), 1, "k defaults to every proposer");
+        check_err(&good.replace("model = \"panel\"", "model = \"nowhere\""), "routers[0].rules");
+        check_err(&good.replace("default = \"a\"", "default = \"a\"\n            bogus = 1"), "bogus");
+        check_err(&good.replace("router = \"by-length\"", "router = \"other\""), "routes[1].router");
+        check_err(&good.replace("ensemble = \"panel\"", "ensemble = \"other\""), "routes[2].ensemble");
+        check_err(&good.replace("aggregator = \"a\"", "aggregator = \"b\""), "ensembles[0].aggregator");
+        check_err(&good.replace("proposers = [\"a\"]", "proposers = [\"a\"]\n            k = 0"), "ensembles[0].k");
+        let clash = "[[ensembles]]\nname = \"a\"\nproposers = [\"a\"]\naggregator = \"a\"";
+        check_err(&format!("{good}\n{clash}"), "ensembles[1].name");
+        check_err(
+            &with("[[routers]]\nkind = \"learned\"\nname = \"l\"\nfile = \"r.json\"\ntargets = { weak = \"x\" }"),
+            "routers[0].targets",
+        );
+    }
+
+    #[test]
     fn the_key_is_not_in_debug_output() {
         let config = NodeConfig::from_toml(GOOD).expect("valid");
         assert!(!format!("{config:?}").contains("sk-secret"));

@@ -92,7 +92,7 @@ pub struct RouterUnit {
 enum UnitKind {
     Rules(RuleRouter),
     Learned {
-        router: LearnedRouter,
+        router: Box<LearnedRouter>,
         /// The route target of each candidate, in the router's candidate order.
         targets: Vec<String>,
         file: PathBuf,
@@ -342,7 +342,7 @@ fn load_learned(
         }
         mapped.push(target.clone());
     }
-    Ok(UnitKind::Learned { router, targets: mapped, file })
+    Ok(UnitKind::Learned { router: Box::new(router), targets: mapped, file })
 }
 
 impl RouterUnit {
@@ -383,12 +383,12 @@ impl RouterUnit {
                 let live = LiveView { available: &available, latency_ms: &latency };
                 SCRATCH.with_borrow_mut(|scratch| {
                     let decision = router.decide(&query, objective, &live, scratch);
-                    let index = match router {
+                    let index = match &**router {
                         LearnedRouter::Binary(b) => b.candidates().iter().position(|m| *m == &*decision.model),
                         LearnedRouter::NWay(n) => n.candidates().position(|m| m == &*decision.model),
                     };
                     let target = index.map_or_else(|| decision.model.to_string(), |i| targets[i].clone());
-                    let signals = (scratch.last_signals().clone(), scratch.last_out_of_distribution());
+                    let signals = (*scratch.last_signals(), scratch.last_out_of_distribution());
                     (decision, target, Some(signals))
                 })
             }
@@ -436,13 +436,15 @@ impl RouterUnit {
         let tally = lock(&self.tally);
         let (kind, file, strong, target_share) = match &self.kind {
             UnitKind::Rules(_) => ("rules", None, None, None),
-            UnitKind::Learned { router: LearnedRouter::Binary(b), file, .. } => {
-                let strong = b.file().strong_model.as_str();
-                let share = (tally.decisions > 0)
-                    .then(|| tally.by_model.get(strong).copied().unwrap_or(0) as f64 / tally.decisions as f64);
-                ("binary", Some(file), share, Some(b.file().calibration.target_share))
-            }
-            UnitKind::Learned { router: LearnedRouter::NWay(_), file, .. } => ("n_way", Some(file), None, None),
+            UnitKind::Learned { router, file, .. } => match &**router {
+                LearnedRouter::Binary(b) => {
+                    let strong = b.file().strong_model.as_str();
+                    let share = (tally.decisions > 0)
+                        .then(|| tally.by_model.get(strong).copied().unwrap_or(0) as f64 / tally.decisions as f64);
+                    ("binary", Some(file), share, Some(b.file().calibration.target_share))
+                }
+                LearnedRouter::NWay(_) => ("n_way", Some(file), None, None),
+            },
         };
         let drift = tally.drift.as_ref().and_then(|monitor| {
             if monitor.window() >= DRIFT_MIN_WINDOW { Some(monitor.report()) } else { tally.last_drift.clone() }
