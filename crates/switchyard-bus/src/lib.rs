@@ -73,6 +73,11 @@ pub trait Bus: Send + Sync + 'static {
     /// A no-op in memory, where delivery is synchronous.
     async fn flush(&self) -> Result<(), BusError>;
 
+    /// Whether the connection to the bus is up now (NATS: connected to a server; it reconnects by itself).
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// The largest message the bus accepts, payload plus encoded headers
     /// (see [`Message::wire_size`]). NATS: the server's `max_payload`; memory: configurable.
     fn max_payload(&self) -> usize;

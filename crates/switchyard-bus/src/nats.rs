@@ -96,6 +96,10 @@ impl std::fmt::Debug for NatsBus {
 
 #[async_trait::async_trait]
 impl Bus for NatsBus {
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     async fn publish(&self, message: Message) -> Result<(), BusError> {
         let max_payload = self.client.max_payload();
         message.validate_outgoing(max_payload)?;

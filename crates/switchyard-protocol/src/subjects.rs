@@ -140,6 +140,39 @@ impl Subjects {
         format!("{}.admin.provider.{provider}.{command}", self.root)
     }
 
+    /// An operator's command on `provider`'s cluster breaker (`trip`, `disable`, `reset`): every node hears it on
+    /// the admin wildcard, and exactly one node with the shared store executes it, through the queue group
+    /// [`Subjects::admin_breaker_queue`].
+    pub fn admin_breaker(&self, provider: &str, command: &str) -> String {
+        format!("{}.admin.breaker.{provider}.{command}", self.root)
+    }
+
+    /// Every operator breaker command, for the executing queue group.
+    pub fn admin_breaker_wildcard(&self) -> String {
+        format!("{}.admin.breaker.*.*", self.root)
+    }
+
+    /// The queue group of the nodes that execute breaker commands.
+    pub fn admin_breaker_queue(&self) -> String {
+        format!("{}-admin-breaker", self.namespace)
+    }
+
+    /// Splits a breaker command subject into `(provider, command)`.
+    pub fn parse_admin_breaker<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = subject.strip_prefix(self.root.as_str())?.strip_prefix(".admin.breaker.")?;
+        rest.split_once('.')
+    }
+
+    /// Every node answers with its view of each provider's breakers next to the store's.
+    pub fn admin_breakers(&self) -> String {
+        format!("{}.admin.breakers", self.root)
+    }
+
+    /// Every node answers with its traffic figures.
+    pub fn admin_stats(&self) -> String {
+        format!("{}.admin.stats", self.root)
+    }
+
     /// Splits an admin provider subject into `(provider, command)`.
     pub fn parse_admin_provider<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = subject.strip_prefix(self.root.as_str())?.strip_prefix(".admin.provider.")?;

@@ -231,6 +231,8 @@ pub struct NodeSection {
     /// How often a provider call running for longer sends its router a heartbeat; a call silent for three of
     /// these is lost (its node died) and the query goes on elsewhere. 0 turns the watch off.
     pub call_keepalive_ms: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`), e.g. `127.0.0.1:9464`; none by default.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for NodeSection {
@@ -251,6 +253,7 @@ impl Default for NodeSection {
             idempotency_lease_ms: 2_000,
             idempotency_retention_ms: 60_000,
             call_keepalive_ms: 1_000,
+            metrics_addr: None,
         }
     }
 }

@@ -24,7 +24,9 @@ pub mod quality;
 pub mod query;
 pub mod routing;
 pub mod secrets;
+pub mod service;
 pub mod state;
+pub mod telemetry;
 
 pub use config::{ConfigError, NodeConfig, Role};
 pub use node::{Node, NodeError, ShutdownReport};

@@ -27,8 +27,12 @@ use crate::idempotent::Idempotency;
 use crate::quality::QualityRouting;
 use crate::routing::Routing;
 use crate::state::SharedState;
+use crate::telemetry::{ProviderCounters, Telemetry};
+use std::net::SocketAddr;
 use switchyard_core::DedupLimits;
 use switchyard_state::{BreakerStore, MemoryStore};
+use tokio::sync::Notify;
+use tokio_util::task::AbortOnDropHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -49,6 +53,11 @@ pub struct Node {
     drain_timeout: Duration,
     /// Each hosted provider's calls in flight, read directly so a drain never mistakes a slow answer for zero.
     provider_calls: Vec<Arc<AtomicUsize>>,
+    /// Notified when an operator asks this node to drain.
+    drain: Arc<Notify>,
+    telemetry: Arc<Telemetry>,
+    /// The Prometheus endpoint, when configured.
+    metrics: Option<(SocketAddr, AbortOnDropHandle<()>)>,
 }
 
 /// How a graceful shutdown went.
@@ -68,10 +77,18 @@ impl Node {
         };
         let specs = if config.has_role(Role::Providers) { Some(build_providers(&config.providers)?) } else { None };
         let provider_calls = specs.iter().flatten().map(|spec| spec.in_flight.clone()).collect();
+        let telemetry = Arc::new(Telemetry::default());
         let routing = match config.has_role(Role::Router) || config.has_role(Role::Cascade) {
-            true => Some(Arc::new(Routing::from_config(config).map_err(|reason| NodeError::Spawn { reason })?)),
+            true => Some(Arc::new(
+                Routing::from_config(config, telemetry.clone()).map_err(|reason| NodeError::Spawn { reason })?,
+            )),
             false => None,
         };
+        let metrics = match config.node.metrics_addr {
+            Some(addr) => Some(serve_metrics(addr, telemetry.clone()).await?),
+            None => None,
+        };
+        let drain = Arc::new(Notify::new());
         let keepalive =
             (config.node.call_keepalive_ms > 0).then(|| Duration::from_millis(config.node.call_keepalive_ms));
         let cascade = match (config.has_role(Role::Cascade), &routing) {
@@ -154,6 +171,8 @@ impl Node {
                 ClusterBreakers { store, policies, settings }
             }),
             degraded: Arc::new(AtomicBool::new(false)),
+            telemetry: telemetry.clone(),
+            drain: drain.clone(),
         };
         let spawn_err = |e: &dyn std::fmt::Display| NodeError::Spawn { reason: e.to_string() };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.map_err(|e| spawn_err(&e))?;
@@ -170,6 +189,9 @@ impl Node {
             children,
             draining,
             provider_calls,
+            drain,
+            telemetry,
+            metrics,
             started: Instant::now(),
             drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
         })
@@ -181,6 +203,23 @@ impl Node {
 
     pub async fn health(&self) -> NodeHealth {
         admin::health(&self.children.admin, self.started).await
+    }
+
+    /// Resolves when an operator asked this node to drain (`switchyard admin drain`); its owner then calls
+    /// [`Node::shutdown`], which finishes the queries in flight.
+    pub fn drain_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let drain = self.drain.clone();
+        async move { drain.notified().await }
+    }
+
+    /// The address of the Prometheus endpoint, when the node serves one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The node's metrics in the OpenMetrics text format (what `GET /metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.telemetry.metrics.render()
     }
 
     /// Resolves when the node stopped by itself (an actor failed and the failure was escalated).
@@ -296,7 +335,37 @@ fn build_providers(sections: &[ProviderSection]) -> Result<Vec<ProviderSpec>, No
                 limits: p.stream_limits(),
                 breaker: p.breaker.to_core(),
                 cluster: None,
+                counters: Arc::new(ProviderCounters::new(&p.name)),
             })
         })
         .collect()
+}
+
+/// Serves `GET /metrics` (OpenMetrics text) on `addr`; the server stops when the handle is dropped.
+async fn serve_metrics(
+    addr: SocketAddr,
+    telemetry: Arc<Telemetry>,
+) -> Result<(SocketAddr, AbortOnDropHandle<()>), NodeError> {
+    use axum::http::header::CONTENT_TYPE;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| NodeError::Spawn { reason: format!("cannot serve metrics on {addr}: {e}") })?;
+    let bound = listener.local_addr().map_err(|e| NodeError::Spawn { reason: e.to_string() })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let telemetry = telemetry.clone();
+            async move {
+                let body = telemetry.metrics.render();
+                ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            warn!(%error, "the metrics endpoint stopped");
+        }
+    });
+    info!(%bound, "serving metrics");
+    Ok((bound, AbortOnDropHandle::new(task)))
 }

@@ -33,6 +33,7 @@ use switchyard_protocol::{Bincode, Codec, Json};
 use crate::actors::provider::STREAM_GRANTED;
 use crate::liveness::Liveness;
 use crate::routing::{Resolved, RoutePlan, Routing};
+use crate::telemetry::WalkEvent;
 
 /// What every query task of a node shares.
 pub struct QueryContext {
@@ -371,6 +372,7 @@ impl<'a> Walk<'a> {
                 let started = match next.take() {
                     Some(Next::Target) => self.start_next_target().await,
                     Some(Next::Retry { provider, member, bypass, delay, attempt_no }) => {
+                        self.routing.count(&self.plan.name, WalkEvent::Retry);
                         tokio::time::sleep(delay.min(self.deadline.saturating_duration_since(Instant::now()))).await;
                         self.attempt_no = attempt_no;
                         self.routing.start(&member);
@@ -428,6 +430,9 @@ impl<'a> Walk<'a> {
     /// Starts the next entry of the chains that resolves to a provider; `false` when the chains are used up.
     async fn start_next_target(&mut self) -> bool {
         while let Some(target) = self.plan.chains.next(&self.tried, self.last_failure) {
+            if !self.tried.is_empty() {
+                self.routing.count(&self.plan.name, WalkEvent::Fallback);
+            }
             self.tried.push(target.clone());
             self.last_failure = None;
             match self.routing.resolve(&target, Instant::now()) {
@@ -526,6 +531,7 @@ impl<'a> Walk<'a> {
         match self.routing.resolve(&target, Instant::now()) {
             Resolved::Provider { name, member, bypass_breaker } => {
                 debug!(route = %self.plan.name, provider = %name, "hedging a slow attempt");
+                self.routing.count(&self.plan.name, WalkEvent::Hedge);
                 self.start(name, member, bypass_breaker, true, None).await;
             }
             Resolved::Unavailable { retry_after } => {

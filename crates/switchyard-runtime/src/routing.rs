@@ -17,6 +17,8 @@ use switchyard_core::{
 use crate::actors::state_sync::ClusterGates;
 
 use crate::config::NodeConfig;
+use crate::telemetry::{RouteCounters, Telemetry, WalkEvent};
+use switchyard_protocol::admin::RouteStats;
 
 /// One route: its chains and its retry policy.
 pub struct RoutePlan {
@@ -79,6 +81,9 @@ pub enum Resolved {
 /// All routes of a node, with the state they share.
 pub struct Routing {
     routes: HashMap<String, Arc<RoutePlan>>,
+    /// Each route's walk events, for `admin.stats`.
+    counters: HashMap<String, RouteCounters>,
+    telemetry: Arc<Telemetry>,
     groups: HashMap<String, Mutex<GroupState>>,
     budget: Mutex<RetryBudget>,
     /// Each provider's recent successful latencies, as this router saw them.
@@ -111,7 +116,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Routing {
     /// Builds the routing of a validated configuration.
-    pub fn from_config(config: &NodeConfig) -> Result<Routing, String> {
+    pub fn from_config(config: &NodeConfig, telemetry: Arc<Telemetry>) -> Result<Routing, String> {
         let routes = config
             .routes
             .iter()
@@ -139,7 +144,38 @@ impl Routing {
         let refused_until = per_provider(config);
         let hosts = per_provider(config);
         let gates = OnceLock::new();
-        Ok(Routing { routes, groups, budget: Mutex::new(budget), latency, refused_until, hosts, gates })
+        let counters = config.routes.iter().map(|r| (r.name.clone(), RouteCounters::default())).collect();
+        Ok(Routing {
+            routes,
+            counters,
+            telemetry,
+            groups,
+            budget: Mutex::new(budget),
+            latency,
+            refused_until,
+            hosts,
+            gates,
+        })
+    }
+
+    /// Counts a walk event of `route` (its counters and its metrics).
+    pub fn count(&self, route: &str, event: WalkEvent) {
+        if let Some(counters) = self.counters.get(route) {
+            counters.count(event);
+        }
+        self.telemetry.metrics.walk(route, event);
+    }
+
+    /// Every route's counters, by name.
+    pub fn route_stats(&self) -> Vec<RouteStats> {
+        let mut out: Vec<RouteStats> = self.counters.iter().map(|(name, c)| c.stats(name)).collect();
+        out.sort_by(|a, b| a.route.cmp(&b.route));
+        out
+    }
+
+    /// The node's figures.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// Lets remembered refusals see this node's cluster breakers.
@@ -337,7 +373,7 @@ mod tests {
             "#,
         )
         .expect("valid");
-        Routing::from_config(&config).expect("routing")
+        Routing::from_config(&config, Arc::default()).expect("routing")
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub enum Command {
         /// Subject namespace of the cluster.
         #[arg(long, env = "SWITCHYARD_NAMESPACE", default_value = "switchyard")]
         namespace: String,
+        /// Who sends commands, logged by the node that executes them (default: `$USER@<host>`).
+        #[arg(long, env = "SWITCHYARD_OPERATOR")]
+        sender: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -312,14 +315,46 @@ pub struct IdempotencyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Health of every node (or one), as JSON lines.
+    /// Every node's health (or one node's): actors, roles, version, degraded flags, and per provider its own
+    /// breaker and the cluster's. Nodes that answer the NATS service ping but not health are named, and make the
+    /// command fail.
     Health {
         #[arg(long)]
         node: Option<String>,
         /// How long to gather answers.
         #[arg(long, default_value_t = 500)]
         wait_ms: u64,
+        /// Fail unless at least this many nodes answered.
+        #[arg(long)]
+        expect: Option<usize>,
+        /// One JSON document per node instead of the tables.
+        #[arg(long)]
+        json: bool,
     },
+    /// Each provider's cluster breaker as the shared store holds it, next to what every node believes; a node
+    /// that disagrees with the store is marked.
+    Breakers {
+        #[arg(long, default_value_t = 500)]
+        wait_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per node: each provider's throughput, latency quantiles, errors, rate limits, tokens and cost; each route's
+    /// retries, fallbacks and hedges.
+    Stats {
+        #[arg(long, default_value_t = 500)]
+        wait_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force a provider's cluster breaker open: no node calls it until `reset`.
+    Trip { provider: String },
+    /// Switch a provider's cluster breaker off: calls always flow, failures never trip it.
+    Disable { provider: String },
+    /// Close a provider's cluster breaker and forget its history.
+    Reset { provider: String },
+    /// Ask a node to drain: it stops taking queries, answers those in flight, and leaves.
+    Drain { node: String },
     /// Crash a provider's actor on every node hosting it (its supervisor restarts it).
     CrashProvider { provider: String },
     /// Every cascade coordinator's view of its cascades: the cluster's escalation rate and its health per stage,

@@ -6,17 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use bytes::Bytes;
 
-use switchyard_bus::{Bus, Message};
+use switchyard_bus::Bus;
 use switchyard_client::{Client, ClientError, ClientOptions, StreamEvent};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::client::{QueryReply, QueryRequest, Trace};
 use switchyard_protocol::subjects::{Subjects, is_valid_token};
 
-use switchyard_runtime::quality::{ReloadOutcome, RouterStatus};
-
-use crate::cli::{AdminCommand, IdempotencyArgs};
+use crate::cli::IdempotencyArgs;
 
 /// Where the cluster is: the NATS URL (credentials may be in it), the inbox prefix, the subject namespace.
 pub struct Connection {
@@ -26,7 +23,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn connect(&self) -> anyhow::Result<switchyard_bus::NatsBus> {
+    pub async fn connect(&self) -> anyhow::Result<switchyard_bus::NatsBus> {
         if !is_valid_token(&self.namespace) {
             bail!("namespace must be 1 to 64 characters of [A-Za-z0-9_-]");
         }
@@ -162,130 +159,6 @@ fn print_trace(trace: &Trace) {
             status,
             attempt.latency_ms,
             message
-        );
-    }
-}
-
-pub async fn admin(to: &Connection, command: AdminCommand) -> anyhow::Result<()> {
-    let bus = to.connect().await?;
-    let subjects = Subjects::new(&to.namespace);
-    let (subject, wait_ms) = match &command {
-        AdminCommand::Health { node: Some(node), wait_ms } => (subjects.admin_node(node, "health"), *wait_ms),
-        AdminCommand::Health { node: None, wait_ms } => (subjects.admin_health(), *wait_ms),
-        AdminCommand::CrashProvider { provider } => (subjects.admin_provider(provider, "crash"), 500),
-        AdminCommand::Cascades { wait_ms, .. } => (subjects.admin_cascades(), *wait_ms),
-        AdminCommand::Routers { wait_ms, .. } => (subjects.admin_routers(), *wait_ms),
-        AdminCommand::Reload { wait_ms } => (subjects.admin_routers_reload(), *wait_ms),
-    };
-    let wait = Duration::from_millis(wait_ms);
-    let replies = switchyard_bus::gather(&bus, Message::new(subject, Bytes::new()), wait, usize::MAX).await?;
-    match command {
-        AdminCommand::Cascades { json: false, .. } => {
-            for message in &replies {
-                let statuses: Vec<serde_json::Value> = serde_json::from_slice(&message.payload)?;
-                print_cascades(&statuses);
-            }
-        }
-        AdminCommand::Routers { json: false, .. } => {
-            for message in &replies {
-                let statuses: Vec<RouterStatus> = serde_json::from_slice(&message.payload)?;
-                print_routers(&statuses);
-            }
-        }
-        AdminCommand::Reload { .. } => {
-            let mut refused = 0;
-            for message in &replies {
-                let outcome: ReloadOutcome = serde_json::from_slice(&message.payload)?;
-                let verdict = if outcome.ok { "reloaded" } else { "REFUSED" };
-                println!("{} {verdict} (generation {}): {}", outcome.node, outcome.generation, outcome.message);
-                refused += usize::from(!outcome.ok);
-            }
-            if refused > 0 {
-                bail!("{refused} node(s) refused the reload");
-            }
-        }
-        _ => {
-            for message in &replies {
-                println!("{}", String::from_utf8_lossy(&message.payload));
-            }
-        }
-    }
-    if replies.is_empty() {
-        bail!("no node answered within {wait_ms} ms");
-    }
-    Ok(())
-}
-
-/// One router node's routers as a table: a line per router, then its models and its drift.
-fn print_routers(statuses: &[RouterStatus]) {
-    let pct = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0));
-    for s in statuses {
-        println!(
-            "router {} ({}) on {}, generation {}: {} decisions, strong share {} (target {}), {} fallbacks, {} out of distribution",
-            s.router,
-            s.kind,
-            s.node,
-            s.generation,
-            s.decisions,
-            pct(s.strong_share),
-            pct(s.target_strong_share),
-            s.fallbacks,
-            s.out_of_distribution
-        );
-        for (model, n) in &s.by_model {
-            let share = (s.decisions > 0).then(|| *n as f64 / s.decisions as f64);
-            println!("  {model:<32} {n:>8} {:>7}", pct(share));
-        }
-        if let Some(drift) = &s.drift {
-            for line in drift.to_string().lines() {
-                println!("  {line}");
-            }
-        }
-    }
-}
-
-/// One coordinator's cascades as a table: a line per stage, then the cost and latency lines.
-fn print_cascades(statuses: &[serde_json::Value]) {
-    let num = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{x:.6}"));
-    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0));
-    for status in statuses {
-        println!(
-            "cascade {} on {} (cluster window {} s)",
-            status["name"].as_str().unwrap_or("?"),
-            status["node"].as_str().unwrap_or("?"),
-            status["window_s"]
-        );
-        println!(
-            "  {:>5} {:<16} {:>8} {:>9} {:>8} {:<8} {:>12}",
-            "stage", "target", "direct", "escalated", "rate", "health", "cost/call"
-        );
-        for stage in status["stages"].as_array().into_iter().flatten() {
-            println!(
-                "  {:>5} {:<16} {:>8} {:>9} {:>8} {:<8} {:>12}",
-                stage["stage"],
-                stage["target"].as_str().unwrap_or("?"),
-                stage["direct"],
-                stage["escalated"],
-                pct(&stage["escalation_rate"]),
-                stage["health"].as_str().unwrap_or("-"),
-                num(&stage["cost_usd"]),
-            );
-        }
-        let cost = &status["cost"];
-        let flag = if cost["costs_more_than_strong"] == true { "  COSTS MORE THAN THE STRONG MODEL ALONE" } else { "" };
-        println!(
-            "  cost per query: expected {} measured {} strong only {} (break-even escalation rate {}){flag}",
-            num(&cost["expected_per_query"]),
-            num(&cost["measured_per_query"]),
-            num(&cost["strong_only_per_query"]),
-            pct(&cost["break_even_rate"]),
-        );
-        let tail =
-            |t: &serde_json::Value| format!("p50 {} p95 {} p99 {} ms (n={})", t["p50"], t["p95"], t["p99"], t["count"]);
-        println!(
-            "  latency direct {}; escalated {}",
-            tail(&status["latency_ms"]["direct"]),
-            tail(&status["latency_ms"]["escalated"])
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The `switchyard` binary: tracing, configuration, exit codes. Subcommands live in their own modules.
 
+mod admin;
 mod cascade;
 mod cli;
 mod client;
@@ -68,8 +69,8 @@ fn main() -> ExitCode {
                 let to = client::Connection { nats, inbox_prefix, namespace };
                 client::query(&to, &route, &text, options).await
             }
-            Command::Admin { nats, inbox_prefix, namespace, command } => {
-                client::admin(&client::Connection { nats, inbox_prefix, namespace }, command).await
+            Command::Admin { nats, inbox_prefix, namespace, sender, command } => {
+                admin::run(&client::Connection { nats, inbox_prefix, namespace }, sender, command).await
             }
             // Run above, without the runtime.
             Command::Eval { .. } | Command::Cascade { .. } | Command::Router { .. } => Ok(()),
@@ -111,9 +112,10 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
         None => switchyard_runtime::SharedState::default(),
     };
     let mut node = Node::start(&config, Arc::new(bus), shared).await?;
-    info!(node = node.name(), "serving; SIGTERM or Ctrl-C drains and stops");
+    info!(node = node.name(), "serving; SIGTERM, Ctrl-C or `switchyard admin drain` drains and stops");
+    let drain = node.drain_requested();
     tokio::select! {
-        _ = shutdown_signal() => {
+        _ = async { tokio::select! { _ = shutdown_signal() => {}, _ = drain => {} } } => {
             let report = node.shutdown().await;
             if report.abandoned_queries > 0 {
                 anyhow::bail!("{} queries were still in flight at the drain timeout", report.abandoned_queries);

@@ -43,6 +43,8 @@ pub struct BridgeArgs {
     pub providers: Vec<String>,
     pub directory: ProviderDirectory,
     pub admin: ActorRef<AdminMsg>,
+    /// Whether this node executes operators' breaker commands (it keeps cluster breakers).
+    pub breaker_commands: bool,
     /// On a node with the cascade role: its coordinator and the cascades it runs.
     pub cascades: Option<(ActorRef<CoordinatorMsg>, Vec<String>)>,
 }
@@ -125,11 +127,34 @@ impl Actor for BusBridge {
             None => None,
         };
         let admin_sub = args.bus.subscribe(&args.subjects.admin_wildcard()).await?;
-        let admin_actor = args.admin;
+        let admin_actor = args.admin.clone();
         let admin = Some(pump(admin_sub, CancellationToken::new(), move |message| {
             let _ = admin_actor.cast(AdminMsg::Request(message));
             async {}
         }));
+        // The NATS service API: `$SRV.PING|INFO|STATS[.switchyard[.<node>]]`.
+        // Not essential: a server whose permissions leave it out still gets a working node.
+        match args.bus.subscribe("$SRV.>").await {
+            Ok(service_sub) => {
+                let admin_actor = args.admin.clone();
+                cancels.push(pump(service_sub, CancellationToken::new(), move |message| {
+                    let _ = admin_actor.cast(AdminMsg::Request(message));
+                    async {}
+                }));
+            }
+            Err(error) => warn!(%error, "cannot answer the NATS service API ($SRV)"),
+        }
+        if args.breaker_commands {
+            let subjects = &args.subjects;
+            let sub =
+                args.bus.queue_subscribe(&subjects.admin_breaker_wildcard(), &subjects.admin_breaker_queue()).await?;
+            let admin_actor = args.admin;
+            // A draining node stops executing commands with its provider calls.
+            calls.push(pump(sub, provider_drain.clone(), move |message| {
+                let _ = admin_actor.cast(AdminMsg::Command(message));
+                async {}
+            }));
+        }
         Ok(BridgeState { query_drain, provider_drain, queries, calls, cancels, admin })
     }
 

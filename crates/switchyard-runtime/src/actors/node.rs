@@ -20,6 +20,7 @@ use switchyard_state::{BreakerStore, TripPolicy};
 use super::provider::ClusterLink;
 use super::state_sync::{ClusterGates, StateSync, StateSyncArgs, SyncSettings};
 
+use super::admin::AdminBreakers;
 use super::admin::{AdminActor, AdminArgs};
 use super::bridge::{BridgeArgs, BridgeMsg, BusBridge};
 use super::cascade::{CascadeCoordinator, CoordinatorArgs, CoordinatorMsg};
@@ -31,6 +32,8 @@ use crate::cascade::CascadeEngine;
 use crate::idempotent::Idempotency;
 use crate::quality::QualityRouting;
 use crate::routing::Routing;
+use crate::telemetry::Telemetry;
+use tokio::sync::Notify;
 
 pub struct NodeSupervisor;
 
@@ -54,6 +57,9 @@ pub struct NodeArgs {
     pub degraded: Arc<AtomicBool>,
     /// On a node with the cascade role: what its coordinator runs.
     pub cascade: Option<CascadeSetup>,
+    pub telemetry: Arc<Telemetry>,
+    /// Notified when an operator asks the node to drain.
+    pub drain: Arc<Notify>,
 }
 
 /// What a cascade coordinator needs: the cascades, the routing its stages are called through, the store its
@@ -98,6 +104,9 @@ impl Actor for NodeSupervisor {
     async fn pre_start(&self, myself: ActorRef<NodeMsg>, args: NodeArgs) -> Result<NodeState, ActorProcessingErr> {
         let directory = ProviderDirectory::default();
         let mut hosted = Vec::new();
+        let mut admin_breakers = None;
+        let mut others: Vec<(String, ractor::ActorCell)> = vec![("node".into(), myself.get_cell())];
+        let counters = args.specs.iter().flatten().map(|s| s.counters.clone()).collect();
         let providers = match args.specs {
             Some(mut specs) => {
                 if let Some(ClusterBreakers { store, policies, settings }) = args.breakers {
@@ -107,7 +116,8 @@ impl Actor for NodeSupervisor {
                     }
                     let sync_args = StateSyncArgs {
                         node: args.node.clone(),
-                        store,
+                        store: store.clone(),
+                        telemetry: args.telemetry.clone(),
                         bus: args.bus.clone(),
                         subjects: args.subjects.clone(),
                         directory: directory.clone(),
@@ -117,6 +127,8 @@ impl Actor for NodeSupervisor {
                         degraded: args.degraded.clone(),
                     };
                     let (sync, _) = Actor::spawn_linked(None, StateSync, sync_args, myself.get_cell()).await?;
+                    others.push(("state_sync".into(), sync.get_cell()));
+                    admin_breakers = Some(AdminBreakers { store, gates: gates.clone(), sync: sync.clone() });
                     for spec in &mut specs {
                         spec.cluster =
                             gates.get(spec.provider.name()).map(|gate| ClusterLink { gate, sync: sync.clone() });
@@ -129,11 +141,15 @@ impl Actor for NodeSupervisor {
                     bus: args.bus.clone(),
                     policy: args.restart_policy,
                     directory: directory.clone(),
+                    telemetry: args.telemetry.clone(),
                 };
-                Some(Actor::spawn_linked(None, ProviderSupervisor, sup_args, myself.get_cell()).await?.0)
+                let supervisor = Actor::spawn_linked(None, ProviderSupervisor, sup_args, myself.get_cell()).await?.0;
+                others.push(("providers".into(), supervisor.get_cell()));
+                Some(supervisor)
             }
             None => None,
         };
+        let routing_for_admin = args.routing.clone();
         let router = match (args.routing, &args.quality) {
             (Some(routing), Some(quality)) => {
                 let router_args = RouterArgs {
@@ -147,6 +163,7 @@ impl Actor for NodeSupervisor {
                     idempotency: args.idempotency.clone(),
                 };
                 let router = Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0;
+                others.push(("router".into(), router.get_cell()));
                 let intake = Intake {
                     router: router.clone(),
                     routing,
@@ -177,10 +194,12 @@ impl Actor for NodeSupervisor {
                 };
                 let coordinator =
                     Actor::spawn_linked(None, CascadeCoordinator, coordinator_args, myself.get_cell()).await?.0;
+                others.push(("cascade".into(), coordinator.get_cell()));
                 Some((coordinator, names, engine))
             }
             None => None,
         };
+        let breaker_commands = admin_breakers.is_some();
         let admin_args = AdminArgs {
             node: args.node.clone(),
             roles: args.roles,
@@ -192,6 +211,12 @@ impl Actor for NodeSupervisor {
             degraded: args.degraded,
             cascades: cascades.as_ref().map(|(_, _, engine)| engine.clone()),
             quality: args.quality.clone(),
+            routing: routing_for_admin,
+            counters,
+            telemetry: args.telemetry.clone(),
+            breakers: admin_breakers,
+            drain: args.drain.clone(),
+            others,
         };
         let (admin, _) = Actor::spawn_linked(None, AdminActor, admin_args.clone(), myself.get_cell()).await?;
         let bridge_args = BridgeArgs {
@@ -202,6 +227,7 @@ impl Actor for NodeSupervisor {
             providers: hosted,
             directory,
             admin,
+            breaker_commands,
             cascades: cascades.as_ref().map(|(coordinator, names, _)| (coordinator.clone(), names.clone())),
         };
         let (bridge, _) = Actor::spawn_linked(None, BusBridge, bridge_args, myself.get_cell()).await?;

@@ -43,6 +43,7 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::state_sync::StateSyncMsg;
+use crate::telemetry::{CallEnd, CallLabels, ProviderCounters, ProviderLabels, Telemetry, unix_ms};
 
 pub struct ProviderActor;
 
@@ -58,6 +59,9 @@ pub struct ProviderArgs {
     pub limits: StreamLimits,
     /// The cluster's breaker for this provider and where outcomes go, when the node shares state.
     pub cluster: Option<ClusterLink>,
+    /// This provider's counters on this node, across restarts of its actor.
+    pub counters: Arc<ProviderCounters>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// This provider's cluster gate (kept by the node, so it survives a restart of this actor) and the node's
@@ -94,17 +98,17 @@ pub struct ProviderState {
     running: HashMap<Uuid, AbortHandle>,
     breaker: Breaker,
     cluster: Option<ClusterLink>,
+    counters: Arc<ProviderCounters>,
+    telemetry: Arc<Telemetry>,
     stats: Stats,
 }
 
+/// What only this actor's health shows (the counts are in [`ProviderCounters`]).
 #[derive(Default)]
 struct Stats {
-    calls: u64,
-    successes: u64,
-    failures: u64,
-    refused: u64,
-    last_error: Option<String>,
+    last_error: Option<(String, u64)>,
     ewma_latency_ms: f64,
+    ended: u64,
 }
 
 /// How a call was let through: by the local breaker, as the cluster's probe, or past both (a router's
@@ -163,6 +167,8 @@ impl Actor for ProviderActor {
             running: HashMap::new(),
             breaker: Breaker::new(args.breaker)?,
             cluster: args.cluster,
+            counters: args.counters,
+            telemetry: args.telemetry,
             stats: Stats::default(),
         })
     }
@@ -178,19 +184,20 @@ impl Actor for ProviderActor {
                 let admission = match state.admit(Instant::now(), call.bypass_breaker) {
                     Ok(admission) => admission,
                     Err(reason) => {
-                        state.stats.refused += 1;
+                        state.counters.refused();
                         let refused = ProviderReply::Refused { reason };
                         publish_reply(state.bus.as_ref(), reply_to, &state.node, refused).await;
                         return Ok(());
                     }
                 };
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
-                state.stats.calls += 1;
                 let (provider, bus, limits) = (state.provider.clone(), state.bus.clone(), state.limits);
                 let node = state.node.clone();
                 let call_id = call.call_id;
                 let guard = CallGuard {
                     actor: myself,
+                    counters: state.counters.clone(),
+                    telemetry: state.telemetry.clone(),
                     in_flight: state.in_flight.clone(),
                     call_id,
                     admission: Some(admission),
@@ -204,6 +211,7 @@ impl Actor for ProviderActor {
                     let _alive = keepalive.map(|k| crate::liveness::heartbeats(bus.clone(), k, call_id, node.clone()));
                     let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
                     guard.panic_reply = None;
+                    guard.count(&reply);
                     let (outcome, error) = match &reply {
                         ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
                         _ => (Outcome::Success, None),
@@ -222,14 +230,10 @@ impl Actor for ProviderActor {
                     // Nobody waited for the end of this call: its latency and fate say nothing.
                     return Ok(());
                 }
-                stats.ewma_latency_ms =
-                    if stats.successes + stats.failures == 0 { ms } else { 0.8 * stats.ewma_latency_ms + 0.2 * ms };
-                match outcome {
-                    Outcome::Success => stats.successes += 1,
-                    Outcome::Failure(_) => {
-                        stats.failures += 1;
-                        stats.last_error = error;
-                    }
+                stats.ewma_latency_ms = if stats.ended == 0 { ms } else { 0.8 * stats.ewma_latency_ms + 0.2 * ms };
+                stats.ended += 1;
+                if let (Outcome::Failure(_), Some(error)) = (outcome, error) {
+                    stats.last_error = Some((error, unix_ms()));
                 }
             }
             ProviderMsg::Cancel { call_id } => {
@@ -248,24 +252,34 @@ impl Actor for ProviderActor {
                     .cluster
                     .as_ref()
                     .map_or((ClusterPhase::Closed, 0), |link| link.with(|gate| (gate.phase(), gate.epoch())));
+                let cluster_open_remaining_ms = match cluster_phase {
+                    ClusterPhase::Open { until } => {
+                        Some(until.saturating_duration_since(Instant::now()).as_millis() as u64)
+                    }
+                    _ => None,
+                };
                 let _ = port.send(ProviderHealth {
                     name: state.provider.name().to_owned(),
                     model: state.provider.model().to_owned(),
                     status: "running".into(),
                     restarts: 0,
                     in_flight: state.in_flight.load(Ordering::Acquire) as u64,
-                    calls: stats.calls,
-                    successes: stats.successes,
-                    failures: stats.failures,
-                    refused: stats.refused,
+                    calls: state.counters.calls(),
+                    successes: state.counters.successes(),
+                    failures: state.counters.failures(),
+                    refused: state.counters.refusals(),
                     ewma_latency_ms: stats.ewma_latency_ms,
-                    last_error: stats.last_error.clone(),
+                    last_error: stats.last_error.as_ref().map(|(e, _)| e.clone()),
+                    last_error_at_ms: stats.last_error.as_ref().map(|(_, at)| *at),
+                    last_crash: None,
+                    last_crash_at_ms: None,
                     breaker: breaker.state.as_str().to_owned(),
                     breaker_epoch: breaker.epoch,
                     failure_rate: breaker.failure_rate,
                     misconfigured: breaker.misconfigured,
                     cluster_breaker: cluster_phase.as_str().to_owned(),
                     cluster_epoch,
+                    cluster_open_remaining_ms,
                 });
             }
             ProviderMsg::Crash => {
@@ -324,6 +338,7 @@ impl ProviderState {
                     let open_ms = t.open_until.map(|until| until.saturating_duration_since(now).as_millis() as u64);
                     let (from, to) = (t.from.as_str(), t.to.as_str());
                     info!(provider, from, to, epoch = t.epoch, open_ms, reason = ?t.reason, "breaker transition");
+                    self.telemetry.metrics.breaker(provider, "local", to);
                     local_trip = matches!(t.to, BreakerState::Open { .. });
                 }
                 epoch
@@ -378,6 +393,8 @@ pub(crate) async fn publish_reply(bus: &dyn Bus, reply_to: String, node: &str, r
 /// provider, and after a panic also answers the router, so it falls back at once instead of waiting.
 struct CallGuard {
     actor: ActorRef<ProviderMsg>,
+    counters: Arc<ProviderCounters>,
+    telemetry: Arc<Telemetry>,
     in_flight: Arc<AtomicUsize>,
     call_id: Uuid,
     admission: Option<Admission>,
@@ -387,6 +404,37 @@ struct CallGuard {
 }
 
 impl CallGuard {
+    /// Counts the call's end in this provider's counters and metrics (a refusal was counted at admission).
+    fn count(&self, reply: &ProviderReply) {
+        let provider = self.telemetry_provider();
+        let metrics = &self.telemetry.metrics;
+        let calls = |outcome: &str| CallLabels { provider: provider.clone(), outcome: outcome.to_owned() };
+        match reply {
+            ProviderReply::Completed { completion, .. } => {
+                let latency = self.started.elapsed();
+                let (usage, cost_usd) = (&completion.usage, completion.cost_usd);
+                self.counters.record(CallEnd::Answered { latency, usage, cost_usd });
+                metrics.provider_calls.get_or_create(&calls("success")).inc();
+                let labels = ProviderLabels { provider: provider.clone() };
+                metrics.provider_seconds.get_or_create(&labels).observe(latency.as_secs_f64());
+                metrics.provider_tokens.get_or_create(&calls("input")).inc_by(usage.input_tokens);
+                metrics.provider_tokens.get_or_create(&calls("output")).inc_by(usage.output_tokens);
+            }
+            ProviderReply::Failed(failure) => {
+                let class: FailureClass = failure.class.into();
+                if class != FailureClass::Cancelled {
+                    self.counters.record(CallEnd::Failed { class });
+                    metrics.provider_calls.get_or_create(&calls(class.as_str())).inc();
+                }
+            }
+            ProviderReply::Refused { .. } => {}
+        }
+    }
+
+    fn telemetry_provider(&self) -> String {
+        self.counters.provider().to_owned()
+    }
+
     fn finish(mut self, outcome: Outcome, error: Option<String>) {
         self.report(outcome, error);
     }
@@ -600,6 +648,8 @@ mod tests {
             breaker: BreakerConfig::default(),
             limits: StreamLimits::default(),
             cluster: None,
+            counters: Arc::new(ProviderCounters::new("p")),
+            telemetry: Arc::default(),
         };
         let (actor, _) = Actor::spawn(None, ProviderActor, args).await.unwrap();
         (actor, bus, in_flight)
@@ -678,6 +728,8 @@ mod tests {
             breaker: BreakerConfig::default(),
             limits: StreamLimits::default(),
             cluster: None,
+            counters: Arc::new(ProviderCounters::new("p")),
+            telemetry: Arc::default(),
         };
         let (second, _) = Actor::spawn(None, ProviderActor, args).await.unwrap();
         let mut replies = bus.subscribe("router.inbox").await.unwrap();

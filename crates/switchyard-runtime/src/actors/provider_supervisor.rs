@@ -20,6 +20,7 @@ use switchyard_protocol::admin::ProviderHealth;
 use switchyard_providers::LlmProvider;
 
 use super::provider::{ClusterLink, ProviderActor, ProviderArgs, ProviderMsg, StreamLimits};
+use crate::telemetry::{ActorLabels, ProviderCounters, Telemetry, unix_ms};
 
 /// Which actor currently serves each provider on this node; shared with the bus bridge.
 #[derive(Clone, Default)]
@@ -50,6 +51,8 @@ pub struct ProviderSpec {
     pub limits: StreamLimits,
     pub breaker: BreakerConfig,
     pub cluster: Option<ClusterLink>,
+    /// The provider's counters on this node, across restarts of its actor.
+    pub counters: Arc<ProviderCounters>,
 }
 
 pub struct ProviderSupervisor;
@@ -60,6 +63,7 @@ pub struct ProviderSupervisorArgs {
     pub bus: Arc<dyn Bus>,
     pub policy: RestartPolicy,
     pub directory: ProviderDirectory,
+    pub telemetry: Arc<Telemetry>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,8 @@ struct Child {
     actor: Option<ActorRef<ProviderMsg>>,
     tracker: RestartTracker,
     status: ChildStatus,
+    /// Why the actor last died, and when (Unix ms).
+    last_crash: Option<(String, u64)>,
 }
 
 pub struct ProviderSupervisorState {
@@ -83,6 +89,7 @@ pub struct ProviderSupervisorState {
     bus: Arc<dyn Bus>,
     policy: RestartPolicy,
     directory: ProviderDirectory,
+    telemetry: Arc<Telemetry>,
 }
 
 pub enum ProviderSupervisorMsg {
@@ -105,6 +112,8 @@ impl ProviderSupervisorState {
             limits: child.spec.limits,
             breaker: child.spec.breaker,
             cluster: child.spec.cluster.clone(),
+            counters: child.spec.counters.clone(),
+            telemetry: self.telemetry.clone(),
         };
         match Actor::spawn_linked(None, ProviderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -136,6 +145,7 @@ impl Actor for ProviderSupervisor {
             children: HashMap::new(),
             by_actor: HashMap::new(),
             bus: args.bus,
+            telemetry: args.telemetry,
             policy: args.policy,
             directory: args.directory,
         };
@@ -143,7 +153,13 @@ impl Actor for ProviderSupervisor {
             let name = spec.provider.name().to_owned();
             state.children.insert(
                 name,
-                Child { spec, actor: None, tracker: RestartTracker::default(), status: ChildStatus::Restarting },
+                Child {
+                    spec,
+                    actor: None,
+                    tracker: RestartTracker::default(),
+                    status: ChildStatus::Restarting,
+                    last_crash: None,
+                },
             );
         }
         let names: Vec<String> = state.children.keys().cloned().collect();
@@ -175,12 +191,22 @@ impl Actor for ProviderSupervisor {
                 let children: Vec<_> = state
                     .children
                     .values()
-                    .map(|c| (c.spec.provider.clone(), c.actor.clone(), c.status, c.tracker.total()))
+                    .map(|c| {
+                        let crash = c.last_crash.clone();
+                        (
+                            c.spec.provider.clone(),
+                            c.actor.clone(),
+                            c.status,
+                            c.tracker.total(),
+                            crash,
+                            c.spec.counters.clone(),
+                        )
+                    })
                     .collect();
                 // Asking the children is a round trip per child: do it off the supervisor's mailbox.
                 tokio::spawn(async move {
                     let mut out = Vec::with_capacity(children.len());
-                    for (provider, actor, status, restarts) in children {
+                    for (provider, actor, status, restarts, crash, counters) in children {
                         let live = match (&actor, status) {
                             (Some(actor), ChildStatus::Running) => {
                                 actor.call(ProviderMsg::Health, Some(Duration::from_millis(500))).await.ok()
@@ -195,18 +221,22 @@ impl Actor for ProviderSupervisor {
                                 status: String::new(),
                                 restarts: 0,
                                 in_flight: 0,
-                                calls: 0,
-                                successes: 0,
-                                failures: 0,
-                                refused: 0,
+                                calls: counters.calls(),
+                                successes: counters.successes(),
+                                failures: counters.failures(),
+                                refused: counters.refusals(),
                                 ewma_latency_ms: 0.0,
                                 last_error: None,
+                                last_error_at_ms: None,
+                                last_crash: None,
+                                last_crash_at_ms: None,
                                 breaker: "unknown".into(),
                                 breaker_epoch: 0,
                                 failure_rate: None,
                                 misconfigured: false,
                                 cluster_breaker: "unknown".into(),
                                 cluster_epoch: 0,
+                                cluster_open_remaining_ms: None,
                             },
                         };
                         health.status = match status {
@@ -216,6 +246,8 @@ impl Actor for ProviderSupervisor {
                         }
                         .into();
                         health.restarts = restarts;
+                        (health.last_crash, health.last_crash_at_ms) =
+                            crash.map_or((None, None), |(e, at)| (Some(e), Some(at)));
                         out.push(health);
                     }
                     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -243,6 +275,9 @@ impl Actor for ProviderSupervisor {
         state.directory.set(&name, None);
         let Some(child) = state.children.get_mut(&name) else { return Ok(()) };
         child.actor = None;
+        child.last_crash = Some((reason.clone(), unix_ms()));
+        let actor = ActorLabels { actor: format!("provider:{name}") };
+        state.telemetry.metrics.actor_restarts.get_or_create(&actor).inc();
         match child.tracker.on_death(&state.policy, Instant::now(), rand::random::<f64>()) {
             RestartDecision::RestartAfter(delay) => {
                 warn!(provider = %name, reason = %reason, delay_ms = delay.as_millis() as u64, "provider actor died");

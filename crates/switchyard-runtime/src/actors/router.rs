@@ -37,6 +37,7 @@ use crate::liveness::Liveness;
 use crate::quality::{QualityRouting, run_ensemble, with_decision};
 use crate::query::{Answer, QueryContext, StreamEnd, call_cascade, render, run_query};
 use crate::routing::{RoutePlan, Routing};
+use crate::telemetry::{QueryLabels, RouteLabels, WalkEvent};
 
 /// How long an overloaded client is asked to wait before it retries.
 const OVERLOADED_RETRY_AFTER_MS: u64 = 100;
@@ -415,10 +416,31 @@ impl RouterState {
                         answer
                     }
                 };
+                observe(&routing, &plan.name, &answer, received.elapsed());
                 let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
             }
             .instrument(span),
         );
+    }
+}
+
+/// Counts a finished query: its route's counter, and the metrics of its outcome, latency and overhead (the
+/// latency less the upstream time of the attempt that answered).
+fn observe(routing: &Routing, route: &str, answer: &Answer, latency: Duration) {
+    routing.count(route, WalkEvent::Query);
+    let metrics = &routing.telemetry().metrics;
+    let outcome = match answer {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => error.error.code.clone(),
+    };
+    metrics.queries.get_or_create(&QueryLabels { route: route.to_owned(), outcome }).inc();
+    let labels = RouteLabels { route: route.to_owned() };
+    metrics.query_seconds.get_or_create(&labels).observe(latency.as_secs_f64());
+    if let Ok(reply) = answer
+        && let Some(upstream) = reply.trace.attempts.iter().rev().find(|a| a.outcome == "success")
+    {
+        let overhead = (latency.as_secs_f64() - upstream.latency_ms / 1000.0).max(0.0);
+        metrics.overhead_seconds.get_or_create(&labels).observe(overhead);
     }
 }
 

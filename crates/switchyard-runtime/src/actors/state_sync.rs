@@ -100,6 +100,7 @@ pub struct StateSyncArgs {
     pub policies: HashMap<String, TripPolicy>,
     pub settings: SyncSettings,
     pub degraded: Arc<AtomicBool>,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 pub struct StateSyncState {
@@ -488,6 +489,7 @@ impl StateSyncState {
     }
 
     fn store_failed(&mut self, error: StateError) {
+        self.args.telemetry.metrics.redis_errors.inc();
         if !self.args.degraded.swap(true, Ordering::Relaxed) {
             warn!(node = %self.args.node, %error, "shared state unreachable, serving with local breakers");
             self.set_degraded(true);
@@ -585,6 +587,7 @@ impl StateSyncState {
         was_closed: bool,
     ) {
         self.pending.remove(provider);
+        self.args.telemetry.metrics.breaker(provider, "cluster", phase.as_str());
         match phase {
             ClusterPhase::Open { until } => {
                 self.schedule_probe(myself, provider, epoch, until.saturating_duration_since(now()));

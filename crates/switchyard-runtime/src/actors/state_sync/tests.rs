@@ -192,6 +192,7 @@ impl Node {
             directory: ProviderDirectory::default(),
             gates: gates.clone(),
             policies: HashMap::from([(P.to_owned(), policy())]),
+            telemetry: Arc::default(),
             settings: SyncSettings {
                 flush_interval: FLUSH,
                 poll_interval: POLL,
