@@ -1,8 +1,9 @@
 //! The NATS service API (`$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`), so standard NATS tooling (`nats micro ls`,
 //! `nats micro info switchyard`) lists the nodes and their endpoints.
 //!
-//! Each node is one instance of the service `switchyard`, its id the node's name. The three verbs are answered on
-//! `$SRV.<verb>`, `$SRV.<verb>.switchyard` and `$SRV.<verb>.switchyard.<id>` with the JSON documents of the NATS
+//! Each node is one instance of a service named after the cluster's namespace (`switchyard` by default, so
+//! clusters sharing a NATS server are told apart), its id the node's name. The three verbs are answered on
+//! `$SRV.<verb>`, `$SRV.<verb>.<service>` and `$SRV.<verb>.<service>.<id>` with the JSON documents of the NATS
 //! micro specification (`io.nats.micro.v1.*_response`). The endpoints are the subscriptions the node serves:
 //! queries (router nodes), provider calls (one per hosted provider), cascade runs, admin. Built here as pure
 //! functions of a snapshot; the admin actor answers with them.
@@ -10,9 +11,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-
-/// The service's name on `$SRV`.
-pub const SERVICE: &str = "switchyard";
 
 /// The three verbs of the NATS service API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +20,9 @@ pub enum Verb {
     Stats,
 }
 
-/// Whether `subject` asks this node (`id`) a service verb: `$SRV.<VERB>`, `$SRV.<VERB>.switchyard` or
-/// `$SRV.<VERB>.switchyard.<id>`.
-pub fn parse(subject: &str, id: &str) -> Option<Verb> {
+/// Whether `subject` asks this node (`id` of `service`) a service verb: `$SRV.<VERB>`, `$SRV.<VERB>.<service>` or
+/// `$SRV.<VERB>.<service>.<id>`.
+pub fn parse(subject: &str, service: &str, id: &str) -> Option<Verb> {
     let mut tokens = subject.split('.');
     if tokens.next()? != "$SRV" {
         return None;
@@ -37,8 +35,8 @@ pub fn parse(subject: &str, id: &str) -> Option<Verb> {
     };
     match (tokens.next(), tokens.next(), tokens.next()) {
         (None, _, _) => Some(verb),
-        (Some(SERVICE), None, _) => Some(verb),
-        (Some(SERVICE), Some(target), None) if target == id => Some(verb),
+        (Some(name), None, _) if name == service => Some(verb),
+        (Some(name), Some(target), None) if name == service && target == id => Some(verb),
         _ => None,
     }
 }
@@ -56,6 +54,8 @@ pub struct Endpoint {
 /// What the service documents say about one node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
+    /// The service's name: the cluster's namespace.
+    pub name: String,
     pub id: String,
     pub version: String,
     pub roles: Vec<String>,
@@ -127,7 +127,7 @@ fn metadata(instance: &Instance) -> BTreeMap<String, String> {
 
 /// The JSON document answering `verb`.
 pub fn respond(verb: Verb, instance: &Instance) -> serde_json::Value {
-    let (name, id, version) = (SERVICE.to_owned(), instance.id.clone(), instance.version.clone());
+    let (name, id, version) = (instance.name.clone(), instance.id.clone(), instance.version.clone());
     let document = match verb {
         Verb::Ping => serde_json::to_value(PingResponse {
             kind: "io.nats.micro.v1.ping_response".into(),
@@ -191,17 +191,19 @@ mod tests {
 
     #[test]
     fn verbs_are_answered_for_all_the_service_or_this_instance() {
-        assert_eq!(parse("$SRV.PING", "n1"), Some(Verb::Ping));
-        assert_eq!(parse("$SRV.INFO.switchyard", "n1"), Some(Verb::Info));
-        assert_eq!(parse("$SRV.STATS.switchyard.n1", "n1"), Some(Verb::Stats));
-        assert_eq!(parse("$SRV.STATS.switchyard.n2", "n1"), None, "another instance");
-        assert_eq!(parse("$SRV.PING.other", "n1"), None, "another service");
-        assert_eq!(parse("switchyard.v1.admin.health", "n1"), None);
+        let p = |subject| parse(subject, "switchyard", "n1");
+        assert_eq!(p("$SRV.PING"), Some(Verb::Ping));
+        assert_eq!(p("$SRV.INFO.switchyard"), Some(Verb::Info));
+        assert_eq!(p("$SRV.STATS.switchyard.n1"), Some(Verb::Stats));
+        assert_eq!(p("$SRV.STATS.switchyard.n2"), None, "another instance");
+        assert_eq!(p("$SRV.PING.other"), None, "another service");
+        assert_eq!(p("switchyard.v1.admin.health"), None);
     }
 
     #[test]
     fn documents_follow_the_micro_schema() {
         let instance = Instance {
+            name: "switchyard".into(),
             id: "n1".into(),
             version: "0.1.0".into(),
             roles: vec!["router".into()],

@@ -39,7 +39,7 @@ pub async fn run(to: &Connection, sender: Option<String>, command: AdminCommand)
             let wait = Duration::from_millis(wait_ms);
             let (health, pings) = tokio::join!(
                 gather::<NodeHealth>(&bus, subject, Bytes::new(), wait),
-                gather::<PingResponse>(&bus, "$SRV.PING.switchyard".into(), Bytes::new(), wait),
+                gather::<PingResponse>(&bus, format!("$SRV.PING.{}", to.namespace), Bytes::new(), wait),
             );
             let health = health?;
             let answered: BTreeSet<&str> = health.iter().map(|h| h.node.as_str()).collect();

@@ -150,7 +150,7 @@ fn sender(message: &Message) -> String {
 async fn answer(args: &AdminArgs, started: Instant, message: &Message) -> Option<Bytes> {
     let subject = message.subject.as_str();
     let s = &args.subjects;
-    if let Some(verb) = service::parse(subject, &args.node) {
+    if let Some(verb) = service::parse(subject, args.subjects.namespace(), &args.node) {
         return Some(encode(&service::respond(verb, &instance(args, started))));
     }
     if subject == s.admin_health() || subject == s.admin_node(&args.node, "health") {
@@ -243,6 +243,7 @@ fn instance(args: &AdminArgs, started: Instant) -> service::Instance {
     });
     let since = std::time::SystemTime::now() - started.elapsed();
     service::Instance {
+        name: args.subjects.namespace().to_owned(),
         id: args.node.clone(),
         version: VERSION.to_owned(),
         roles: args.roles.clone(),

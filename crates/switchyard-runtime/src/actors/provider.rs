@@ -157,6 +157,8 @@ impl Actor for ProviderActor {
         _: ActorRef<ProviderMsg>,
         args: ProviderArgs,
     ) -> Result<ProviderState, ActorProcessingErr> {
+        // A restarted actor starts with a fresh local breaker.
+        args.telemetry.metrics.breaker(args.provider.name(), "local", "closed");
         Ok(ProviderState {
             node: args.node,
             provider: args.provider,

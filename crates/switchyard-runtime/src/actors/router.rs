@@ -397,6 +397,11 @@ impl RouterState {
                     }
                     _ => Resolved::Ran { answer: run().await, owned: false },
                 };
+                // Counted before the client sees the answer, so a client that asks for the figures next sees it.
+                let counted = match &resolved {
+                    Resolved::Ran { answer, .. } | Resolved::Found(answer) => answer,
+                };
+                observe(&routing, &plan.name, counted, received.elapsed());
                 let answer = match resolved {
                     Resolved::Ran { answer, owned } => {
                         // The client first; announcing and storing the answer only afterwards.
@@ -416,7 +421,6 @@ impl RouterState {
                         answer
                     }
                 };
-                observe(&routing, &plan.name, &answer, received.elapsed());
                 let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
             }
             .instrument(span),
