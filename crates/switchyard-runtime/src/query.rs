@@ -116,7 +116,9 @@ async fn call_provider(
     payload: Bytes,
     wait: Duration,
 ) -> (Option<String>, CallResult) {
-    let reply = match bus.request(Message::new(subject, payload), wait).await {
+    let mut message = Message::new(subject, payload);
+    crate::telemetry::inject_trace(&mut message.headers);
+    let reply = match bus.request(message, wait).await {
         Ok(reply) => reply,
         Err(BusError::NoResponders { .. }) => return (None, CallResult::NoResponders),
         Err(BusError::Timeout { .. }) => return (None, CallResult::Timeout),

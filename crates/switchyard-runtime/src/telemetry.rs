@@ -367,3 +367,36 @@ pub type SharedTelemetry = Arc<Telemetry>;
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Writes the current span's trace context into NATS headers (W3C `traceparent`, `tracestate`), so the node
+/// that handles the message continues the same trace. A no-op unless the process installed a propagator (the
+/// binary does when an OTLP exporter is configured).
+pub fn inject_trace(headers: &mut Vec<(String, String)>) {
+    use opentelemetry::propagation::Injector;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Headers<'a>(&'a mut Vec<(String, String)>);
+    impl Injector for Headers<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.push((key.to_owned(), value));
+        }
+    }
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut Headers(headers)));
+}
+
+/// The trace context a message's headers carry (see [`inject_trace`]), to parent the span that handles it.
+pub fn extract_trace(headers: &[(String, String)]) -> opentelemetry::Context {
+    use opentelemetry::propagation::Extractor;
+
+    struct Headers<'a>(&'a [(String, String)]);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| k.as_str()).collect()
+        }
+    }
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)))
+}

@@ -11,8 +11,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Routes LLM queries across providers and keeps answering when they fail"
 )]
 pub struct Cli {
+    /// Log lines as `text` or `json` (one JSON object per line, for log shippers).
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

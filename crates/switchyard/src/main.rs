@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod demo;
 mod router_cmd;
+mod tracing_setup;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 use switchyard_runtime::{Node, NodeConfig};
 
@@ -34,10 +34,7 @@ fn main() -> ExitCode {
         | Command::Cascade { .. }
         | Command::Router { .. } => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
-        .with_writer(std::io::stderr)
-        .init();
+    let otel = tracing_setup::init(cli.log_format, default_level);
     // The offline cascade commands need neither a runtime nor TLS: they run on this thread and return.
     let offline = match &cli.command {
         Command::Eval { command: EvalCommand::Cascade(args) } => Some(cascade::eval(args)),
@@ -50,6 +47,7 @@ fn main() -> ExitCode {
     if let Some(result) = offline {
         return exit(result);
     }
+    let _otel = otel;
     // One rustls crypto provider for the whole process, before any TLS connection (NATS, Redis, HTTPS).
     let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
 

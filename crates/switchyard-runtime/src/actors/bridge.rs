@@ -254,10 +254,12 @@ async fn forward_call(bus: &dyn Bus, directory: &ProviderDirectory, provider: &s
     };
     let refusal = match Bincode::decode::<ProviderCall>(&message.payload) {
         Ok(call) => match directory.get(provider) {
-            Some(actor) => match actor.cast(ProviderMsg::Call { call, reply_to: reply_to.clone() }) {
-                Ok(()) => return,
-                Err(_) => ProviderReply::Refused { reason: Refusal::Restarting },
-            },
+            Some(actor) => {
+                match actor.cast(ProviderMsg::Call { call, reply_to: reply_to.clone(), trace: message.headers }) {
+                    Ok(()) => return,
+                    Err(_) => ProviderReply::Refused { reason: Refusal::Restarting },
+                }
+            }
             None => ProviderReply::Refused { reason: Refusal::Restarting },
         },
         // Most likely a router of another version: retryable, so it falls back instead of failing the query.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use switchyard_bus::{Bus, Message};
 use switchyard_core::{
@@ -127,6 +127,8 @@ pub enum ProviderMsg {
     Call {
         call: ProviderCall,
         reply_to: String,
+        /// The headers of the call's message: the router's trace context, when tracing is on.
+        trace: Vec<(String, String)>,
     },
     /// A call task ended; its admission comes back with its outcome.
     Finished {
@@ -182,7 +184,7 @@ impl Actor for ProviderActor {
         state: &mut ProviderState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ProviderMsg::Call { call, reply_to } => {
+            ProviderMsg::Call { call, reply_to, trace } => {
                 let admission = match state.admit(Instant::now(), call.bypass_breaker) {
                     Ok(admission) => admission,
                     Err(reason) => {
@@ -207,20 +209,30 @@ impl Actor for ProviderActor {
                     panic_reply: Some((bus.clone(), reply_to.clone(), node.clone())),
                 };
                 let keepalive = call.keepalive.clone();
-                let task = tokio::spawn(async move {
-                    let mut guard = guard;
-                    // Signs of life while the call runs; dropped with the task, however it ends.
-                    let _alive = keepalive.map(|k| crate::liveness::heartbeats(bus.clone(), k, call_id, node.clone()));
-                    let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
-                    guard.panic_reply = None;
-                    guard.count(&reply);
-                    let (outcome, error) = match &reply {
-                        ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
-                        _ => (Outcome::Success, None),
-                    };
-                    publish_reply(bus.as_ref(), reply_to, &node, reply).await;
-                    guard.finish(outcome, error);
-                });
+                // The call's span continues the router's trace (its context came in the message's headers).
+                let span = tracing::info_span!("provider_call", provider = state.provider.name(), %call_id);
+                if !trace.is_empty() {
+                    use tracing_opentelemetry::OpenTelemetrySpanExt;
+                    let _ = span.set_parent(crate::telemetry::extract_trace(&trace));
+                }
+                let task = tokio::spawn(
+                    async move {
+                        let mut guard = guard;
+                        // Signs of life while the call runs; dropped with the task, however it ends.
+                        let _alive =
+                            keepalive.map(|k| crate::liveness::heartbeats(bus.clone(), k, call_id, node.clone()));
+                        let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
+                        guard.panic_reply = None;
+                        guard.count(&reply);
+                        let (outcome, error) = match &reply {
+                            ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
+                            _ => (Outcome::Success, None),
+                        };
+                        publish_reply(bus.as_ref(), reply_to, &node, reply).await;
+                        guard.finish(outcome, error);
+                    }
+                    .instrument(span),
+                );
                 state.running.insert(call_id, task.abort_handle());
             }
             ProviderMsg::Finished { call_id, admission, outcome, latency, error } => {
@@ -676,7 +688,7 @@ mod tests {
     async fn a_panicking_call_gives_its_slot_back_and_answers_its_router() {
         let (actor, bus, in_flight) = start(true).await;
         let mut replies = bus.subscribe("router.inbox").await.unwrap();
-        actor.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into() }).unwrap();
+        actor.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into(), trace: Vec::new() }).unwrap();
         let reply = replies.next().await.unwrap();
         match Bincode::decode::<ProviderAnswer>(&reply.payload).unwrap().reply {
             ProviderReply::Failed(failure) => {
@@ -700,7 +712,7 @@ mod tests {
         let (actor, _bus, in_flight) = start(false).await;
         let call = call();
         let call_id = call.call_id;
-        actor.cast(ProviderMsg::Call { call, reply_to: "nobody".into() }).unwrap();
+        actor.cast(ProviderMsg::Call { call, reply_to: "nobody".into(), trace: Vec::new() }).unwrap();
         assert_eq!(health(&actor).await.in_flight, 1);
         actor.cast(ProviderMsg::Cancel { call_id }).unwrap();
         while health(&actor).await.in_flight > 0 {
@@ -716,7 +728,7 @@ mod tests {
     async fn a_restarted_actor_still_counts_its_predecessors_calls() {
         let (first, bus, in_flight) = start(false).await;
         for _ in 0..4 {
-            first.cast(ProviderMsg::Call { call: call(), reply_to: "nobody".into() }).unwrap();
+            first.cast(ProviderMsg::Call { call: call(), reply_to: "nobody".into(), trace: Vec::new() }).unwrap();
         }
         assert_eq!(health(&first).await.in_flight, 4);
         first.stop(None);
@@ -735,7 +747,7 @@ mod tests {
         };
         let (second, _) = Actor::spawn(None, ProviderActor, args).await.unwrap();
         let mut replies = bus.subscribe("router.inbox").await.unwrap();
-        second.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into() }).unwrap();
+        second.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into(), trace: Vec::new() }).unwrap();
         let answer = Bincode::decode::<ProviderAnswer>(&replies.next().await.unwrap().payload).unwrap();
         assert_eq!(answer.reply, ProviderReply::Refused { reason: Refusal::Overloaded });
         assert_eq!(answer.node, "node-t");

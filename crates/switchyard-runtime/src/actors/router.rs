@@ -101,6 +101,8 @@ pub struct Admitted {
     pub fingerprint: String,
     pub received: Instant,
     pub permit: Permit,
+    /// The client's trace context, from the message's headers.
+    pub trace: Vec<(String, String)>,
 }
 
 /// The admission half that runs in the bus bridge, before the router.
@@ -150,7 +152,8 @@ impl Intake {
                 return intake.reject(reply_to, error.with_id(request.id.clone())).await;
             }
             let fingerprint = if request.id.is_some() { request.fingerprint() } else { String::new() };
-            let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit };
+            let trace = message.headers;
+            let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace };
             if let Err(error) = intake.router.cast(RouterMsg::Query(Box::new(admitted))) {
                 debug!(%error, "router gone, query dropped");
             }
@@ -329,7 +332,7 @@ impl RouterState {
 
     /// Book-keeping of an admitted query: queue time, de-duplication, then its task.
     async fn admit(&mut self, myself: ActorRef<RouterMsg>, admitted: Admitted) {
-        let Admitted { reply_to, plan, request, fingerprint, received, permit } = admitted;
+        let Admitted { reply_to, plan, request, fingerprint, received, permit, trace } = admitted;
         let now = Instant::now();
         if now.duration_since(received) > self.settings.max_queue_wait {
             let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "the query waited too long for a router")
@@ -370,6 +373,10 @@ impl RouterState {
         let quality = self.quality.clone();
         let span =
             info_span!("query", route = %plan.name, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
+        if !trace.is_empty() {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(crate::telemetry::extract_trace(&trace));
+        }
         self.tasks.spawn(
             async move {
                 // Held until the answer is out, so the gate counts the query while it runs.
