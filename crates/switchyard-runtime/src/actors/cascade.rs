@@ -23,6 +23,7 @@ use crate::cascade::CascadeEngine;
 use crate::liveness::{Liveness, heartbeats};
 use crate::query::{QueryContext, render};
 use crate::routing::Routing;
+use crate::telemetry::{EscalationLabels, Metrics};
 
 /// How often decisions are flushed to the store and the cluster's rates read back.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -128,8 +129,9 @@ impl Actor for CascadeCoordinator {
             CoordinatorMsg::Tick if !state.flushing => {
                 state.flushing = true;
                 let (engine, store, me) = (state.engine.clone(), state.store.clone(), myself.clone());
+                let telemetry = state.routing.telemetry().clone();
                 tokio::spawn(async move {
-                    flush_and_read(&engine, store.as_ref()).await;
+                    flush_and_read(&engine, store.as_ref(), &telemetry.metrics).await;
                     let _ = me.cast(CoordinatorMsg::Flushed);
                 });
             }
@@ -151,7 +153,7 @@ impl Actor for CascadeCoordinator {
 
 /// Sends every cascade's new decisions to the store (one command per stage with decisions), then reads the
 /// cluster's counts of every escalating stage back into the engine.
-async fn flush_and_read(engine: &CascadeEngine, store: &dyn BreakerStore) {
+async fn flush_and_read(engine: &CascadeEngine, store: &dyn BreakerStore, metrics: &Metrics) {
     for unit in engine.units.values() {
         let counts = unit.take_counts();
         let mut failed = Vec::new();
@@ -159,7 +161,12 @@ async fn flush_and_read(engine: &CascadeEngine, store: &dyn BreakerStore) {
             let batch = EscalationCounts { total: c.total(), escalated: c.escalated };
             if let Err(error) = store.add_escalations(unit.name(), stage as u32, batch).await {
                 debug!(%error, cascade = unit.name(), "cannot flush escalation counters; kept for the next flush");
+                metrics.redis_errors.inc();
                 failed.push((stage, c));
+            } else {
+                // Counted once flushed: a batch kept for the next flush is not counted twice.
+                let labels = EscalationLabels { cascade: unit.name().to_owned(), stage: stage.to_string() };
+                metrics.escalations.get_or_create(&labels).inc_by(c.escalated);
             }
         }
         unit.restore_counts(&failed);
