@@ -70,11 +70,7 @@ pub struct ShutdownReport {
 impl Node {
     /// Builds the provider clients, then starts the actor tree on `bus`, sharing `shared` with the cluster.
     pub async fn start(config: &NodeConfig, bus: Arc<dyn Bus>, shared: SharedState) -> Result<Node, NodeError> {
-        let name = if config.node.name.is_empty() {
-            format!("node-{}", &Uuid::new_v4().simple().to_string()[..8])
-        } else {
-            config.node.name.clone()
-        };
+        let name = if config.node.name.is_empty() { generated_name() } else { config.node.name.clone() };
         let specs = if config.has_role(Role::Providers) { Some(build_providers(&config.providers)?) } else { None };
         let provider_calls = specs.iter().flatten().map(|spec| spec.in_flight.clone()).collect();
         let telemetry = Arc::new(Telemetry::default());
@@ -294,6 +290,11 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// A name for a node whose configuration gives none: `node-` and eight hex digits.
+pub fn generated_name() -> String {
+    format!("node-{}", &Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// Builds one provider client per configured provider, reading API keys from where the config says.

@@ -95,7 +95,11 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn serve(path: &Path) -> anyhow::Result<()> {
-    let config = NodeConfig::load(path)?;
+    let mut config = NodeConfig::load(path)?;
+    // Named before connecting, so the NATS connection carries the node's name too.
+    if config.node.name.is_empty() {
+        config.node.name = switchyard_runtime::node::generated_name();
+    }
     // Every secret the config names is read before anything connects: a missing one is a config error (exit 64).
     config.resolve_secrets()?;
     let bus = switchyard_runtime::nats::connect(&config.nats, &config.node.name).await.map_err(|e| match e {
