@@ -233,6 +233,9 @@ pub struct NodeSection {
     pub call_keepalive_ms: u64,
     /// Where to serve Prometheus metrics (`GET /metrics`), e.g. `127.0.0.1:9464`; none by default.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A router calls the provider actors of its own node directly, not over NATS (same admission, breakers,
+    /// traces and idempotency; remote providers are still reached over NATS).
+    pub local_calls: bool,
 }
 
 impl Default for NodeSection {
@@ -254,6 +257,7 @@ impl Default for NodeSection {
             idempotency_retention_ms: 60_000,
             call_keepalive_ms: 1_000,
             metrics_addr: None,
+            local_calls: true,
         }
     }
 }

@@ -169,6 +169,7 @@ impl Node {
             degraded: Arc::new(AtomicBool::new(false)),
             telemetry: telemetry.clone(),
             drain: drain.clone(),
+            local_calls: config.node.local_calls,
         };
         let spawn_err = |e: &dyn std::fmt::Display| NodeError::Spawn { reason: e.to_string() };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.map_err(|e| spawn_err(&e))?;

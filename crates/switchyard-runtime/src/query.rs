@@ -30,7 +30,8 @@ use switchyard_protocol::internal::{CascadeCall, ProviderAnswer, ProviderCall, P
 use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec, Json};
 
-use crate::actors::provider::STREAM_GRANTED;
+use crate::actors::provider::{ProviderMsg, ReplyTo, STREAM_GRANTED};
+use crate::actors::provider_supervisor::ProviderDirectory;
 use crate::liveness::Liveness;
 use crate::routing::{Resolved, RoutePlan, Routing};
 use crate::telemetry::WalkEvent;
@@ -42,6 +43,9 @@ pub struct QueryContext {
     pub subjects: Subjects,
     /// Heartbeats of running calls, so a call whose node died is given up (none: calls are not watched).
     pub liveness: Option<Arc<Liveness>>,
+    /// This node's provider actors, called directly instead of over the bus when the chosen provider is hosted
+    /// here (`node.local_calls`, on by default). The actor admits, counts and answers exactly as for a bus call.
+    pub local: Option<ProviderDirectory>,
 }
 
 /// The final answer of a query, before it is rendered for a plain or a streaming client.
@@ -128,14 +132,37 @@ async fn call_provider(
         // Another version of Switchyard answered: the next provider (or node) may still speak ours.
         return (None, CallResult::Broken("undecodable provider reply".into()));
     };
-    let result = match reply {
+    (Some(node), result_of(reply))
+}
+
+/// Hands one call to a provider actor of this node and waits, at most `wait`, for its answer: the same call,
+/// admission and answer as over the bus, without encoding it or a round trip through the NATS server.
+async fn call_local(
+    actor: ractor::ActorRef<ProviderMsg>,
+    call: ProviderCall,
+    trace: Vec<(String, String)>,
+    wait: Duration,
+) -> (Option<String>, CallResult) {
+    let (sender, answer) = tokio::sync::oneshot::channel();
+    if actor.cast(ProviderMsg::Call { call, reply_to: ReplyTo::Local(sender), trace }).is_err() {
+        // The actor is being restarted, as the bus bridge would say.
+        return (None, CallResult::Refused { reason: Refusal::Restarting });
+    }
+    match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(ProviderAnswer { node, reply })) => (Some(node), result_of(reply)),
+        Ok(Err(_)) => (None, CallResult::Broken("the provider actor stopped before answering".into())),
+        Err(_) => (None, CallResult::Timeout),
+    }
+}
+
+fn result_of(reply: ProviderReply) -> CallResult {
+    match reply {
         ProviderReply::Completed { completion, chunks, .. } => CallResult::Answered { completion, chunks },
         ProviderReply::Failed(f) => {
             CallResult::Failed { class: f.class.into(), status: f.status, message: f.message, chunks: f.chunks }
         }
         ProviderReply::Refused { reason } => CallResult::Refused { reason },
-    };
-    (Some(node), result)
+    }
 }
 
 /// How many times a router sends a cascade run again after its coordinator went silent.
@@ -271,6 +298,8 @@ struct Running {
     /// running it again is waited for another period, not abandoned.
     patience_from: Instant,
     abort: AbortHandle,
+    /// Handed to an actor of this node: it cannot be lost without this router going too, so it is not watched.
+    local: bool,
 }
 
 /// What to start once no attempt is running.
@@ -467,8 +496,12 @@ impl<'a> Walk<'a> {
     /// When the first running call will have been silent for too long (no answer, no heartbeat).
     fn lost_at(&self) -> Option<tokio::time::Instant> {
         let liveness = self.ctx.liveness.as_ref()?;
-        let last =
-            self.running.iter().map(|r| liveness.last_sign(&r.call_id, r.started).at.max(r.patience_from)).min()?;
+        let last = self
+            .running
+            .iter()
+            .filter(|r| !r.local)
+            .map(|r| liveness.last_sign(&r.call_id, r.started).at.max(r.patience_from))
+            .min()?;
         Some(tokio::time::Instant::from_std(last + liveness.lost_after()))
     }
 
@@ -481,7 +514,7 @@ impl<'a> Walk<'a> {
         let lost_after = liveness.lost_after();
         let now = Instant::now();
         let mut lost: Vec<(usize, Option<String>, Duration)> = Vec::new();
-        for running in &mut self.running {
+        for running in self.running.iter_mut().filter(|r| !r.local) {
             let sign = liveness.last_sign(&running.call_id, running.started);
             let silent = sign.at.elapsed();
             if silent < lost_after || now.saturating_duration_since(running.patience_from) < lost_after {
@@ -576,6 +609,29 @@ impl<'a> Walk<'a> {
                 self.hedged = true;
             }
         }
+        let local = match (&self.ctx.local, &node) {
+            (Some(directory), None) => directory.get(&provider),
+            (Some(directory), Some(to)) if *to == self.ctx.node => directory.get(&provider),
+            _ => None,
+        };
+        // A little slack beyond the deadline lets the provider report its own expiry.
+        let wait = remaining + Duration::from_millis(50);
+        if let Some(actor) = local {
+            self.trace.attempts.push(attempt(provider.clone(), "running", bypass, hedged));
+            let mut call = self.call.clone();
+            call.keepalive = None;
+            let mut trace = Vec::new();
+            crate::telemetry::inject_trace(&mut trace);
+            let (abort, registration) = AbortHandle::new_pair();
+            let future: BoxFuture<'static, _> = Box::pin(call_local(actor, call, trace, wait));
+            let map: SlotFn = Box::new(move |result| (slot, result.ok()));
+            self.pending.push(Abortable::new(future, registration).map(map));
+            let (call_id, started) = (self.call.call_id, Instant::now());
+            let running =
+                Running { slot, provider, member, node, call_id, started, patience_from: started, abort, local: true };
+            self.running.push(running);
+            return true;
+        }
         let payload = match Bincode::encode(&self.call) {
             Ok(bytes) => Bytes::from(bytes),
             Err(error) => {
@@ -587,8 +643,6 @@ impl<'a> Walk<'a> {
             }
         };
         self.trace.attempts.push(attempt(provider.clone(), "running", bypass, hedged));
-        // A little slack beyond the deadline lets the provider report its own expiry.
-        let wait = remaining + Duration::from_millis(50);
         let subject = match &node {
             Some(node) => self.ctx.subjects.provider_node_call(&provider, node),
             None => self.ctx.subjects.provider_call(&provider),
@@ -599,7 +653,17 @@ impl<'a> Walk<'a> {
         self.pending.push(Abortable::new(call, registration).map(map));
         let call_id = self.call.call_id;
         let started = Instant::now();
-        self.running.push(Running { slot, provider, member, node, call_id, started, patience_from: started, abort });
+        self.running.push(Running {
+            slot,
+            provider,
+            member,
+            node,
+            call_id,
+            started,
+            patience_from: started,
+            abort,
+            local: false,
+        });
         true
     }
 

@@ -25,7 +25,7 @@ use switchyard_protocol::{Bincode, Codec, Json};
 
 use super::admin::AdminMsg;
 use super::cascade::CoordinatorMsg;
-use super::provider::{ProviderMsg, publish_reply};
+use super::provider::{ProviderMsg, ReplyTo, publish_reply};
 use super::provider_supervisor::ProviderDirectory;
 use super::router::Intake;
 use crate::query::render;
@@ -255,7 +255,11 @@ async fn forward_call(bus: &dyn Bus, directory: &ProviderDirectory, provider: &s
     let refusal = match Bincode::decode::<ProviderCall>(&message.payload) {
         Ok(call) => match directory.get(provider) {
             Some(actor) => {
-                match actor.cast(ProviderMsg::Call { call, reply_to: reply_to.clone(), trace: message.headers }) {
+                match actor.cast(ProviderMsg::Call {
+                    call,
+                    reply_to: ReplyTo::Subject(reply_to.clone()),
+                    trace: message.headers,
+                }) {
                     Ok(()) => return,
                     Err(_) => ProviderReply::Refused { reason: Refusal::Restarting },
                 }
@@ -271,5 +275,5 @@ async fn forward_call(bus: &dyn Bus, directory: &ProviderDirectory, provider: &s
             chunks: 0,
         }),
     };
-    publish_reply(bus, reply_to, node, refusal).await;
+    publish_reply(bus, ReplyTo::Subject(reply_to), node, refusal).await;
 }

@@ -94,7 +94,7 @@ impl Actor for CascadeCoordinator {
                 }
             }
         });
-        let ctx = QueryContext { node: args.node, bus: args.bus, subjects: args.subjects, liveness };
+        let ctx = QueryContext { node: args.node, bus: args.bus, subjects: args.subjects, liveness, local: None };
         Ok(CoordinatorState {
             ctx: Arc::new(ctx),
             engine: args.engine,

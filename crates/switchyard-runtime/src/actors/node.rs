@@ -60,6 +60,8 @@ pub struct NodeArgs {
     pub telemetry: Arc<Telemetry>,
     /// Notified when an operator asks the node to drain.
     pub drain: Arc<Notify>,
+    /// Whether the router calls this node's provider actors directly (`node.local_calls`).
+    pub local_calls: bool,
 }
 
 /// What a cascade coordinator needs: the cascades, the routing its stages are called through, the store its
@@ -161,6 +163,7 @@ impl Actor for NodeSupervisor {
                     settings: args.router_settings.clone(),
                     gate: args.gate.clone(),
                     idempotency: args.idempotency.clone(),
+                    local: (args.local_calls && providers.is_some()).then(|| directory.clone()),
                 };
                 let router = Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0;
                 others.push(("router".into(), router.get_cell()));

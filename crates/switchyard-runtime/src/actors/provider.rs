@@ -122,11 +122,19 @@ pub enum Admission {
     Bypass,
 }
 
+/// Where a provider call's answer goes.
+pub enum ReplyTo {
+    /// A router that called over the bus: its reply subject.
+    Subject(String),
+    /// A router on this node that called the actor directly (`node.local_calls`).
+    Local(tokio::sync::oneshot::Sender<ProviderAnswer>),
+}
+
 pub enum ProviderMsg {
     /// A call from a router; the answer goes to `reply_to`.
     Call {
         call: ProviderCall,
-        reply_to: String,
+        reply_to: ReplyTo,
         /// The headers of the call's message: the router's trace context, when tracing is on.
         trace: Vec<(String, String)>,
     },
@@ -206,7 +214,7 @@ impl Actor for ProviderActor {
                     call_id,
                     admission: Some(admission),
                     started: Instant::now(),
-                    panic_reply: Some((bus.clone(), reply_to.clone(), node.clone())),
+                    panic_reply: Some((bus.clone(), reply_to, node.clone())),
                 };
                 let keepalive = call.keepalive.clone();
                 // The call's span continues the router's trace (its context came in the message's headers).
@@ -222,13 +230,15 @@ impl Actor for ProviderActor {
                         let _alive =
                             keepalive.map(|k| crate::liveness::heartbeats(bus.clone(), k, call_id, node.clone()));
                         let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
-                        guard.panic_reply = None;
+                        let reply_to = guard.panic_reply.take();
                         guard.count(&reply);
                         let (outcome, error) = match &reply {
                             ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
                             _ => (Outcome::Success, None),
                         };
-                        publish_reply(bus.as_ref(), reply_to, &node, reply).await;
+                        if let Some((_, reply_to, _)) = reply_to {
+                            publish_reply(bus.as_ref(), reply_to, &node, reply).await;
+                        }
                         guard.finish(outcome, error);
                     }
                     .instrument(span),
@@ -389,10 +399,19 @@ impl ProviderState {
 }
 
 /// Publishes a provider's answer; a router that gave up no longer listens, which is not an error here.
-pub(crate) async fn publish_reply(bus: &dyn Bus, reply_to: String, node: &str, reply: ProviderReply) {
-    match Bincode::encode(&ProviderAnswer { node: node.to_owned(), reply }) {
+pub(crate) async fn publish_reply(bus: &dyn Bus, reply_to: ReplyTo, node: &str, reply: ProviderReply) {
+    let answer = ProviderAnswer { node: node.to_owned(), reply };
+    let subject = match reply_to {
+        ReplyTo::Subject(subject) => subject,
+        ReplyTo::Local(sender) => {
+            // The router may have given up on the call meanwhile: nobody to tell.
+            let _ = sender.send(answer);
+            return;
+        }
+    };
+    match Bincode::encode(&answer) {
         Ok(bytes) => {
-            if let Err(error) = bus.publish(Message::new(reply_to, Bytes::from(bytes))).await {
+            if let Err(error) = bus.publish(Message::new(subject, Bytes::from(bytes))).await {
                 warn!(%error, "cannot publish provider reply");
             }
         }
@@ -414,7 +433,7 @@ struct CallGuard {
     admission: Option<Admission>,
     started: Instant,
     /// Where to send a failure if the task panics before it has replied, and this node's name.
-    panic_reply: Option<(Arc<dyn Bus>, String, String)>,
+    panic_reply: Option<(Arc<dyn Bus>, ReplyTo, String)>,
 }
 
 impl CallGuard {
@@ -688,7 +707,13 @@ mod tests {
     async fn a_panicking_call_gives_its_slot_back_and_answers_its_router() {
         let (actor, bus, in_flight) = start(true).await;
         let mut replies = bus.subscribe("router.inbox").await.unwrap();
-        actor.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into(), trace: Vec::new() }).unwrap();
+        actor
+            .cast(ProviderMsg::Call {
+                call: call(),
+                reply_to: ReplyTo::Subject("router.inbox".into()),
+                trace: Vec::new(),
+            })
+            .unwrap();
         let reply = replies.next().await.unwrap();
         match Bincode::decode::<ProviderAnswer>(&reply.payload).unwrap().reply {
             ProviderReply::Failed(failure) => {
@@ -712,7 +737,7 @@ mod tests {
         let (actor, _bus, in_flight) = start(false).await;
         let call = call();
         let call_id = call.call_id;
-        actor.cast(ProviderMsg::Call { call, reply_to: "nobody".into(), trace: Vec::new() }).unwrap();
+        actor.cast(ProviderMsg::Call { call, reply_to: ReplyTo::Subject("nobody".into()), trace: Vec::new() }).unwrap();
         assert_eq!(health(&actor).await.in_flight, 1);
         actor.cast(ProviderMsg::Cancel { call_id }).unwrap();
         while health(&actor).await.in_flight > 0 {
@@ -728,7 +753,13 @@ mod tests {
     async fn a_restarted_actor_still_counts_its_predecessors_calls() {
         let (first, bus, in_flight) = start(false).await;
         for _ in 0..4 {
-            first.cast(ProviderMsg::Call { call: call(), reply_to: "nobody".into(), trace: Vec::new() }).unwrap();
+            first
+                .cast(ProviderMsg::Call {
+                    call: call(),
+                    reply_to: ReplyTo::Subject("nobody".into()),
+                    trace: Vec::new(),
+                })
+                .unwrap();
         }
         assert_eq!(health(&first).await.in_flight, 4);
         first.stop(None);
@@ -747,7 +778,13 @@ mod tests {
         };
         let (second, _) = Actor::spawn(None, ProviderActor, args).await.unwrap();
         let mut replies = bus.subscribe("router.inbox").await.unwrap();
-        second.cast(ProviderMsg::Call { call: call(), reply_to: "router.inbox".into(), trace: Vec::new() }).unwrap();
+        second
+            .cast(ProviderMsg::Call {
+                call: call(),
+                reply_to: ReplyTo::Subject("router.inbox".into()),
+                trace: Vec::new(),
+            })
+            .unwrap();
         let answer = Bincode::decode::<ProviderAnswer>(&replies.next().await.unwrap().payload).unwrap();
         assert_eq!(answer.reply, ProviderReply::Refused { reason: Refusal::Overloaded });
         assert_eq!(answer.node, "node-t");

@@ -210,6 +210,8 @@ pub struct RouterArgs {
     pub gate: Arc<Gate>,
     /// Cluster-wide idempotency; without it, de-duplication is per node.
     pub idempotency: Option<Idempotency>,
+    /// This node's provider actors, for calls that need not cross the bus (`node.local_calls`).
+    pub local: Option<crate::actors::provider_supervisor::ProviderDirectory>,
 }
 
 /// Somebody waiting for a de-duplicated answer: where to send it, in which form, and its place in the gate.
@@ -271,7 +273,13 @@ impl Actor for RouterActor {
             tasks.spawn(args.quality.clone().watch());
         }
         Ok(RouterState {
-            ctx: Arc::new(QueryContext { node: args.node, bus: args.bus, subjects: args.subjects, liveness }),
+            ctx: Arc::new(QueryContext {
+                node: args.node,
+                bus: args.bus,
+                subjects: args.subjects,
+                liveness,
+                local: args.local,
+            }),
             routing: args.routing,
             quality: args.quality,
             dedup: DedupTable::new(args.settings.dedup),
