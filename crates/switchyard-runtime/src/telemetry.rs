@@ -70,9 +70,14 @@ impl ProviderCounters {
         &self.provider
     }
 
-    /// Counts a call that reached the provider (cancelled calls are not counted: nobody waited for them).
-    pub fn record(&self, end: CallEnd<'_>) {
+    /// Counts a call admitted to the provider (it is counted again by [`ProviderCounters::record`] when it ends,
+    /// unless it is cancelled: nobody waited for its end).
+    pub fn started(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts how an admitted call ended.
+    pub fn record(&self, end: CallEnd<'_>) {
         match end {
             CallEnd::Answered { latency, usage, cost_usd } => {
                 self.successes.fetch_add(1, Ordering::Relaxed);

@@ -203,6 +203,7 @@ impl Actor for ProviderActor {
                     }
                 };
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
+                state.counters.started();
                 let (provider, bus, limits) = (state.provider.clone(), state.bus.clone(), state.limits);
                 let node = state.node.clone();
                 let call_id = call.call_id;
