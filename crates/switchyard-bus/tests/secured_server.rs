@@ -76,11 +76,11 @@ async fn token_auth() {
 
     let bad = NatsOptions { auth: NatsAuth::Token("wrong-SECRET".into()), ..NatsOptions::new(server.url("nats")) };
     let error = connect_err(bad).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Unauthorized { .. }), "{error:?}");
     assert!(!format!("{error} {error:?}").contains("SECRET"), "{error:?}");
 
     let error = connect_err(NatsOptions::new(server.url("nats"))).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Unauthorized { .. }), "{error:?}");
 }
 
 #[tokio::test]
@@ -92,7 +92,7 @@ async fn user_password_auth() {
 
     let auth = NatsAuth::UserPassword { user: "alice".into(), password: "wrong-SECRET".into() };
     let error = connect_err(NatsOptions { auth, ..NatsOptions::new(server.url("nats")) }).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Unauthorized { .. }), "{error:?}");
     assert!(!format!("{error} {error:?}").contains("SECRET"), "{error:?}");
 }
 
@@ -203,7 +203,7 @@ async fn tls_with_a_private_ca() {
     // Without the private CA the server's certificate is not trusted.
     let untrusted = NatsOptions { tls_required: true, ..NatsOptions::new(server.url("tls")) };
     let error = connect_err(untrusted).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Tls { .. }), "{error:?}");
 }
 
 #[tokio::test]
@@ -234,5 +234,5 @@ async fn mutual_tls() {
         ..NatsOptions::new(server.url("tls"))
     };
     let error = connect_err(without_certificate).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Tls { .. }), "{error:?}");
 }

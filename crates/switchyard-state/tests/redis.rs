@@ -210,7 +210,8 @@ async fn acl_user_in_the_url_and_every_key_under_the_prefix() -> anyhow::Result<
 
     let wrong = format!("redis://alice:wrong@127.0.0.1:{port}");
     let error = RedisStore::connect(&wrong, RedisOptions::default()).await.expect_err("wrong password");
-    assert!(matches!(error, StateError::Connect { .. }) && !format!("{error:?}").contains("wrong@"), "{error:?}");
+    assert!(matches!(error, StateError::Unauthorized { operation: "connect", .. }), "{error:?}");
+    assert!(!format!("{error} {error:?}").contains("wrong@") && error.to_string().contains("alice:***@"), "{error}");
     Ok(())
 }
 
