@@ -229,8 +229,7 @@ async fn nkey_seed_file() {
     let dir = TempDir::new("nkey").unwrap();
     let good = dir.write("user.nk", &right).unwrap();
     let bad = dir.write("stranger.nk", &wrong).unwrap();
-    let section =
-        |file: &Path| format!("[nats]\nurl = \"{}\"\nnkey_seed_file = \"{}\"", nats.url("nats"), path(file));
+    let section = |file: &Path| format!("[nats]\nurl = \"{}\"\nnkey_seed_file = \"{}\"", nats.url("nats"), path(file));
     let error = answers_then_refuses(&section(&good), &section(&bad), &[&right, &wrong]).await;
     assert!(matches!(error, BusError::Unauthorized { .. }), "{error:?}");
 }

@@ -295,7 +295,8 @@ fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(error) = next {
         let io_inner = error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
-        if error.is::<async_nats::rustls::Error>() || io_inner.is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+        if error.is::<async_nats::rustls::Error>()
+            || io_inner.is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
         {
             return true;
         }

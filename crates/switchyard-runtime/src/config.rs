@@ -318,7 +318,10 @@ impl NatsSection {
         let password = self.password_env.is_some() || self.password_file.is_some();
         match (&self.user, password) {
             (Some(_), false) => {
-                return Err(invalid("nats.password_env", "`nats.user` needs `nats.password_env` or `nats.password_file`"));
+                return Err(invalid(
+                    "nats.password_env",
+                    "`nats.user` needs `nats.password_env` or `nats.password_file`",
+                ));
             }
             (None, true) => return Err(invalid("nats.user", "a password needs `nats.user`")),
             (Some(user), true) if user.is_empty() => return Err(invalid("nats.user", "must not be empty")),

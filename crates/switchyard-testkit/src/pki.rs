@@ -25,7 +25,8 @@ impl TestPki {
         let dir = TempDir::new("pki")?;
         let (ca_pem, ca) = new_ca("switchyard-test-ca")?;
         dir.write("ca.pem", &ca_pem)?;
-        let server = leaf(&ca, "switchyard-test-server", &["127.0.0.1", "localhost"], ExtendedKeyUsagePurpose::ServerAuth)?;
+        let server =
+            leaf(&ca, "switchyard-test-server", &["127.0.0.1", "localhost"], ExtendedKeyUsagePurpose::ServerAuth)?;
         dir.write("server.pem", &server.0)?;
         dir.write("server-key.pem", &server.1)?;
         let client = leaf(&ca, "switchyard-node", &[], ExtendedKeyUsagePurpose::ClientAuth)?;
