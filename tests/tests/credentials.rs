@@ -355,8 +355,8 @@ async fn redis_acl_user_over_rediss_with_a_client_certificate() {
     .await
     .unwrap();
     assert_eq!(served.ask("after the reset").await.provider, "primary");
-    // The node's own reports reached Redis through its connection: the store knows `primary`'s window.
     assert!(store.get("primary").await.unwrap().epoch >= 2, "trip and reset are two transitions");
+    assert!(!served.node.health().await.degraded, "the node reached Redis all along");
     served.shutdown().await;
 
     // A wrong password is a typed refusal that names the user, never the password.
