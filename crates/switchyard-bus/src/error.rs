@@ -32,6 +32,29 @@ pub enum BusError {
         source: BoxError,
     },
 
+    /// The server refused this client's credentials: a wrong token, password, nkey or creds file, an unknown
+    /// user, or none where the server wants some. Retrying with the same credentials cannot succeed. The error
+    /// holds no secret: `servers` is redacted and the source is the server's own refusal.
+    #[error("{servers} refused the credentials")]
+    Unauthorized {
+        /// The servers tried, with any password or token redacted.
+        servers: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The TLS handshake failed: the server's certificate is not trusted (a missing `tls_ca_file`?), the server
+    /// wants a client certificate it did not get or does not trust, or one side does not speak TLS.
+    #[error("TLS with {servers} failed")]
+    Tls {
+        /// The servers tried, with any password or token redacted.
+        servers: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The subject (or reply subject, or subscription pattern) is not valid NATS syntax.
     #[error("invalid subject {subject:?}")]
     InvalidSubject {
@@ -125,6 +148,8 @@ impl BusError {
             | BusError::Subscribe { .. }
             | BusError::Flush { .. } => true,
             BusError::Config { .. }
+            | BusError::Unauthorized { .. }
+            | BusError::Tls { .. }
             | BusError::InvalidSubject { .. }
             | BusError::InvalidQueue { .. }
             | BusError::InvalidHeader { .. }

@@ -55,7 +55,7 @@ impl NatsBus {
         let client = connect_options
             .connect(options.servers.as_slice())
             .await
-            .map_err(|error| BusError::Connect { servers: servers.clone(), source: Box::new(error) })?;
+            .map_err(|error| connect_error(servers.clone(), error))?;
         tracing::debug!(servers = %servers, "connected to nats");
         Ok(NatsBus { client, servers, sync_timeout: options.sync_timeout })
     }
@@ -278,6 +278,37 @@ fn subscribe_error(subject: &str, error: async_nats::SubscribeError) -> BusError
 /// `async-nats` builds its TLS configuration with rustls' process-wide crypto provider, and
 /// rustls cannot pick one by itself when several are compiled in. Install `ring` (always
 /// available through `async-nats`' default features) unless the binary installed one first.
+/// Tells a refusal of the credentials and a failed TLS handshake apart from the server being away.
+fn connect_error(servers: String, error: async_nats::ConnectError) -> BusError {
+    use async_nats::ConnectErrorKind;
+    match error.kind() {
+        // `Authentication` is the client failing to sign the server's nonce (an unusable seed); the server refusing
+        // is `AuthorizationViolation`. Neither error carries the secret.
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            BusError::Unauthorized { servers, source: Box::new(error) }
+        }
+        ConnectErrorKind::Tls => BusError::Tls { servers, source: Box::new(error) },
+        // A handshake the peer broke off (an untrusted certificate either way) comes back as an I/O error.
+        _ if is_tls_failure(&error) => BusError::Tls { servers, source: Box::new(error) },
+        _ => BusError::Connect { servers, source: Box::new(error) },
+    }
+}
+
+/// Whether a rustls error is somewhere in `error`'s chain, also inside an I/O error (whose `source` skips it).
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let io_inner = error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        if error.is::<async_nats::rustls::Error>()
+            || io_inner.is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 fn install_crypto_provider() {
     let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
 }

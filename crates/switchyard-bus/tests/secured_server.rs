@@ -2,15 +2,17 @@
 //!
 //! The shared NATS has neither auth nor TLS, so each test here runs its own server on a free
 //! port with the option under test: tokens, user/password, server TLS with a private CA, and
-//! mutual TLS. They need `nats-server` (PATH or /usr/sbin) and, for TLS, `openssl`; a missing
-//! tool fails the test with a message rather than skipping it.
+//! mutual TLS. They need `nats-server` (PATH or /usr/sbin); a missing one fails the test with a
+//! message rather than skipping it. Certificates come from the test kit's `TestPki`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on failure")]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use switchyard_testkit::pki::TestPki;
 
 use switchyard_bus::conformance::{recv, unique_prefix};
 use switchyard_bus::{Bus, BusError, Message, NatsAuth, NatsBus, NatsOptions};
@@ -61,6 +63,10 @@ async fn round_trip(bus: &NatsBus) {
     assert_eq!(recv(&mut subscription).await.payload, "pong");
 }
 
+fn arg(path: PathBuf) -> String {
+    path.display().to_string()
+}
+
 async fn connect_err(options: NatsOptions) -> BusError {
     match NatsBus::connect(options).await {
         Ok(_) => panic!("connecting should have failed"),
@@ -76,11 +82,11 @@ async fn token_auth() {
 
     let bad = NatsOptions { auth: NatsAuth::Token("wrong-SECRET".into()), ..NatsOptions::new(server.url("nats")) };
     let error = connect_err(bad).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Unauthorized { .. }), "{error:?}");
     assert!(!format!("{error} {error:?}").contains("SECRET"), "{error:?}");
 
     let error = connect_err(NatsOptions::new(server.url("nats"))).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Unauthorized { .. }), "{error:?}");
 }
 
 #[tokio::test]
@@ -92,147 +98,50 @@ async fn user_password_auth() {
 
     let auth = NatsAuth::UserPassword { user: "alice".into(), password: "wrong-SECRET".into() };
     let error = connect_err(NatsOptions { auth, ..NatsOptions::new(server.url("nats")) }).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Unauthorized { .. }), "{error:?}");
     assert!(!format!("{error} {error:?}").contains("SECRET"), "{error:?}");
-}
-
-/// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made with the
-/// `openssl` command line in a fresh folder.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn create() -> Pki {
-        let dir = std::env::temp_dir().join(unique_prefix("switchyard-bus-pki"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let status = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .unwrap_or_else(|error| panic!("the TLS tests need the openssl command: {error}"));
-            assert!(status.success(), "openssl {args:?} failed");
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=switchyard-test-ca",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-        ]);
-        for (name, extension) in
-            [("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")]
-        {
-            let key = format!("{name}-key.pem");
-            let csr = format!("{name}.csr");
-            let cert = format!("{name}.pem");
-            let ext = format!("{name}.ext");
-            std::fs::write(dir.join(&ext), extension).unwrap();
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ]);
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                &ext,
-                "-out",
-                &cert,
-            ]);
-        }
-        Pki { dir }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    fn arg(&self, file: &str) -> String {
-        self.path(file).display().to_string()
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[tokio::test]
 async fn tls_with_a_private_ca() {
-    let pki = Pki::create();
+    let pki = TestPki::generate().unwrap();
     let server =
-        PrivateNats::start(&["--tls", "--tlscert", &pki.arg("server.pem"), "--tlskey", &pki.arg("server-key.pem")]);
+        PrivateNats::start(&["--tls", "--tlscert", &arg(pki.server_cert()), "--tlskey", &arg(pki.server_key())]);
 
-    let trusted = NatsOptions {
-        tls_required: true,
-        tls_ca_file: Some(pki.path("ca.pem")),
-        ..NatsOptions::new(server.url("tls"))
-    };
+    let trusted =
+        NatsOptions { tls_required: true, tls_ca_file: Some(pki.ca()), ..NatsOptions::new(server.url("tls")) };
     round_trip(&NatsBus::connect(trusted).await.unwrap()).await;
 
     // Without the private CA the server's certificate is not trusted.
     let untrusted = NatsOptions { tls_required: true, ..NatsOptions::new(server.url("tls")) };
     let error = connect_err(untrusted).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Tls { .. }), "{error:?}");
 }
 
 #[tokio::test]
 async fn mutual_tls() {
-    let pki = Pki::create();
+    let pki = TestPki::generate().unwrap();
     let server = PrivateNats::start(&[
         "--tlsverify",
         "--tlscert",
-        &pki.arg("server.pem"),
+        &arg(pki.server_cert()),
         "--tlskey",
-        &pki.arg("server-key.pem"),
+        &arg(pki.server_key()),
         "--tlscacert",
-        &pki.arg("ca.pem"),
+        &arg(pki.ca()),
     ]);
 
     let with_certificate = NatsOptions {
         tls_required: true,
-        tls_ca_file: Some(pki.path("ca.pem")),
-        tls_client_cert: Some(pki.path("client.pem")),
-        tls_client_key: Some(pki.path("client-key.pem")),
+        tls_ca_file: Some(pki.ca()),
+        tls_client_cert: Some(pki.client_cert()),
+        tls_client_key: Some(pki.client_key()),
         ..NatsOptions::new(server.url("tls"))
     };
     round_trip(&NatsBus::connect(with_certificate).await.unwrap()).await;
 
-    let without_certificate = NatsOptions {
-        tls_required: true,
-        tls_ca_file: Some(pki.path("ca.pem")),
-        ..NatsOptions::new(server.url("tls"))
-    };
+    let without_certificate =
+        NatsOptions { tls_required: true, tls_ca_file: Some(pki.ca()), ..NatsOptions::new(server.url("tls")) };
     let error = connect_err(without_certificate).await;
-    assert!(matches!(error, BusError::Connect { .. }), "{error:?}");
+    assert!(matches!(error, BusError::Tls { .. }), "{error:?}");
 }

@@ -268,9 +268,13 @@ pub struct NatsSection {
     pub url: String,
     /// Environment variable holding a token.
     pub token_env: Option<String>,
+    /// File holding a token (instead of `token_env`).
+    pub token_file: Option<PathBuf>,
     pub user: Option<String>,
     /// Environment variable holding the password of `user`.
     pub password_env: Option<String>,
+    /// File holding the password of `user` (instead of `password_env`).
+    pub password_file: Option<PathBuf>,
     pub creds_file: Option<PathBuf>,
     pub nkey_seed_file: Option<PathBuf>,
     pub tls_required: bool,
@@ -293,8 +297,10 @@ impl Default for NatsSection {
         Self {
             url: "nats://127.0.0.1:4222".into(),
             token_env: None,
+            token_file: None,
             user: None,
             password_env: None,
+            password_file: None,
             creds_file: None,
             nkey_seed_file: None,
             tls_required: false,
@@ -316,16 +322,28 @@ impl NatsSection {
         if !url_ok || self.url.contains(',') {
             return Err(invalid("nats.url", "one server: nats://, tls://, ws:// or wss:// and a host"));
         }
-        match (&self.user, &self.password_env) {
-            (Some(_), None) => return Err(invalid("nats.password_env", "`nats.user` needs `nats.password_env`")),
-            (None, Some(_)) => return Err(invalid("nats.user", "`nats.password_env` needs `nats.user`")),
-            (Some(user), Some(_)) if user.is_empty() => return Err(invalid("nats.user", "must not be empty")),
+        let password = self.password_env.is_some() || self.password_file.is_some();
+        match (&self.user, password) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "nats.password_env",
+                    "`nats.user` needs `nats.password_env` or `nats.password_file`",
+                ));
+            }
+            (None, true) => return Err(invalid("nats.user", "a password needs `nats.user`")),
+            (Some(user), true) if user.is_empty() => return Err(invalid("nats.user", "must not be empty")),
             _ => {}
         }
-        let methods =
-            [self.token_env.is_some(), self.user.is_some(), self.nkey_seed_file.is_some(), self.creds_file.is_some()];
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return Err(invalid("nats.password_file", "set `nats.password_env` or `nats.password_file`, not both"));
+        }
+        if self.token_env.is_some() && self.token_file.is_some() {
+            return Err(invalid("nats.token_file", "set `nats.token_env` or `nats.token_file`, not both"));
+        }
+        let token = self.token_env.is_some() || self.token_file.is_some();
+        let methods = [token, self.user.is_some(), self.nkey_seed_file.is_some(), self.creds_file.is_some()];
         if methods.iter().filter(|set| **set).count() > 1 {
-            let reason = "set at most one of token_env, user + password_env, nkey_seed_file, creds_file";
+            let reason = "set at most one of a token, user + password, nkey_seed_file, creds_file";
             return Err(invalid("nats", reason));
         }
         match (&self.tls_cert_file, &self.tls_key_file) {
@@ -357,6 +375,32 @@ pub struct RedisSection {
     /// Bound on every Redis call.
     #[serde(default = "default_redis_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// PEM file of the CA(s) that issued the server's certificate, for `rediss://` (instead of the system's roots).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for servers that verify clients (`tls-auth-clients yes`); needs `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl RedisSection {
+    /// TLS files go with a `rediss://` URL (checked here when the URL is in the file) and a client certificate
+    /// with its key.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return Err(invalid("redis.tls_key_file", "a client certificate needs its key")),
+            (None, Some(_)) => return Err(invalid("redis.tls_cert_file", "a client key needs its certificate")),
+            _ => {}
+        }
+        let files = self.tls_ca_file.is_some() || self.tls_cert_file.is_some();
+        if files && self.url.as_ref().is_some_and(|url| !url.starts_with("rediss://")) {
+            return Err(invalid("redis.url", "TLS files need a rediss:// URL"));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for RedisSection {
@@ -865,6 +909,7 @@ impl NodeConfig {
             if redis.call_timeout_ms == 0 || redis.call_timeout_ms > 5_000 {
                 return Err(invalid("redis.call_timeout_ms", "must be between 1 and 5000"));
             }
+            redis.validate_tls()?;
         }
         let cluster = &self.cluster;
         if cluster.min_reporting_nodes == 0 {

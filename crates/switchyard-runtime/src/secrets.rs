@@ -57,8 +57,20 @@ pub fn nats_auth(section: &NatsSection) -> Result<NatsAuth, ConfigError> {
     if let Some(var) = &section.token_env {
         return Ok(NatsAuth::Token(env_secret("nats.token_env", var)?));
     }
-    if let (Some(user), Some(var)) = (&section.user, &section.password_env) {
-        return Ok(NatsAuth::UserPassword { user: user.clone(), password: env_secret("nats.password_env", var)? });
+    if let Some(path) = &section.token_file {
+        return Ok(NatsAuth::Token(file_secret("nats.token_file", path)?));
+    }
+    if let Some(user) = &section.user {
+        let password = match (&section.password_env, &section.password_file) {
+            (Some(var), _) => env_secret("nats.password_env", var)?,
+            (None, Some(path)) => file_secret("nats.password_file", path)?,
+            // Validation makes a user come with a password source.
+            (None, None) => {
+                let reason = "`nats.user` needs `nats.password_env` or `nats.password_file`".into();
+                return Err(ConfigError::Invalid { field: "nats.password_env".into(), reason });
+            }
+        };
+        return Ok(NatsAuth::UserPassword { user: user.clone(), password });
     }
     if let Some(path) = &section.nkey_seed_file {
         return Ok(NatsAuth::NKey { seed: file_secret("nats.nkey_seed_file", path)? });
@@ -76,6 +88,20 @@ pub fn nats_tls_files(section: &NatsSection) -> Result<(), ConfigError> {
         ("nats.tls_ca_file", &section.tls_ca_file),
         ("nats.tls_cert_file", &section.tls_cert_file),
         ("nats.tls_key_file", &section.tls_key_file),
+    ] {
+        if let Some(path) = path {
+            readable(field, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the TLS files the `[redis]` section names can be read.
+pub fn redis_tls_files(section: &RedisSection) -> Result<(), ConfigError> {
+    for (field, path) in [
+        ("redis.tls_ca_file", &section.tls_ca_file),
+        ("redis.tls_cert_file", &section.tls_cert_file),
+        ("redis.tls_key_file", &section.tls_key_file),
     ] {
         if let Some(path) = path {
             readable(field, path)?;
@@ -125,6 +151,7 @@ impl NodeConfig {
         nats_tls_files(&self.nats)?;
         if let Some(redis) = &self.redis {
             redis_url(redis)?;
+            redis_tls_files(redis)?;
         }
         if self.has_role(Role::Providers) {
             for (index, provider) in self.providers.iter().enumerate() {
@@ -182,6 +209,9 @@ mod tests {
         check("[nats]\nnkey_seed_file = \"/nonexistent/seed\"", "nats.nkey_seed_file");
         check("[nats]\ncreds_file = \"/nonexistent/x.creds\"", "nats.creds_file");
         check("[nats]\ntls_ca_file = \"/nonexistent/ca.pem\"", "nats.tls_ca_file");
+        check("[nats]\ntoken_file = \"/nonexistent/token\"", "nats.token_file");
+        check("[nats]\nuser = \"node\"\npassword_file = \"/nonexistent/pw\"", "nats.password_file");
+        check("[redis]\nurl = \"rediss://h\"\ntls_ca_file = \"/nonexistent/ca.pem\"", "redis.tls_ca_file");
         check(&format!("[redis]\nurl_env = \"{unset}\""), "redis.url_env");
         check(&format!("{PROVIDER}api_key_env = \"{unset}\""), "providers[0].api_key_env");
         check(&format!("{PROVIDER}api_key_file = \"/nonexistent/key\""), "providers[0].api_key_file");
@@ -220,6 +250,12 @@ mod tests {
             ("[nats]\npassword_env = \"X\"", "nats.user"),
             ("[nats]\ntoken_env = \"T\"\ncreds_file = \"/x\"", "nats"),
             ("[nats]\ntls_cert_file = \"/x\"", "nats.tls_key_file"),
+            ("[nats]\ntoken_env = \"T\"\ntoken_file = \"/x\"", "nats.token_file"),
+            ("[nats]\nuser = \"u\"\npassword_env = \"P\"\npassword_file = \"/x\"", "nats.password_file"),
+            ("[nats]\npassword_file = \"/x\"", "nats.user"),
+            ("[nats]\ntoken_file = \"/x\"\nnkey_seed_file = \"/y\"", "nats"),
+            ("[redis]\nurl = \"rediss://h\"\ntls_cert_file = \"/x\"", "redis.tls_key_file"),
+            ("[redis]\nurl = \"redis://h\"\ntls_ca_file = \"/x\"", "redis.url"),
             ("[nats]\ninbox_prefix = \"_INBOX.>\"", "nats.inbox_prefix"),
         ] {
             let toml = format!("[node]\nroles = [\"providers\"]\n{extra}\n");

@@ -36,9 +36,13 @@ pub enum StateConnectError {
 /// bounded by `call_timeout_ms` until it is back.
 pub async fn connect(section: &RedisSection) -> Result<SharedState, StateConnectError> {
     let Some(url) = crate::secrets::redis_url(section)? else { return Ok(SharedState::default()) };
+    crate::secrets::redis_tls_files(section)?;
     let options = RedisOptions {
         key_prefix: section.key_prefix.clone(),
         call_timeout: Duration::from_millis(section.call_timeout_ms),
+        tls_ca_file: section.tls_ca_file.clone(),
+        tls_client_cert: section.tls_cert_file.clone(),
+        tls_client_key: section.tls_key_file.clone(),
         ..RedisOptions::default()
     };
     Ok(SharedState::from_store(RedisStore::connect_lazy(url.expose_secret(), options).await?))

@@ -62,6 +62,17 @@ pub enum StateError {
         source: BoxError,
     },
 
+    /// Redis refused the credentials: a wrong ACL user or password, or none where it wants one. Retrying will
+    /// not help until an operator fixes them; meanwhile a node serves with its local breakers, so it is transient
+    /// in the sense of [`StateError::is_transient`]. `url` has the password redacted, and nothing else here holds it.
+    #[error("{url} refused the credentials during {operation}")]
+    Unauthorized {
+        /// The store operation (`connect` when connecting).
+        operation: &'static str,
+        /// The URL tried, with the password replaced by `***`.
+        url: String,
+    },
+
     /// A provider, node or cascade name cannot be used as (part of) a key.
     #[error("invalid {kind} name {name:?}: {reason}")]
     InvalidName {
@@ -89,7 +100,10 @@ impl StateError {
     /// bugs to fix, not weather to wait out.
     pub fn is_transient(&self) -> bool {
         match self {
-            StateError::Timeout { .. } | StateError::Unavailable { .. } | StateError::Connect { .. } => true,
+            StateError::Timeout { .. }
+            | StateError::Unavailable { .. }
+            | StateError::Connect { .. }
+            | StateError::Unauthorized { .. } => true,
             StateError::Backend { .. }
             | StateError::Protocol { .. }
             | StateError::InvalidName { .. }

@@ -112,6 +112,9 @@ impl RedisStore {
         };
         match tokio::time::timeout(options.connect_timeout, attempt).await {
             Ok(Ok(())) => {}
+            Ok(Err(error)) if is_refusal(&error) => {
+                return Err(StateError::Unauthorized { operation: "connect", url: redact_url(url) });
+            }
             Ok(Err(error)) => return Err(connect_error(Box::new(error))),
             Err(elapsed) => return Err(connect_error(Box::new(elapsed))),
         }
@@ -211,6 +214,9 @@ impl RedisStore {
         self.inner.commands_sent.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) if is_refusal(&error) => {
+                Err(StateError::Unauthorized { operation, url: self.inner.redacted_url.clone() })
+            }
             Ok(Err(error)) => Err(map_error(operation, timeout, error)),
             Err(_) => Err(StateError::Timeout { operation, timeout }),
         }
@@ -239,6 +245,12 @@ impl RedisStore {
         let (_, view) = self.breaker_script(command, &self.inner.scripts.command, provider, &[command.into()]).await?;
         Ok(Update { changed: true, view })
     }
+}
+
+/// Whether Redis refused the connection's credentials (`AUTH` failed with `WRONGPASS`, or a command met `NOAUTH`).
+/// A command the ACL user may not run (`NOPERM`) is not a refusal of the credentials: it stays a backend error.
+fn is_refusal(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::AuthenticationFailed || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 fn map_error(operation: &'static str, timeout: Duration, error: RedisError) -> StateError {

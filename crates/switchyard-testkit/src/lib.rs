@@ -1,7 +1,9 @@
 //! Helpers shared by Switchyard's tests: waiting on conditions, and throwaway servers.
 //!
 //! Tests never `sleep` and hope: they wait on a condition with [`eventually`]. Tests that kill or pause a
-//! service start their own [`ServerProcess`] on a free port and never touch the shared ones.
+//! service start their own [`ServerProcess`] on a free port and never touch the shared ones. Tests of credentials
+//! and TLS take their material from [`pki`] (certificates), [`nats_jwt`] (operator-mode JWTs and creds files) and
+//! [`secured`] (server configurations that ask for them).
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -9,6 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+pub mod nats_jwt;
+pub mod pki;
+pub mod secured;
 
 /// The shared NATS of the machine (`SWITCHYARD_NATS_URL`, default `nats://127.0.0.1:4222`).
 pub fn nats_url() -> String {
@@ -108,8 +114,15 @@ impl ServerProcess {
 
     /// Starts a private `redis-server` on `port` (to restart one that was killed, on the same address).
     pub fn redis_on(port: u16) -> anyhow::Result<Self> {
+        Self::redis_with(port, &["--port", &port.to_string()])
+    }
+
+    /// Starts a private `redis-server` that keeps nothing on disk, with `args` (which must make it listen on
+    /// `port`: `--port`, or `--port 0 --tls-port` for TLS only).
+    pub fn redis_with(port: u16, args: &[&str]) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -147,6 +160,41 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A fresh folder under the system's temporary folder, removed with everything in it when dropped.
+pub struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    /// Creates `switchyard-<label>-<pid>-<n>` (unique within the process, and across processes by the pid).
+    pub fn new(label: &str) -> anyhow::Result<TempDir> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("switchyard-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(TempDir { path })
+    }
+
+    /// The path of `name` inside the folder.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes `contents` to `name` inside the folder and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> anyhow::Result<std::path::PathBuf> {
+        let path = self.path(name);
+        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
