@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use switchyard_state::conformance::{DeleteKeysOnDrop, unique_prefix};
 use switchyard_state::{
-    BreakerState, BreakerStore, DEFAULT_CALL_TIMEOUT, EscalationCounts, OutcomeBatch, RedisOptions, RedisStore,
-    StateError, TripPolicy,
+    BreakerState, BreakerStore, DEFAULT_CALL_TIMEOUT, EscalationCounts, OutcomeBatch, RedisEndpoint, RedisOptions,
+    RedisStore, StateError, TripPolicy,
 };
 use switchyard_testkit::{ServerProcess, eventually, free_port};
 
@@ -387,5 +387,37 @@ async fn rediss_with_a_private_ca() -> anyhow::Result<()> {
     let error =
         RedisStore::connect(&format!("redis://127.0.0.1:{port}"), plain).await.expect_err("TLS files need rediss");
     assert!(matches!(error, StateError::Config { field: "tls_ca_file", .. }), "{error:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_sentinel_the_store_follows_a_failover_to_the_promoted_replica() -> anyhow::Result<()> {
+    let mut servers = switchyard_testkit::RedisSentinel::start_with_replica()?;
+    let endpoint =
+        RedisEndpoint::Sentinel { sentinels: vec![servers.sentinel_url.clone()], master: servers.master_name.clone() };
+    let store = RedisStore::connect(endpoint, options()).await?;
+    let forced = store.force_open("p").await?;
+    assert_eq!(forced.view.state, BreakerState::ForcedOpen);
+    // Make sure the replica has the write before the master dies (replication is asynchronous).
+    let acked = switchyard_testkit::redis_cli(servers.master.port, &["WAIT", "1", "2000"])?;
+    assert_eq!(acked.trim(), "1", "the replica did not acknowledge the write");
+    let replica_port = servers.replica.as_ref().map(|replica| replica.port).context("a replica")?;
+    servers.master.signal("KILL")?;
+
+    // While the Sentinel has not promoted the replica, calls fail within their bound; then they reach the new
+    // master, which has the breaker state, and writes work again.
+    let started = Instant::now();
+    let view = eventually("the store reaches the promoted replica", Duration::from_secs(15), || async {
+        let started = Instant::now();
+        let outcome = store.reset("p").await;
+        assert!(started.elapsed() < QUICK, "a call took {:?} during the failover", started.elapsed());
+        outcome.ok()
+    })
+    .await?;
+    eprintln!("store writable again {:?} after the master died", started.elapsed());
+    assert_eq!(view.view.state, BreakerState::Closed);
+    assert_eq!(view.view.epoch, forced.view.epoch + 1, "the promoted replica had the forced-open state");
+    let role = switchyard_testkit::redis_cli(replica_port, &["ROLE"])?;
+    assert!(role.starts_with("master"), "{role}");
     Ok(())
 }
