@@ -170,6 +170,81 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A NATS cluster of three servers on free loopback ports (client, route and monitoring ports each), routes in a
+/// full mesh, for a test; every server stopped when dropped.
+pub struct NatsCluster {
+    /// The client URL of every server, `nats://127.0.0.1:<port>`.
+    pub urls: Vec<String>,
+    servers: Vec<Option<ServerProcess>>,
+}
+
+impl NatsCluster {
+    /// Starts the three servers; returns once each has its routes to the two others (well under a second).
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = which("nats-server").unwrap_or_else(|| "/usr/sbin/nats-server".into());
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
+        let route_urls = routes.iter().map(|port| format!("nats://127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
+        let mut cluster = NatsCluster { urls: Vec::new(), servers: Vec::new() };
+        let mut monitors = Vec::new();
+        for route in &routes {
+            let (port, monitor) = (free_port()?, free_port()?);
+            let child = Command::new(&bin)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string()])
+                .args(["--cluster_name", "switchyard-test", "--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &route_urls])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start nats-server")?;
+            cluster.servers.push(Some(ServerProcess::ready(child, port)?));
+            cluster.urls.push(format!("nats://127.0.0.1:{port}"));
+            monitors.push(monitor);
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        for monitor in monitors {
+            loop {
+                let routez = http_get(monitor, "/routez").unwrap_or_default();
+                if routez.contains("\"num_routes\": 2") {
+                    break;
+                }
+                if Instant::now() >= until {
+                    bail!("the nats server monitored on {monitor} has no routes to the others: {routez}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The client port of server `index`.
+    pub fn port(&self, index: usize) -> Option<u16> {
+        self.servers.get(index)?.as_ref().map(|server| server.port)
+    }
+
+    /// The index of the server listening on client port `port`.
+    pub fn index_of(&self, port: u16) -> Option<usize> {
+        self.servers.iter().position(|server| server.as_ref().is_some_and(|server| server.port == port))
+    }
+
+    /// Kills server `index` (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(server) = self.servers.get_mut(index) {
+            server.take();
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback (for monitoring endpoints), the whole response as text.
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
 /// A Redis Cluster of three masters (no replicas) for a test: the shared one of `SWITCHYARD_REDIS_CLUSTER_URLS`
 /// when set, else one started now on free loopback ports and stopped (its files removed) when dropped.
 pub struct RedisCluster {
