@@ -11,9 +11,9 @@
 use std::time::{Duration, Instant};
 
 use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask};
-use switchyard_state::RedisEndpoint;
 use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
 use switchyard_protocol::client::QueryOutcome;
+use switchyard_state::RedisEndpoint;
 use switchyard_testkit::{ServerProcess, eventually};
 
 fn answered(outcome: &anyhow::Result<QueryOutcome>) -> bool {

@@ -112,7 +112,10 @@ async fn killing_the_nats_server_of_a_node_loses_no_query_whose_client_re_sends_
     })
     .await
     .unwrap();
-    eprintln!("node moved from :{killed_port} to :{new_port} in {:?}, {in_flight} queries in flight", killed_at.elapsed());
+    eprintln!(
+        "node moved from :{killed_port} to :{new_port} in {:?}, {in_flight} queries in flight",
+        killed_at.elapsed()
+    );
 
     let lost = traffic.await.unwrap();
     eprintln!("{} no-responders answers retried by the caller", no_responders.load(Ordering::SeqCst));

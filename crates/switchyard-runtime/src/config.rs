@@ -255,7 +255,7 @@ impl Default for NodeSection {
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsSection {
     /// One server. Set this or `urls`, not both; neither means `nats://127.0.0.1:4222`.
@@ -283,25 +283,6 @@ impl std::fmt::Debug for NatsSection {
         // Credentials embedded in a server URL are redacted.
         let servers = switchyard_bus::NatsOptions { servers: self.servers(), ..Default::default() }.redacted_servers();
         f.debug_struct("NatsSection").field("servers", &servers).field("user", &self.user).finish_non_exhaustive()
-    }
-}
-
-impl Default for NatsSection {
-    fn default() -> Self {
-        Self {
-            url: None,
-            urls: None,
-            token_env: None,
-            user: None,
-            password_env: None,
-            creds_file: None,
-            nkey_seed_file: None,
-            tls_required: false,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            inbox_prefix: None,
-        }
     }
 }
 

@@ -392,7 +392,7 @@ async fn rediss_with_a_private_ca() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_sentinel_the_store_follows_a_failover_to_the_promoted_replica() -> anyhow::Result<()> {
-    let mut servers = switchyard_testkit::RedisSentinel::start_with_replica()?;
+    let servers = switchyard_testkit::RedisSentinel::start_with_replica()?;
     let endpoint =
         RedisEndpoint::Sentinel { sentinels: vec![servers.sentinel_url.clone()], master: servers.master_name.clone() };
     let store = RedisStore::connect(endpoint, options()).await?;
