@@ -354,11 +354,19 @@ impl RedisSentinel {
     }
 
     fn start_inner(with_replica: bool) -> anyhow::Result<Self> {
-        // Without the delay a replica's first sync waits five seconds for more replicas to share the transfer.
-        let master = ServerProcess::redis_with(free_port()?, &["--repl-diskless-sync-delay".into(), "0".into()])?;
+        let dir = temp_dir("redis-sentinel")?;
+        let (master_dir, replica_dir) = (dir.join("master"), dir.join("replica"));
+        std::fs::create_dir_all(&master_dir)?;
+        std::fs::create_dir_all(&replica_dir)?;
+        // Without the delay a replica's first sync waits five seconds for more replicas to share the transfer. A
+        // replica writes the master's snapshot to its `dir`: the test's own folder, not the working directory.
+        let args = ["--repl-diskless-sync-delay", "0", "--dir", &master_dir.display().to_string()].map(str::to_owned);
+        let master = ServerProcess::redis_with(free_port()?, &args)?;
         let replica = if with_replica {
             let port = free_port()?;
-            let args = ["--replicaof", "127.0.0.1", &master.port.to_string()].map(str::to_owned);
+            let master_port = master.port.to_string();
+            let args = ["--replicaof", "127.0.0.1", &master_port, "--dir", &replica_dir.display().to_string()]
+                .map(str::to_owned);
             let replica = ServerProcess::redis_with(port, &args)?;
             let until = Instant::now() + Duration::from_secs(10);
             while !redis_cli(port, &["INFO", "replication"])?.contains("master_link_status:up") {
@@ -371,7 +379,6 @@ impl RedisSentinel {
         } else {
             None
         };
-        let dir = temp_dir("redis-sentinel")?;
         let port = free_port()?;
         let config = dir.join("sentinel.conf");
         let name = "switchyard-test";
