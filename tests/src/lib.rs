@@ -16,7 +16,7 @@ use switchyard_protocol::admin::NodeHealth;
 use switchyard_protocol::client::{ErrorReply, QueryOutcome, QueryReply, QueryRequest, StreamFrame};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::{Node, NodeConfig, SharedState};
-use switchyard_state::{RedisOptions, RedisStore};
+use switchyard_state::{RedisEndpoint, RedisOptions, RedisStore};
 
 /// Model served by the `primary` provider (OpenAI wire format).
 pub const PRIMARY_MODEL: &str = "model-a";
@@ -160,13 +160,14 @@ impl TestCluster {
         Self::start_with(nodes, &switchyard_testkit::redis_url(), |_, config| config).await
     }
 
-    /// Starts a cluster on the Redis at `redis_url`; `adjust` may change each node's configuration (node `i` is
-    /// `node-{i}`, from 1).
+    /// Starts a cluster on the Redis at `redis` (a URL, or a Redis Cluster or Sentinels); `adjust` may change each
+    /// node's configuration (node `i` is `node-{i}`, from 1).
     pub async fn start_with(
         nodes: usize,
-        redis_url: &str,
+        redis: impl Into<RedisEndpoint>,
         adjust: impl Fn(usize, NodeConfig) -> NodeConfig,
     ) -> anyhow::Result<Self> {
+        let redis = redis.into();
         let mock = MockServer::start(MockConfig::default()).await?;
         let namespace = unique_namespace();
         let mut started = Vec::new();
@@ -176,7 +177,7 @@ impl TestCluster {
             // while Redis is down.
             let options =
                 RedisOptions { key_prefix: format!("switchyard:test:{namespace}:"), ..RedisOptions::default() };
-            let store = RedisStore::connect_lazy(redis_url, options).await?;
+            let store = RedisStore::connect_lazy(redis.clone(), options).await?;
             started.push(Node::start(&config, connect().await?, SharedState::from_store(store)).await?);
         }
         Ok(Self { mock, nodes: started, subjects: Subjects::new(&namespace), client: connect().await? })

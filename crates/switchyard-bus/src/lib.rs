@@ -35,7 +35,9 @@ pub mod subject;
 pub use error::{BoxError, BusError};
 pub use memory::{DEFAULT_MAX_PAYLOAD, MemoryBus};
 pub use message::{Message, STATUS_HEADER, STATUS_NO_RESPONDERS};
-pub use nats::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NATS_URL, DEFAULT_SYNC_TIMEOUT, NatsAuth, NatsBus, NatsOptions};
+pub use nats::{
+    ConnectedServer, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NATS_URL, DEFAULT_SYNC_TIMEOUT, NatsAuth, NatsBus, NatsOptions,
+};
 pub use replies::{gather, request_many};
 
 /// What a Switchyard node needs from a message bus: core NATS semantics, nothing more.

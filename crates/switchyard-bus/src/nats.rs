@@ -79,6 +79,16 @@ impl NatsBus {
         Ok(Subscription::new(subject, queue.map(str::to_owned), backend))
     }
 
+    /// The server this bus is connected to now, as that server announces itself, or `None` while it is
+    /// disconnected. With several servers (a NATS cluster) this is the one the client picked or failed over to.
+    pub fn connected_server(&self) -> Option<ConnectedServer> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return None;
+        }
+        let info = self.client.server_info();
+        Some(ConnectedServer { id: info.server_id, host: info.host, port: info.port })
+    }
+
     /// The underlying client, for what [`Bus`] does not cover (JetStream, statistics, drain).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
@@ -181,6 +191,23 @@ impl Bus for NatsBus {
 
     fn max_payload(&self) -> usize {
         self.client.max_payload()
+    }
+}
+
+/// A server a [`NatsBus`] is connected to ([`NatsBus::connected_server`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedServer {
+    /// The server's unique id.
+    pub id: String,
+    /// The host it listens on for clients, as it announces it.
+    pub host: String,
+    /// Its client port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for ConnectedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
     }
 }
 

@@ -262,10 +262,13 @@ impl Default for NodeSection {
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsSection {
-    pub url: String,
+    /// One server. Set this or `urls`, not both; neither means `nats://127.0.0.1:4222`.
+    pub url: Option<String>,
+    /// Several servers of one NATS cluster: the node connects to one and fails over to the others.
+    pub urls: Option<Vec<String>>,
     /// Environment variable holding a token.
     pub token_env: Option<String>,
     /// File holding a token (instead of `token_env`).
@@ -288,39 +291,47 @@ pub struct NatsSection {
 impl std::fmt::Debug for NatsSection {
     // Only names of secret sources are stored here, but keep Debug short and obviously safe.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsSection").field("url", &self.url).field("user", &self.user).finish_non_exhaustive()
+        // Credentials embedded in a server URL are redacted.
+        let servers = switchyard_bus::NatsOptions { servers: self.servers(), ..Default::default() }.redacted_servers();
+        f.debug_struct("NatsSection").field("servers", &servers).field("user", &self.user).finish_non_exhaustive()
     }
 }
 
-impl Default for NatsSection {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".into(),
-            token_env: None,
-            token_file: None,
-            user: None,
-            password_env: None,
-            password_file: None,
-            creds_file: None,
-            nkey_seed_file: None,
-            tls_required: false,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            inbox_prefix: None,
-        }
-    }
-}
+/// The NATS server of a node whose configuration names none.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 impl NatsSection {
-    /// What can be checked without reading a secret: one way to authenticate, complete TLS, a usable prefix.
+    /// The server URLs to connect to: `urls`, or `url`, or the default.
+    pub fn servers(&self) -> Vec<String> {
+        match (&self.urls, &self.url) {
+            (Some(urls), _) => urls.clone(),
+            (None, Some(url)) => vec![url.clone()],
+            (None, None) => vec![DEFAULT_NATS_URL.to_owned()],
+        }
+    }
+
+    /// What can be checked without reading a secret: the servers, one way to authenticate, complete TLS, a usable
+    /// prefix.
     fn validate(&self) -> Result<(), ConfigError> {
-        let url_ok = match self.url.split_once("://") {
-            Some((scheme, rest)) => ["nats", "tls", "ws", "wss"].contains(&scheme) && !rest.is_empty(),
-            None => !self.url.trim().is_empty() && !self.url.contains('/'),
+        let url_ok = |url: &str| {
+            let shape_ok = match url.split_once("://") {
+                Some((scheme, rest)) => ["nats", "tls", "ws", "wss"].contains(&scheme) && !rest.is_empty(),
+                None => !url.trim().is_empty() && !url.contains('/'),
+            };
+            shape_ok && !url.contains(',')
         };
-        if !url_ok || self.url.contains(',') {
-            return Err(invalid("nats.url", "one server: nats://, tls://, ws:// or wss:// and a host"));
+        match (&self.url, &self.urls) {
+            (Some(_), Some(_)) => return Err(invalid("nats.urls", "set exactly one of url and urls")),
+            (Some(url), None) if !url_ok(url) => {
+                return Err(invalid("nats.url", "one server: nats://, tls://, ws:// or wss:// and a host"));
+            }
+            (None, Some(urls)) if urls.is_empty() => {
+                return Err(invalid("nats.urls", "list at least one server"));
+            }
+            (None, Some(urls)) if !urls.iter().all(|url| url_ok(url)) => {
+                return Err(invalid("nats.urls", "each entry one server: nats://, tls://, ws:// or wss:// and a host"));
+            }
+            _ => {}
         }
         let password = self.password_env.is_some() || self.password_file.is_some();
         match (&self.user, password) {
@@ -370,6 +381,17 @@ pub struct RedisSection {
     /// Environment variable holding the URL (so a password stays out of the file).
     #[serde(default)]
     pub url_env: Option<String>,
+    /// Nodes of a Redis Cluster (some or all of them; the client discovers the rest). One scheme for all; an ACL
+    /// user and password in the first URL apply to every node.
+    #[serde(default)]
+    pub cluster_urls: Option<Vec<String>>,
+    /// Sentinels of a Sentinel-managed Redis (with `sentinel_master`); the credentials and TLS mode of their URLs
+    /// are used for the master too.
+    #[serde(default)]
+    pub sentinel_urls: Option<Vec<String>>,
+    /// The name the Sentinels monitor the master under.
+    #[serde(default)]
+    pub sentinel_master: Option<String>,
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
     /// Bound on every Redis call.
@@ -407,6 +429,46 @@ impl std::fmt::Debug for RedisSection {
     // The URL may carry a password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSection").field("key_prefix", &self.key_prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisSection {
+    /// Exactly one way to Redis: `url`, `url_env`, `cluster_urls`, or `sentinel_urls` with `sentinel_master`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let scheme_ok = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+        let forms =
+            [self.url.is_some(), self.url_env.is_some(), self.cluster_urls.is_some(), self.sentinel_urls.is_some()];
+        if forms.iter().filter(|set| **set).count() != 1 {
+            let reason = "set exactly one of url, url_env, cluster_urls and sentinel_urls";
+            return Err(invalid("redis.url", reason));
+        }
+        if let Some(url) = &self.url
+            && !scheme_ok(url)
+        {
+            return Err(invalid("redis.url", "must start with redis:// or rediss://"));
+        }
+        for (field, urls) in [("redis.cluster_urls", &self.cluster_urls), ("redis.sentinel_urls", &self.sentinel_urls)]
+        {
+            let Some(urls) = urls else { continue };
+            if urls.is_empty() {
+                return Err(invalid(field, "list at least one URL"));
+            }
+            if !urls.iter().all(|url| scheme_ok(url)) {
+                return Err(invalid(field, "each URL must start with redis:// or rediss://"));
+            }
+            let tls = urls.iter().filter(|url| url.starts_with("rediss://")).count();
+            if tls != 0 && tls != urls.len() {
+                return Err(invalid(field, "mixes redis:// and rediss:// URLs"));
+            }
+        }
+        match (&self.sentinel_urls, &self.sentinel_master) {
+            (Some(_), None) => Err(invalid("redis.sentinel_master", "`redis.sentinel_urls` needs the master's name")),
+            (None, Some(_)) => Err(invalid("redis.sentinel_urls", "`redis.sentinel_master` needs the sentinels")),
+            (Some(_), Some(name)) if name.trim().is_empty() => {
+                Err(invalid("redis.sentinel_master", "must not be empty"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -900,12 +962,7 @@ impl NodeConfig {
             return Err(invalid("node.idempotency_retention_ms", "must be at least node.idempotency_lease_ms"));
         }
         if let Some(redis) = &self.redis {
-            match (&redis.url, &redis.url_env) {
-                (Some(url), None) if url.starts_with("redis://") || url.starts_with("rediss://") => {}
-                (Some(_), None) => return Err(invalid("redis.url", "must start with redis:// or rediss://")),
-                (None, Some(_)) => {}
-                _ => return Err(invalid("redis.url", "set exactly one of url and url_env")),
-            }
+            redis.validate()?;
             if redis.call_timeout_ms == 0 || redis.call_timeout_ms > 5_000 {
                 return Err(invalid("redis.call_timeout_ms", "must be between 1 and 5000"));
             }
@@ -1219,6 +1276,36 @@ mod tests {
             &with("[[routers]]\nkind = \"learned\"\nname = \"l\"\nfile = \"r.json\"\ntargets = { weak = \"x\" }"),
             "routers[0].targets",
         );
+    }
+
+    #[test]
+    fn nats_and_redis_take_one_server_or_a_cluster() {
+        let with = |extra: &str| format!("{GOOD}\n{extra}");
+        let nats = |config: &str| NodeConfig::from_toml(config).expect("valid").nats.servers();
+        assert_eq!(nats(GOOD), [DEFAULT_NATS_URL]);
+        assert_eq!(nats(&with("[nats]\nurl = \"nats://a:4222\"")), ["nats://a:4222"]);
+        let three = with("[nats]\nurls = [\"nats://a:4222\", \"nats://b:4222\", \"tls://c:4222\"]");
+        assert_eq!(nats(&three).len(), 3);
+        check_err(&with("[nats]\nurl = \"nats://a:4222\"\nurls = [\"nats://b:4222\"]"), "nats.urls");
+        check_err(&with("[nats]\nurls = []"), "nats.urls");
+        check_err(&with("[nats]\nurls = [\"http://a:4222\"]"), "nats.urls");
+        check_err(&with("[nats]\nurl = \"nats://a:4222,nats://b:4222\""), "nats.url");
+        let debug = format!("{:?}", NodeConfig::from_toml(&with("[nats]\nurls = [\"nats://u:pw-SECRET@a:4222\"]")));
+        assert!(!debug.contains("pw-SECRET"), "{debug}");
+
+        let cluster = with("[redis]\ncluster_urls = [\"redis://a:7000\", \"redis://b:7001\"]");
+        assert_eq!(
+            NodeConfig::from_toml(&cluster).expect("valid").redis.and_then(|r| r.cluster_urls).map(|u| u.len()),
+            Some(2)
+        );
+        let sentinel = with("[redis]\nsentinel_urls = [\"redis://s:26379\"]\nsentinel_master = \"main\"");
+        assert!(NodeConfig::from_toml(&sentinel).is_ok());
+        check_err(&with("[redis]\nsentinel_urls = [\"redis://s:26379\"]"), "redis.sentinel_master");
+        check_err(&with("[redis]\nsentinel_master = \"main\"\nurl = \"redis://a\""), "redis.sentinel_urls");
+        check_err(&with("[redis]\nurl = \"redis://a\"\ncluster_urls = [\"redis://b\"]"), "redis.url");
+        check_err(&with("[redis]\ncluster_urls = []"), "redis.cluster_urls");
+        check_err(&with("[redis]\ncluster_urls = [\"redis://a\", \"rediss://b\"]"), "redis.cluster_urls");
+        check_err(&with("[redis]\nkey_prefix = \"p:\""), "redis.url");
     }
 
     #[test]

@@ -30,21 +30,32 @@ pub async fn connect(section: &NatsSection, name: &str) -> Result<NatsBus, Conne
         tls_client_cert: section.tls_cert_file.clone(),
         tls_client_key: section.tls_key_file.clone(),
         inbox_prefix: section.inbox_prefix.clone(),
-        ..NatsOptions::new(section.url.clone())
+        servers: section.servers(),
+        ..NatsOptions::default()
     };
     Ok(NatsBus::connect(options).await?)
 }
 
 /// Connects to `url` without credentials, or with those embedded in it (`nats://user:password@host:4222`, or
-/// `nats://token@host:4222`): the clients' way. `inbox_prefix` replaces `_INBOX` for servers that allow each user
-/// only its own inboxes.
+/// `nats://token@host:4222`): the clients' way. `url` may list several servers of one NATS cluster, separated by
+/// commas (`nats://a:4222,nats://b:4222`); credentials are taken from the first that has some. `inbox_prefix`
+/// replaces `_INBOX` for servers that allow each user only its own inboxes.
 pub async fn connect_url(url: &str, inbox_prefix: Option<&str>) -> Result<NatsBus, BusError> {
-    let (server, auth) = split_credentials(url);
+    let mut servers = Vec::new();
+    let mut auth = NatsAuth::None;
+    for one in url.split(',').map(str::trim).filter(|one| !one.is_empty()) {
+        let (server, found) = split_credentials(one);
+        if matches!(auth, NatsAuth::None) {
+            auth = found;
+        }
+        servers.push(server);
+    }
     let options = NatsOptions {
         name: Some("switchyard-client".into()),
         auth,
         inbox_prefix: inbox_prefix.map(str::to_owned),
-        ..NatsOptions::new(server)
+        servers,
+        ..NatsOptions::default()
     };
     NatsBus::connect(options).await
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use switchyard_state::{BreakerStore, IdempotencyStore, RedisOptions, RedisStore, StateError};
+use switchyard_state::{BreakerStore, IdempotencyStore, RedisEndpoint, RedisOptions, RedisStore, StateError};
 
 use crate::config::RedisSection;
 
@@ -33,9 +33,19 @@ pub enum StateConnectError {
 }
 
 /// Connects without waiting for Redis: a node starts (and serves) while Redis is down, and every call is
-/// bounded by `call_timeout_ms` until it is back.
+/// bounded by `call_timeout_ms` until it is back. One server (`url`, `url_env`), a Redis Cluster
+/// (`cluster_urls`) or a Sentinel-managed master (`sentinel_urls`, `sentinel_master`).
 pub async fn connect(section: &RedisSection) -> Result<SharedState, StateConnectError> {
-    let Some(url) = crate::secrets::redis_url(section)? else { return Ok(SharedState::default()) };
+    let endpoint = match (&section.cluster_urls, &section.sentinel_urls, &section.sentinel_master) {
+        (Some(urls), _, _) => RedisEndpoint::Cluster(urls.clone()),
+        (None, Some(sentinels), Some(master)) => {
+            RedisEndpoint::Sentinel { sentinels: sentinels.clone(), master: master.clone() }
+        }
+        _ => match crate::secrets::redis_url(section)? {
+            Some(url) => RedisEndpoint::Server(url.expose_secret().to_owned()),
+            None => return Ok(SharedState::default()),
+        },
+    };
     crate::secrets::redis_tls_files(section)?;
     let options = RedisOptions {
         key_prefix: section.key_prefix.clone(),
@@ -45,5 +55,5 @@ pub async fn connect(section: &RedisSection) -> Result<SharedState, StateConnect
         tls_client_key: section.tls_key_file.clone(),
         ..RedisOptions::default()
     };
-    Ok(SharedState::from_store(RedisStore::connect_lazy(url.expose_secret(), options).await?))
+    Ok(SharedState::from_store(RedisStore::connect_lazy(endpoint, options).await?))
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
     BreakerState, BreakerStore, ClusterView, EscalationCounts, ManualClock, MemoryStore, OpenWait, OutcomeBatch,
-    ProbeDecision, RedisOptions, RedisStore, ReportEffect, StateError, TripPolicy,
+    ProbeDecision, RedisEndpoint, RedisOptions, RedisStore, ReportEffect, StateError, TripPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check in a module named `$name`.
@@ -36,9 +36,28 @@ use crate::{
 #[macro_export]
 macro_rules! state_conformance_suite {
     ($name:ident, $fixture:expr) => {
-        $crate::__state_conformance_tests!(
-            $name,
-            $fixture,
+        $crate::__state_conformance_checks!(__state_conformance_tests, $name, $fixture);
+    };
+}
+
+/// Generates one `#[tokio::test]` named `$name` that runs every conformance check in turn, each on a fresh
+/// [`Fixture`] from the async closure `$fixture`, called with a reference to `$shared` (evaluated once, kept for
+/// the whole test). For backends too slow to start once per check, such as a private Redis Cluster (a new
+/// cluster master waits two seconds before it accepts writes). The name of each check is printed before it runs.
+#[macro_export]
+macro_rules! state_conformance_sequence {
+    ($name:ident, $shared:expr, $fixture:expr) => {
+        $crate::__state_conformance_checks!(__state_conformance_sequence, $name, $shared, $fixture);
+    };
+}
+
+/// The one list of checks, handed to `$then` after its arguments.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __state_conformance_checks {
+    ($then:ident, $($args:tt)*) => {
+        $crate::$then!(
+            $($args)*,
             [
                 fresh_provider_is_closed,
                 get_many_keeps_order,
@@ -86,23 +105,43 @@ macro_rules! __state_conformance_tests {
     };
 }
 
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __state_conformance_sequence {
+    ($name:ident, $shared:expr, $fixture:expr, [$($check:ident),* $(,)?]) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let shared = $shared;
+            let fixture = $fixture;
+            $(
+                eprintln!("conformance check {}", stringify!($check));
+                let each: $crate::conformance::Fixture = fixture(&shared).await;
+                $crate::conformance::$check(&each).await;
+                drop(each);
+            )*
+        }
+    };
+}
+
 /// Several handles on one shared state, and its clock.
 pub struct Fixture {
     nodes: Vec<Arc<dyn BreakerStore>>,
     advance: Box<dyn Fn(Duration) + Send + Sync>,
-    _cleanup: Option<Box<dyn Send + Sync>>,
+    /// Dropped in order, after the nodes: key deletion before the servers it needs go away.
+    _cleanup: Vec<Box<dyn Send + Sync>>,
 }
 
 impl Fixture {
     /// `nodes` share one state (at least one); `advance` moves its clock forward for all of them.
     pub fn new(nodes: Vec<Arc<dyn BreakerStore>>, advance: impl Fn(Duration) + Send + Sync + 'static) -> Self {
         assert!(!nodes.is_empty(), "a fixture needs at least one node");
-        Fixture { nodes, advance: Box::new(advance), _cleanup: None }
+        Fixture { nodes, advance: Box::new(advance), _cleanup: Vec::new() }
     }
 
     /// Keeps `guard` alive as long as the fixture, so its `Drop` can clean up after the check, even a failed one.
+    /// Guards are dropped in the order they were added (a private server added last outlives the key deletion).
     pub fn with_cleanup(mut self, guard: impl Send + Sync + 'static) -> Self {
-        self._cleanup = Some(Box::new(guard));
+        self._cleanup.push(Box::new(guard));
         self
     }
 
@@ -114,10 +153,12 @@ impl Fixture {
         Fixture::new(nodes, move |by| clock.advance(by))
     }
 
-    /// Three [`RedisStore`]s, each with its own connection, on the Redis at `url`, under a key prefix no other
-    /// test uses. Calls get a generous bound (2 s; timeouts are tested elsewhere) because the shared Redis may be
-    /// busy with concurrent tests. Every key under the prefix is deleted when the fixture is dropped.
-    pub async fn redis(url: &str) -> Self {
+    /// Three [`RedisStore`]s, each with its own connection, on the Redis at `endpoint` (a URL, a Redis Cluster or
+    /// Sentinels), under a key prefix no other test uses. Calls get a generous bound (2 s; timeouts are tested
+    /// elsewhere) because the shared Redis may be busy with concurrent tests. Every key under the prefix is
+    /// deleted when the fixture is dropped (on every cluster node; not behind Sentinels, whose servers tests own).
+    pub async fn redis(endpoint: impl Into<RedisEndpoint>) -> Self {
+        let endpoint = endpoint.into();
         let prefix = format!("{}:switchyard:v1:", unique_prefix("state"));
         let options = RedisOptions {
             key_prefix: prefix.clone(),
@@ -127,13 +168,19 @@ impl Fixture {
         };
         let mut stores = Vec::new();
         for _ in 0..3 {
-            match RedisStore::connect(url, options.clone()).await {
+            match RedisStore::connect(endpoint.clone(), options.clone()).await {
                 Ok(store) => stores.push(store),
-                Err(error) => panic!("the Redis conformance tests need a Redis at {url}: {error}"),
+                Err(error) => panic!("the Redis conformance tests need a Redis at {endpoint:?}: {error}"),
             }
         }
         let nodes: Vec<Arc<dyn BreakerStore>> = stores.iter().map(|store| Arc::new(store.clone()) as _).collect();
-        let cleanup = DeleteKeysOnDrop { url: url.to_owned(), pattern: format!("{prefix}*") };
+        let urls = match &endpoint {
+            RedisEndpoint::Server(url) => vec![url.clone()],
+            RedisEndpoint::Cluster(urls) => urls.clone(),
+            RedisEndpoint::Sentinel { .. } => Vec::new(),
+        };
+        let cleanup: Vec<DeleteKeysOnDrop> =
+            urls.into_iter().map(|url| DeleteKeysOnDrop { url, pattern: format!("{prefix}*") }).collect();
         Fixture::new(nodes, move |by| stores.iter().for_each(|store| store.shift_clock(by))).with_cleanup(cleanup)
     }
 
@@ -149,7 +196,7 @@ impl Fixture {
 }
 
 /// Deletes every key matching `pattern` from the Redis at `url` when dropped (synchronously, so it also runs
-/// when a check panics).
+/// when a check panics). On a Redis Cluster, one per master: each deletes the keys its node holds, one by one.
 pub struct DeleteKeysOnDrop {
     /// The Redis URL.
     pub url: String,
@@ -174,7 +221,11 @@ impl Drop for DeleteKeysOnDrop {
                 return;
             };
             if !keys.is_empty() {
-                let _ = redis::cmd("DEL").arg(&keys).query::<u64>(&mut connection);
+                let mut pipeline = redis::pipe();
+                for key in &keys {
+                    pipeline.cmd("DEL").arg(key).ignore();
+                }
+                let _ = pipeline.query::<()>(&mut connection);
             }
             if next == 0 {
                 return;

@@ -50,7 +50,7 @@ mod redis;
 mod types;
 
 pub use self::redis::{
-    DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, scripts,
+    DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, RedisEndpoint, RedisOptions, RedisStore, scripts,
 };
 pub use error::{BoxError, StateError};
 pub use idempotency::{Claim, IdempotencyStore};

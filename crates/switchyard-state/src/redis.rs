@@ -4,32 +4,36 @@
 //! - Every transition is one Lua script (see [`scripts`]) that reads Redis `TIME`, so node clocks never matter
 //!   and two nodes can never both win a race: Redis runs one script at a time.
 //! - Keys live under a configurable prefix (default `switchyard:v1:`) with one hash tag per provider:
-//!   `cb:{p}` (hash: state, epoch, opens, open_until_ms, probe_owner, probe_until_ms, misconfigured, window_s),
-//!   `cb:{p}:b:<second>` (hash s/f/slow/h) and `cb:{p}:nodes:<second>` (set of nodes that reported trouble).
-//!   A script names only `cb:{p}` in `KEYS` and derives the bucket keys from it; they share its hash slot, so the
-//!   scripts run unchanged on Redis Cluster. Escalation counters: `esc:{cascade}:<stage>:<bucket second>`.
-//! - Scripts run through `redis::Script` (EVALSHA, falling back to loading the script after a restart).
+//!   `cb:{p}` (hash: state, epoch, opens, open_until_ms, probe_owner, probe_until_ms, misconfigured,
+//!   closed_epoch), `cb:{p}:b` (hash of outcome counts, fields `<second>:s|f|slow|h`) and `cb:{p}:n` (sorted set
+//!   of the nodes that reported trouble, scored by the last second they did). Every breaker script declares all
+//!   three in `KEYS` and builds no key name itself, so it runs on one slot of a Redis Cluster. Escalation
+//!   counters: `esc:{cascade}:<stage>` (hash, fields `<bucket second>:t|e`).
+//! - Scripts run through `redis::Script` (EVALSHA, falling back to loading the script after a restart; on a
+//!   cluster the load goes to every node).
+//! - One server, a Redis Cluster or a Sentinel-managed master ([`RedisEndpoint`]), through one connection type
+//!   (see [`connection`]).
 //! - Every call is bounded by [`RedisOptions::call_timeout`] (50 ms by default) and fails with
-//!   [`StateError::Timeout`] or [`StateError::Unavailable`]; the `ConnectionManager` reconnects in the background,
-//!   so a paused or restarting Redis never blocks a caller for longer than the bound.
+//!   [`StateError::Timeout`] or [`StateError::Unavailable`]; the connection reconnects in the background, so a
+//!   paused or restarting Redis never blocks a caller for longer than the bound.
 //! - URLs may carry ACL credentials (`redis://user:password@host`) and use TLS (`rediss://`); `Debug` output and
 //!   errors show them with the password replaced by `***`.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+mod connection;
 mod idempotency;
 mod options;
 pub mod scripts;
 
+pub use connection::RedisEndpoint;
+use connection::{Connection, Handle};
 pub use options::{DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, RedisOptions};
-use options::{client, redact_url};
 
 use crate::types::{ESCALATION_BUCKET, ESCALATION_RETENTION, RawBreaker, escalation_bucket_count, ms};
 use crate::{
@@ -46,7 +50,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    connection: ConnectionManager,
+    connection: Connection,
     redacted_url: String,
     key_prefix: String,
     call_timeout: Duration,
@@ -94,70 +98,51 @@ impl Scripts {
 type Reply = (String, u64, String, u64, u64, u64, String, u64, u64);
 
 impl RedisStore {
-    /// Connects to `url` (`redis://` or `rediss://`, ACL user and password in the URL) and waits, at most
-    /// `options.connect_timeout`, until Redis answers. Fails with [`StateError::Connect`] (the URL redacted) when
-    /// it does not, or [`StateError::Config`] for unusable options. Later outages are survived: see
-    /// [`RedisStore::connect_lazy`].
-    pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, StateError> {
-        let client = client(url, &options)?;
-        let connect_error = |source: crate::BoxError| StateError::Connect { url: redact_url(url), source };
+    /// Connects to `endpoint` (a `redis://` or `rediss://` URL, ACL user and password in the URL; or a
+    /// [`RedisEndpoint`] naming a Redis Cluster or Sentinels) and waits, at most `options.connect_timeout`, until
+    /// Redis answers. Fails with [`StateError::Connect`] (passwords redacted) when it does not, or
+    /// [`StateError::Config`] for unusable options. Later outages are survived: see [`RedisStore::connect_lazy`].
+    pub async fn connect(endpoint: impl Into<RedisEndpoint>, options: RedisOptions) -> Result<Self, StateError> {
+        let endpoint = endpoint.into();
         // One direct attempt first: it reports the real cause (refused, bad password, TLS) instead of a timeout
-        // hidden behind the manager's retries.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.connect_timeout));
-        let attempt = async {
-            let mut connection = client.get_multiplexed_async_connection_with_config(&config).await?;
-            redis::cmd("PING").query_async::<()>(&mut connection).await
-        };
-        match tokio::time::timeout(options.connect_timeout, attempt).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) if is_refusal(&error) => {
-                return Err(StateError::Unauthorized { operation: "connect", url: redact_url(url) });
-            }
-            Ok(Err(error)) => return Err(connect_error(Box::new(error))),
-            Err(elapsed) => return Err(connect_error(Box::new(elapsed))),
-        }
-        let store = Self::build(client, url, &options)?;
-        let mut connection = store.inner.connection.clone();
-        let ping = async move { redis::cmd("PING").query_async::<()>(&mut connection).await };
-        match tokio::time::timeout(options.connect_timeout, ping).await {
-            Ok(Ok(())) => Ok(store),
-            Ok(Err(error)) => Err(connect_error(Box::new(error))),
-            Err(elapsed) => Err(connect_error(Box::new(elapsed))),
+        // hidden behind the background reconnection.
+        Connection::probe(&endpoint, &options).await?;
+        let store = Self::build(&endpoint, &options)?;
+        let ping = store.bounded_by("connect", options.connect_timeout, async |connection| {
+            redis::cmd("PING").query_async::<()>(connection).await
+        });
+        match ping.await {
+            Ok(()) => Ok(store),
+            Err(failure) => Err(StateError::Connect { url: endpoint.redacted(), source: failure.into() }),
         }
     }
 
     /// Like [`RedisStore::connect`] but without waiting for Redis: the connection is made in the background and
     /// calls fail with [`StateError::Timeout`] or [`StateError::Unavailable`] until it is up. For a node that
-    /// must start while Redis is down. Fails only on an unusable URL or options.
-    pub async fn connect_lazy(url: &str, options: RedisOptions) -> Result<Self, StateError> {
-        let client = client(url, &options)?;
-        let store = Self::build(client, url, &options)?;
-        // The manager connects on first use; drive that first connection now, in the background.
-        let mut connection = store.inner.connection.clone();
+    /// must start while Redis is down. Fails only on an unusable endpoint or options.
+    pub async fn connect_lazy(endpoint: impl Into<RedisEndpoint>, options: RedisOptions) -> Result<Self, StateError> {
+        let endpoint = endpoint.into();
+        let store = Self::build(&endpoint, &options)?;
+        // The connection is made on first use; drive that first connection now, in the background.
+        let warm = store.clone();
         let bound = options.connect_timeout;
         tokio::spawn(async move {
-            let ping = async move { redis::cmd("PING").query_async::<()>(&mut connection).await };
-            if let Ok(Err(error)) = tokio::time::timeout(bound, ping).await {
+            let ping = warm.bounded_by("connect", bound, async |connection| {
+                redis::cmd("PING").query_async::<()>(connection).await
+            });
+            if let Err(error) = ping.await {
                 tracing::debug!(%error, "redis not reachable yet");
             }
         });
         Ok(store)
     }
 
-    fn build(client: redis::Client, url: &str, options: &RedisOptions) -> Result<Self, StateError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.call_timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(options.reconnect_max_delay);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|error| StateError::Connect { url: redact_url(url), source: Box::new(error) })?;
+    fn build(endpoint: &RedisEndpoint, options: &RedisOptions) -> Result<Self, StateError> {
+        let connection = Connection::lazy(endpoint, options)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
-                redacted_url: redact_url(url),
+                redacted_url: endpoint.redacted(),
                 key_prefix: options.key_prefix.clone(),
                 call_timeout: options.call_timeout,
                 clock_offset_ms: AtomicU64::new(0),
@@ -167,7 +152,7 @@ impl RedisStore {
         })
     }
 
-    /// The URL this store connects to, with any password replaced by `***`.
+    /// Where this store connects to (URL, cluster seeds or Sentinels), with any password replaced by `***`.
     pub fn redacted_url(&self) -> &str {
         &self.inner.redacted_url
     }
@@ -177,13 +162,19 @@ impl RedisStore {
         &self.inner.key_prefix
     }
 
-    /// The key of `provider`'s breaker hash (the bucket keys extend it with `:b:<second>` and
-    /// `:nodes:<second>`).
+    /// The key of `provider`'s breaker hash.
     pub fn breaker_key(&self, provider: &str) -> String {
         format!("{}cb:{{{provider}}}", self.inner.key_prefix)
     }
 
-    /// The base key of `cascade`'s `stage` escalation counters (buckets extend it with `:<bucket second>`).
+    /// Every key of `provider`'s breaker, in the order the breaker scripts take them: the breaker hash, the
+    /// outcome buckets (`:b`) and the nodes that reported trouble (`:n`). One hash tag, so one cluster slot.
+    pub fn breaker_keys(&self, provider: &str) -> [String; 3] {
+        let key = self.breaker_key(provider);
+        [key.clone(), format!("{key}:b"), format!("{key}:n")]
+    }
+
+    /// The key of `cascade`'s `stage` escalation counters (a hash of buckets, fields `<bucket second>:t|e`).
     pub fn escalation_key(&self, cascade: &str, stage: u32) -> String {
         format!("{}esc:{{{cascade}}}:{stage}", self.inner.key_prefix)
     }
@@ -204,21 +195,46 @@ impl RedisStore {
         self.inner.clock_offset_ms.load(Ordering::SeqCst)
     }
 
-    /// Runs one Redis exchange under the call bound, mapping failures to [`StateError`].
+    /// Runs one Redis exchange under the call bound (getting the connection included), mapping failures to
+    /// [`StateError`].
     async fn bounded<T>(
         &self,
         operation: &'static str,
-        exchange: impl Future<Output = redis::RedisResult<T>>,
+        exchange: impl AsyncFnOnce(&mut Handle) -> redis::RedisResult<T>,
     ) -> Result<T, StateError> {
         let timeout = self.inner.call_timeout;
         self.inner.commands_sent.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) if is_refusal(&error) => {
+        match self.bounded_by(operation, timeout, exchange).await {
+            Ok(value) => Ok(value),
+            Err(Failure::Redis(error)) if is_refusal(&error) => {
                 Err(StateError::Unauthorized { operation, url: self.inner.redacted_url.clone() })
             }
-            Ok(Err(error)) => Err(map_error(operation, timeout, error)),
-            Err(_) => Err(StateError::Timeout { operation, timeout }),
+            Err(Failure::Redis(error)) => Err(map_error(operation, timeout, error)),
+            Err(Failure::Timeout) => Err(StateError::Timeout { operation, timeout }),
+        }
+    }
+
+    async fn bounded_by<T>(
+        &self,
+        _operation: &'static str,
+        timeout: Duration,
+        exchange: impl AsyncFnOnce(&mut Handle) -> redis::RedisResult<T>,
+    ) -> Result<T, Failure> {
+        let connection = &self.inner.connection;
+        let call = async {
+            let mut handle = connection.handle().await?;
+            exchange(&mut handle).await
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                connection.failed(Some(&error));
+                Err(Failure::Redis(error))
+            }
+            Err(_) => {
+                connection.failed(None);
+                Err(Failure::Timeout)
+            }
         }
     }
 
@@ -231,13 +247,16 @@ impl RedisStore {
         args: &[String],
     ) -> Result<(String, ClusterView), StateError> {
         validate_name("provider", provider)?;
-        let mut invocation = script.key(self.breaker_key(provider));
+        let mut invocation = script.prepare_invoke();
+        for key in self.breaker_keys(provider) {
+            invocation.key(key);
+        }
         invocation.arg(self.offset());
         for arg in args {
             invocation.arg(arg);
         }
-        let mut connection = self.inner.connection.clone();
-        let reply: Reply = self.bounded(operation, invocation.invoke_async(&mut connection)).await?;
+        let reply: Reply =
+            self.bounded(operation, async |connection| invocation.invoke_async(connection).await).await?;
         parse_reply(operation, provider, reply)
     }
 
@@ -249,8 +268,32 @@ impl RedisStore {
 
 /// Whether Redis refused the connection's credentials (`AUTH` failed with `WRONGPASS`, or a command met `NOAUTH`).
 /// A command the ACL user may not run (`NOPERM`) is not a refusal of the credentials: it stays a backend error.
-fn is_refusal(error: &RedisError) -> bool {
+pub(super) fn is_refusal(error: &RedisError) -> bool {
     error.kind() == ErrorKind::AuthenticationFailed || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
+}
+
+/// Why a bounded exchange failed, before it is named after its operation.
+enum Failure {
+    Redis(RedisError),
+    Timeout,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Redis(error) => write!(f, "{error}"),
+            Failure::Timeout => f.write_str("no answer within the bound"),
+        }
+    }
+}
+
+impl From<Failure> for crate::BoxError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Redis(error) => Box::new(error),
+            Failure::Timeout => "no answer within the bound".into(),
+        }
+    }
 }
 
 fn map_error(operation: &'static str, timeout: Duration, error: RedisError) -> StateError {
@@ -409,17 +452,21 @@ impl BreakerStore for RedisStore {
         // One script per provider (a script may only touch one hash slot), all in flight at once on the
         // multiplexed connection, under one bound.
         let offset = self.offset();
-        let reads = providers.iter().map(|provider| {
-            let mut connection = self.inner.connection.clone();
-            let key = self.breaker_key(provider);
-            async move {
-                let mut invocation = self.inner.scripts.get.key(key);
-                invocation.arg(offset);
-                invocation.invoke_async::<Reply>(&mut connection).await
-            }
-        });
         self.inner.commands_sent.fetch_add(providers.len().saturating_sub(1) as u64, Ordering::Relaxed);
-        let replies = self.bounded("get_many", futures::future::try_join_all(reads)).await?;
+        let replies = self
+            .bounded("get_many", async |connection: &mut Handle| {
+                let reads = providers.iter().map(|provider| {
+                    let mut connection = connection.clone();
+                    let mut invocation = self.inner.scripts.get.prepare_invoke();
+                    for key in self.breaker_keys(provider) {
+                        invocation.key(key);
+                    }
+                    invocation.arg(offset);
+                    async move { invocation.invoke_async::<Reply>(&mut connection).await }
+                });
+                futures::future::try_join_all(reads).await
+            })
+            .await?;
         providers.iter().zip(replies).map(|(provider, reply)| Ok(parse_reply("get_many", provider, reply)?.1)).collect()
     }
 
@@ -444,8 +491,7 @@ impl BreakerStore for RedisStore {
             .arg(counts.escalated)
             .arg(ESCALATION_BUCKET.as_secs())
             .arg(ms(ESCALATION_RETENTION + ESCALATION_BUCKET));
-        let mut connection = self.inner.connection.clone();
-        self.bounded("add_escalations", invocation.invoke_async::<u64>(&mut connection)).await?;
+        self.bounded("add_escalations", async |connection| invocation.invoke_async::<u64>(connection).await).await?;
         Ok(())
     }
 
@@ -460,9 +506,8 @@ impl BreakerStore for RedisStore {
         let buckets = escalation_bucket_count(window)?;
         let mut invocation = self.inner.scripts.escalation_rate.key(self.escalation_key(cascade, stage));
         invocation.arg(self.offset()).arg(ESCALATION_BUCKET.as_secs()).arg(buckets);
-        let mut connection = self.inner.connection.clone();
         let (total, escalated): (u64, u64) =
-            self.bounded("escalation_rate", invocation.invoke_async(&mut connection)).await?;
+            self.bounded("escalation_rate", async |connection| invocation.invoke_async(connection).await).await?;
         Ok(EscalationCounts { total, escalated })
     }
 }

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_state::conformance::DeleteKeysOnDrop;
 use switchyard_state::idempotency::conformance::{check_all, check_one_owner};
-use switchyard_state::{IdempotencyStore, ManualClock, MemoryStore, RedisOptions, RedisStore};
+use switchyard_state::{IdempotencyStore, ManualClock, MemoryStore, RedisEndpoint, RedisOptions, RedisStore};
 
 fn unique(tag: &str) -> String {
     format!("{tag}-{}-{}", std::process::id(), uuid_like())
@@ -43,4 +44,19 @@ async fn redis_store_binds_fingerprints_leases_and_expires() {
     if !keys.is_empty() {
         let _: () = redis::cmd("DEL").arg(keys).query_async(&mut connection).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn redis_cluster_store_binds_fingerprints_leases_and_expires() {
+    // The shared cluster (`SWITCHYARD_REDIS_CLUSTER_URLS`) or a private one: claims and completions are scripts
+    // over three keys of one hash tag, leases single-key commands, so each goes to the node owning its slot.
+    let cluster = switchyard_testkit::RedisCluster::shared_or_start().expect("redis-server must be installed");
+    let prefix = format!("switchyard:test:{}:", unique("idem-cluster"));
+    let _cleanup: Vec<DeleteKeysOnDrop> =
+        cluster.urls.iter().map(|url| DeleteKeysOnDrop { url: url.clone(), pattern: format!("{prefix}*") }).collect();
+    let options = RedisOptions { key_prefix: prefix.clone(), ..RedisOptions::default() };
+    let endpoint = RedisEndpoint::Cluster(cluster.urls.clone());
+    let store = RedisStore::connect(endpoint, options).await.expect("the Redis Cluster must run");
+    check_all(&store, "cluster", Duration::from_millis(200), Duration::from_millis(1200), tokio::time::sleep).await;
+    check_one_owner(Arc::new(store.clone()) as Arc<dyn IdempotencyStore>, "cluster").await;
 }

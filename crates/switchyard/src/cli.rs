@@ -54,6 +54,7 @@ pub enum Command {
         id: IdempotencyArgs,
         #[arg(long, default_value_t = 30_000)]
         deadline_ms: u64,
+        /// NATS server URL; several servers of one NATS cluster separated by commas.
         #[arg(long, env = "SWITCHYARD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats: String,
         /// Prefix of reply inboxes, for servers that allow each user only its own (`_INBOX_client` with
@@ -68,6 +69,7 @@ pub enum Command {
     },
     /// Inspect or command the cluster on the admin topic.
     Admin {
+        /// NATS server URL; several servers of one NATS cluster separated by commas.
         #[arg(long, env = "SWITCHYARD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats: String,
         /// Prefix of reply inboxes, for servers that allow each user only its own (`_INBOX_admin` with

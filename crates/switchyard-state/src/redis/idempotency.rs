@@ -40,9 +40,8 @@ impl RedisStore {
         let mut invocation = self.inner.scripts.idempotency_claim.key(format!("{base}:fp"));
         invocation.key(format!("{base}:owner")).key(format!("{base}:answer"));
         invocation.arg(fingerprint).arg(node).arg(ms(retention).max(1)).arg(from.unwrap_or(""));
-        let mut connection = self.inner.connection.clone();
         let (kind, value): (String, Vec<u8>) =
-            self.bounded("idempotency_claim", invocation.invoke_async(&mut connection)).await?;
+            self.bounded("idempotency_claim", async |connection| invocation.invoke_async(connection).await).await?;
         match kind.as_str() {
             "owned" => Ok(Claim::Owned),
             "taken" => Ok(Claim::Taken { owner: String::from_utf8_lossy(&value).into_owned() }),
@@ -73,15 +72,14 @@ impl IdempotencyStore for RedisStore {
     async fn renew(&self, node: &str, lease: Duration) -> Result<(), StateError> {
         let mut command = redis::cmd("SET");
         command.arg(self.lease_key(node)).arg(1).arg("PX").arg(ms(lease).max(1));
-        let mut connection = self.inner.connection.clone();
-        self.bounded("idempotency_renew", command.query_async::<()>(&mut connection)).await
+        self.bounded("idempotency_renew", async |connection| command.query_async::<()>(connection).await).await
     }
 
     async fn alive(&self, node: &str) -> Result<bool, StateError> {
         let mut command = redis::cmd("EXISTS");
         command.arg(self.lease_key(node));
-        let mut connection = self.inner.connection.clone();
-        let found: u32 = self.bounded("idempotency_alive", command.query_async(&mut connection)).await?;
+        let found: u32 =
+            self.bounded("idempotency_alive", async |connection| command.query_async(connection).await).await?;
         Ok(found > 0)
     }
 
@@ -91,7 +89,6 @@ impl IdempotencyStore for RedisStore {
         let mut invocation = self.inner.scripts.idempotency_complete.key(format!("{base}:fp"));
         invocation.key(format!("{base}:owner")).key(format!("{base}:answer"));
         invocation.arg(answer).arg(ms(retention).max(1));
-        let mut connection = self.inner.connection.clone();
-        self.bounded("idempotency_complete", invocation.invoke_async::<()>(&mut connection)).await
+        self.bounded("idempotency_complete", async |connection| invocation.invoke_async::<()>(connection).await).await
     }
 }

@@ -88,8 +88,20 @@ pub(super) fn client(url: &str, options: &RedisOptions) -> Result<redis::Client,
         install_crypto_provider();
     }
     let invalid = |error: RedisError| StateError::config("url", format!("{}: {error}", redact_url(url)));
+    match tls_certificates(options, tls)? {
+        None => redis::Client::open(url).map_err(invalid),
+        Some(certificates) => redis::Client::build_with_tls(url, certificates).map_err(invalid),
+    }
+}
+
+/// The CA and client certificate of `options`, read from their files; `None` when none is configured. They need
+/// TLS (`tls`: the URLs are `rediss://`).
+pub(super) fn tls_certificates(
+    options: &RedisOptions,
+    tls: bool,
+) -> Result<Option<redis::TlsCertificates>, StateError> {
     if options.tls_ca_file.is_none() && options.tls_client_cert.is_none() {
-        return redis::Client::open(url).map_err(invalid);
+        return Ok(None);
     }
     if !tls {
         return Err(StateError::config("tls_ca_file", "TLS files need a rediss:// URL"));
@@ -106,12 +118,12 @@ pub(super) fn client(url: &str, options: &RedisOptions) -> Result<redis::Client,
         }),
         _ => None,
     };
-    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(invalid)
+    Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
 }
 
 /// rustls needs a process-wide crypto provider and cannot choose one when several are compiled in (the workspace
 /// has both `ring` and `aws-lc-rs`); install `ring` unless the binary installed one already.
-fn install_crypto_provider() {
+pub(super) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing the race to another installer is fine: a provider is installed either way.
         let _ = rustls::crypto::ring::default_provider().install_default();

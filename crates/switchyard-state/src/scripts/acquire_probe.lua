@@ -1,4 +1,4 @@
--- KEYS[1] breaker hash. ARGV: offset, node, lease_ms.
+-- KEYS[1] breaker hash (KEYS[2] and KEYS[3] unused, see common.lua). ARGV: offset, node, lease_ms.
 --
 -- The half-open probe lease: granted to exactly one node when the breaker is open past its deadline, or
 -- half-open with an expired lease (epoch bump, new owner). The owner asking again within its lease gets the

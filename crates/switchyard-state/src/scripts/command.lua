@@ -1,4 +1,5 @@
--- KEYS[1] breaker hash. ARGV: offset, command (force_open, disable or reset).
+-- KEYS[1] breaker hash, KEYS[2] outcome buckets, KEYS[3] reporting nodes (see common.lua).
+-- ARGV: offset, command (force_open, disable or reset).
 --
 -- Operator commands; each always bumps the epoch. Reset also clears consecutive opens, the misconfigured flag
 -- and the outcome buckets, and records the close in `closed_epoch` (older 429 cooldowns are then stale).
@@ -15,7 +16,7 @@ elseif command == 'reset' then
   transition(b, 'closed')
   b.opens = 0
   b.misconfigured = 0
-  clear_buckets(key, now)
+  clear_buckets()
   redis.call('HSET', key, 'closed_epoch', b.epoch)
 else
   return redis.error_reply('unknown switchyard breaker command ' .. command)

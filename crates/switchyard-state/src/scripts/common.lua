@@ -1,5 +1,10 @@
 -- Shared prelude of every switchyard breaker script (prepended by the Rust side before the script's own body).
 --
+-- Every breaker script gets the same three keys, all under the provider's hash tag, so Redis Cluster routes the
+-- script to one slot and no key name is ever built inside Lua: KEYS[1] the breaker hash `cb:{p}`, KEYS[2] the
+-- outcome buckets `cb:{p}:b` (one hash, fields `<second>:s|f|slow|h`), KEYS[3] the nodes that reported trouble
+-- `cb:{p}:n` (a sorted set, score = the last second the node reported a bad outcome).
+--
 -- Time is always Redis TIME in Unix milliseconds, plus ARGV[1], an offset that is 0 in production and that only
 -- the test harness moves (so the conformance suite can advance time on a real Redis). Every script returns the
 -- same reply: {effect, now_ms, state, epoch, opens, open_until_ms, probe_owner, probe_until_ms, misconfigured}.
@@ -66,12 +71,7 @@ local function open_for_next(b, now, base, max, jitter)
   clear_probe(b)
 end
 
--- Deletes the outcome buckets and node sets that can still exist: buckets expire `window + 1 s` after their last
--- write, and the last report stored its window in the breaker hash. All these keys share the provider's hash tag.
-local function clear_buckets(key, now)
-  local window = tonumber(redis.call('HGET', key, 'window_s') or '0')
-  local second = math.floor(now / 1000)
-  for i = 0, window + 1 do
-    redis.call('DEL', key .. ':b:' .. (second - i), key .. ':nodes:' .. (second - i))
-  end
+-- Deletes the outcome buckets and the reporting nodes (KEYS[2] and KEYS[3]).
+local function clear_buckets()
+  redis.call('DEL', KEYS[2], KEYS[3])
 end

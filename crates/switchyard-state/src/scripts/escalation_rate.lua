@@ -1,4 +1,4 @@
--- KEYS[1] escalation counter base key. ARGV: offset, bucket_s, bucket_count.
+-- KEYS[1] escalation counters of one cascade stage (a hash). ARGV: offset, bucket_s, bucket_count.
 --
 -- Sums the newest `bucket_count` buckets, the current one included.
 local now = now_ms()
@@ -11,7 +11,7 @@ for i = 0, tonumber(ARGV[3]) - 1 do
   if start < 0 then
     break
   end
-  local v = redis.call('HMGET', KEYS[1] .. ':' .. start, 'total', 'escalated')
+  local v = redis.call('HMGET', KEYS[1], start .. ':t', start .. ':e')
   total = total + tonumber(v[1] or '0')
   escalated = escalated + tonumber(v[2] or '0')
 end

@@ -1,4 +1,5 @@
--- KEYS[1] breaker hash. ARGV: offset, node, epoch, success (1/0), wait_base_ms, wait_max_ms, jitter_ms.
+-- KEYS[1] breaker hash, KEYS[2] outcome buckets, KEYS[3] reporting nodes (see common.lua).
+-- ARGV: offset, node, epoch, success (1/0), wait_base_ms, wait_max_ms, jitter_ms.
 --
 -- Applied only when the breaker is half-open, `node` owns the lease and `epoch` is the grant's. Success closes
 -- (opens, misconfigured and buckets cleared; `closed_epoch` records the close, so older 429 cooldowns are stale);
@@ -16,7 +17,7 @@ if ARGV[4] == '1' then
   b.open_until_ms = 0
   b.misconfigured = 0
   clear_probe(b)
-  clear_buckets(key, now)
+  clear_buckets()
   redis.call('HSET', key, 'closed_epoch', b.epoch)
 else
   open_for_next(b, now, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))

@@ -1,4 +1,4 @@
--- KEYS[1] breaker hash. ARGV: offset, epoch, retry_after_ms.
+-- KEYS[1] breaker hash (KEYS[2] and KEYS[3] unused, see common.lua). ARGV: offset, epoch, retry_after_ms.
 --
 -- A 429 cooldown observed by a call admitted under `epoch`: open until max(open_until, now + retry_after).
 -- Extends, never shortens; changes (and bumps the epoch) only when the state changes or the deadline moves.

@@ -1,4 +1,4 @@
--- KEYS[1] breaker hash. ARGV: offset, node, epoch, lease_ms.
+-- KEYS[1] breaker hash (KEYS[2] and KEYS[3] unused, see common.lua). ARGV: offset, node, epoch, lease_ms.
 --
 -- The probe owner keeps its lease while the probe runs: applied only when the breaker is half-open, `node` owns
 -- the lease of `epoch` and the lease has not expired. The lease then runs until at least now + lease_ms (never

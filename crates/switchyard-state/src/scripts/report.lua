@@ -1,11 +1,13 @@
--- KEYS[1] breaker hash. ARGV: offset, node, epoch, successes, failures, slow_calls, hard_errors, window_s,
--- failure_rate_threshold, slow_call_rate_threshold (-1: off), minimum_calls, min_reporting_nodes,
--- hard_error_minimum, wait_base_ms, wait_max_ms, jitter_ms.
+-- KEYS[1] breaker hash, KEYS[2] outcome buckets, KEYS[3] reporting nodes (see common.lua).
+-- ARGV: offset, node, epoch, successes, failures, slow_calls, hard_errors, window_s, failure_rate_threshold,
+-- slow_call_rate_threshold (-1: off), minimum_calls, min_reporting_nodes, hard_error_minimum, wait_base_ms,
+-- wait_max_ms, jitter_ms.
 --
--- Adds the batch to the current second's bucket (hash s/f/slow/h) and, when it has bad outcomes, the node to the
--- second's set; then, if the breaker is closed and the batch has bad outcomes, decides a trip over the window (see
--- `TripPolicy`). A batch of successes only is counted and nothing more: the trip is decided when failures arrive
--- (they are reported every flush interval while they happen), so a healthy provider's reports stay cheap.
+-- Adds the batch to the current second's fields of the bucket hash (`<second>:s|f|slow|h`) and, when it has bad
+-- outcomes, makes the current second the node's score in the reporting set; then, if the breaker is closed and
+-- the batch has bad outcomes, decides a trip over the window (see `TripPolicy`). A batch of successes only is counted
+-- and nothing more: the trip is decided when failures arrive (they are reported every flush interval while they
+-- happen), so a healthy provider's reports stay cheap.
 local key = KEYS[1]
 local now = now_ms()
 local node = ARGV[2]
@@ -21,38 +23,49 @@ if b.state == 'open' or b.state == 'half_open' or b.state == 'forced_open' then
   return reply('ignored', now, b)
 end
 
+local buckets, reporters = KEYS[2], KEYS[3]
 local second = math.floor(now / 1000)
 local ttl = (window + 1) * 1000
-local bucket = key .. ':b:' .. second
 local bad = f > 0 or slow > 0 or h > 0
-redis.call('HINCRBY', bucket, 's', s)
+local prefix = second .. ':'
+redis.call('HINCRBY', buckets, prefix .. 's', s)
 if bad then
-  redis.call('HINCRBY', bucket, 'f', f)
-  redis.call('HINCRBY', bucket, 'slow', slow)
-  redis.call('HINCRBY', bucket, 'h', h)
+  redis.call('HINCRBY', buckets, prefix .. 'f', f)
+  redis.call('HINCRBY', buckets, prefix .. 'slow', slow)
+  redis.call('HINCRBY', buckets, prefix .. 'h', h)
 end
-redis.call('PEXPIRE', bucket, ttl)
+redis.call('PEXPIRE', buckets, ttl)
+-- Seconds older than the window are dropped once the hash holds about twice the fields the window needs, so the
+-- work is constant per report on average and the hash stays bounded.
+if redis.call('HLEN', buckets) > 8 * (window + 1) then
+  local oldest = second - window
+  for _, field in ipairs(redis.call('HKEYS', buckets)) do
+    local at = tonumber(string.match(field, '^(%-?%d+):'))
+    if at == nil or at < oldest then
+      redis.call('HDEL', buckets, field)
+    end
+  end
+end
 if bad then
-  local nodes = key .. ':nodes:' .. second
-  redis.call('SADD', nodes, node)
-  redis.call('PEXPIRE', nodes, ttl)
+  redis.call('ZADD', reporters, 'GT', second, node)
+  redis.call('ZREMRANGEBYSCORE', reporters, '-inf', '(' .. (second - window + 1))
+  redis.call('PEXPIRE', reporters, ttl)
 end
-redis.call('HSET', key, 'window_s', window)
 if b.state ~= 'closed' or not bad then
   return reply('counted', now, b)
 end
 
 local S, F, SLOW, H = 0, 0, 0, 0
-local node_sets = {}
 for i = 0, window - 1 do
-  local v = redis.call('HMGET', key .. ':b:' .. (second - i), 's', 'f', 'slow', 'h')
+  local at = (second - i) .. ':'
+  local v = redis.call('HMGET', buckets, at .. 's', at .. 'f', at .. 'slow', at .. 'h')
   S = S + tonumber(v[1] or '0')
   F = F + tonumber(v[2] or '0')
   SLOW = SLOW + tonumber(v[3] or '0')
   H = H + tonumber(v[4] or '0')
-  node_sets[#node_sets + 1] = key .. ':nodes:' .. (second - i)
 end
-local nodes = #redis.call('SUNION', unpack(node_sets))
+-- A node counts when its last bad report falls in the window's seconds.
+local nodes = redis.call('ZCOUNT', reporters, second - window + 1, '+inf')
 
 local threshold, slow_threshold = tonumber(ARGV[9]), tonumber(ARGV[10])
 local minimum_calls, min_nodes, hard_minimum = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
