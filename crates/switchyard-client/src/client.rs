@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::debug;
 
-use switchyard_bus::Bus;
+use switchyard_bus::{Bus, Subscription};
 use switchyard_protocol::client::{QueryOutcome, QueryReply, QueryRequest};
 use switchyard_protocol::subjects::{Subjects, is_valid_token};
 
@@ -38,6 +38,77 @@ impl Client {
     pub async fn query(&self, route: &str, mut request: QueryRequest) -> Result<QueryReply, ClientError> {
         request.stream = false;
         let mut flight = self.start(route, request).await?;
+        read_reply(&mut flight).await
+    }
+
+    /// Asks `route` for a streamed answer; read it with [`QueryStream::next`] or as a `Stream`.
+    ///
+    /// The request gets an id and a deadline as in [`Client::query`]; `stream` is set. The query is re-sent
+    /// while its stream has produced no frame (see the crate docs).
+    pub async fn stream(&self, route: &str, mut request: QueryRequest) -> Result<QueryStream, ClientError> {
+        request.stream = true;
+        let flight = self.start(route, request).await?;
+        Ok(QueryStream::new(flight, self.options.gap_grace))
+    }
+
+    /// Completes the request (id, deadline), validates it, encodes it once and sends the first copy.
+    async fn start(&self, route: &str, mut request: QueryRequest) -> Result<Flight, ClientError> {
+        if !is_valid_token(route) {
+            return Err(ClientError::InvalidRoute { route: route.to_owned() });
+        }
+        if self.options.assign_ids && request.id.is_none() {
+            request.id = Some(uuid::Uuid::new_v4().to_string());
+        }
+        let id = request.id.clone();
+        let deadline_ms = *request
+            .deadline_ms
+            .get_or_insert_with(|| u64::try_from(self.options.default_deadline.as_millis()).unwrap_or(u64::MAX));
+        request
+            .validate()
+            .map_err(|error| ClientError::InvalidRequest { reply: Box::new(error.with_id(id.clone())) })?;
+        let payload = serde_json::to_vec(&request).map_err(|e| ClientError::Encode { reason: e.to_string() })?;
+        let subject = self.subjects.query(route);
+        let deadline = Duration::from_millis(deadline_ms);
+        let mut options = self.options.clone();
+        if id.is_none() {
+            // Without an id a copy would be a second query: sent once.
+            options.resend_after = Duration::ZERO;
+        }
+        let id = id.unwrap_or_else(|| NO_ID.to_owned());
+        Flight::start(self.bus.clone(), subject, id, Bytes::from(payload), deadline, &options).await
+    }
+}
+
+/// How errors name a query sent without an idempotency key.
+const NO_ID: &str = "(no id)";
+
+/// Reads the reply to a query that reached a node by other means than a publish (handed over in process, as
+/// `switchyard_runtime::local::LocalDispatcher` does), from `replies`, which yields what a reply inbox would.
+/// Nothing is ever re-sent; `deadline` is the query's, and the wait ends `options.deadline_slack` after it.
+pub async fn read_reply_on(
+    id: Option<String>,
+    replies: Subscription,
+    deadline: Duration,
+    options: &ClientOptions,
+) -> Result<QueryReply, ClientError> {
+    let mut flight = Flight::attached(id.unwrap_or_else(|| NO_ID.to_owned()), replies, deadline, options);
+    read_reply(&mut flight).await
+}
+
+/// [`read_reply_on`] for a streaming query: its frames, assembled as [`Client::stream`] assembles them.
+pub fn read_stream_on(
+    id: Option<String>,
+    replies: Subscription,
+    deadline: Duration,
+    options: &ClientOptions,
+) -> QueryStream {
+    let flight = Flight::attached(id.unwrap_or_else(|| NO_ID.to_owned()), replies, deadline, options);
+    QueryStream::new(flight, options.gap_grace)
+}
+
+/// The first answer to any copy of the query in flight.
+async fn read_reply(flight: &mut Flight) -> Result<QueryReply, ClientError> {
+    {
         loop {
             let message = flight.next().await?;
             if message.is_no_responders() {
@@ -56,33 +127,5 @@ impl Client {
                 QueryOutcome::Error(error) => return Err(ClientError::Server { reply: Box::new(error) }),
             }
         }
-    }
-
-    /// Asks `route` for a streamed answer; read it with [`QueryStream::next`] or as a `Stream`.
-    ///
-    /// The request gets an id and a deadline as in [`Client::query`]; `stream` is set. The query is re-sent
-    /// while its stream has produced no frame (see the crate docs).
-    pub async fn stream(&self, route: &str, mut request: QueryRequest) -> Result<QueryStream, ClientError> {
-        request.stream = true;
-        let flight = self.start(route, request).await?;
-        Ok(QueryStream::new(flight, self.options.gap_grace))
-    }
-
-    /// Completes the request (id, deadline), validates it, encodes it once and sends the first copy.
-    async fn start(&self, route: &str, mut request: QueryRequest) -> Result<Flight, ClientError> {
-        if !is_valid_token(route) {
-            return Err(ClientError::InvalidRoute { route: route.to_owned() });
-        }
-        let id = request.id.get_or_insert_with(|| uuid::Uuid::new_v4().to_string()).clone();
-        let deadline_ms = *request
-            .deadline_ms
-            .get_or_insert_with(|| u64::try_from(self.options.default_deadline.as_millis()).unwrap_or(u64::MAX));
-        request
-            .validate()
-            .map_err(|error| ClientError::InvalidRequest { reply: Box::new(error.with_id(Some(id.clone()))) })?;
-        let payload = serde_json::to_vec(&request).map_err(|e| ClientError::Encode { reason: e.to_string() })?;
-        let subject = self.subjects.query(route);
-        let deadline = Duration::from_millis(deadline_ms);
-        Flight::start(self.bus.clone(), subject, id, Bytes::from(payload), deadline, &self.options).await
     }
 }

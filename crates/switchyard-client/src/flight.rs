@@ -28,7 +28,8 @@ pub fn is_copy_refusal(error: &ErrorReply) -> bool {
 }
 
 pub(crate) struct Flight {
-    bus: Arc<dyn Bus>,
+    /// Where copies are published; none for a query handed over by other means ([`Flight::attached`]).
+    bus: Option<Arc<dyn Bus>>,
     pub id: String,
     pub subject: String,
     inbox: String,
@@ -58,7 +59,7 @@ impl Flight {
         let started = Instant::now();
         let resend = !options.resend_after.is_zero();
         let mut flight = Flight {
-            bus,
+            bus: Some(bus),
             id,
             subject,
             inbox,
@@ -77,9 +78,31 @@ impl Flight {
         Ok(flight)
     }
 
+    /// A query already sent by other means (handed to a node in process), whose replies come on `replies`:
+    /// never re-sent, one copy.
+    pub fn attached(id: String, replies: Subscription, deadline: Duration, options: &ClientOptions) -> Self {
+        let started = Instant::now();
+        Flight {
+            bus: None,
+            id,
+            subject: replies.subject().to_owned(),
+            inbox: replies.subject().to_owned(),
+            payload: Bytes::new(),
+            replies,
+            copies: 1,
+            refusals: 0,
+            started,
+            deadline: started + deadline + options.deadline_slack,
+            next_resend: None,
+            interval: Duration::ZERO,
+            max_interval: Duration::ZERO,
+        }
+    }
+
     async fn send(&mut self) -> Result<(), ClientError> {
+        let Some(bus) = &self.bus else { return Ok(()) };
         let message = Message::new(self.subject.clone(), self.payload.clone()).with_reply(self.inbox.clone());
-        self.bus.publish(message).await?;
+        bus.publish(message).await?;
         self.copies += 1;
         Ok(())
     }

@@ -51,7 +51,7 @@ mod stream;
 mod tests;
 
 pub use assemble::{StreamDone, StreamEvent};
-pub use client::Client;
+pub use client::{Client, read_reply_on, read_stream_on};
 pub use error::ClientError;
 pub use flight::{COPY_REFUSAL_CODES, is_copy_refusal};
 pub use options::ClientOptions;

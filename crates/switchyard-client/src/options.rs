@@ -20,6 +20,11 @@ pub struct ClientOptions {
     /// After a stream's final frame, how long to wait for chunks of the winning attempt that have not arrived
     /// (chunks and the final frame may come from different nodes) before reporting a gap.
     pub gap_grace: Duration,
+    /// Give a request without an `id` a fresh uuid v4, which makes re-sending it safe. When false, a request
+    /// without an id is sent once and never re-sent: the nodes spend nothing on de-duplicating it (no claim in
+    /// the shared store), at the price of no recovery when the node answering it dies. Requests with an id are
+    /// re-sent either way.
+    pub assign_ids: bool,
 }
 
 impl Default for ClientOptions {
@@ -30,6 +35,7 @@ impl Default for ClientOptions {
             default_deadline: Duration::from_secs(30),
             deadline_slack: Duration::from_secs(1),
             gap_grace: Duration::from_millis(250),
+            assign_ids: true,
         }
     }
 }

@@ -23,6 +23,10 @@ use switchyard_state::{OpenWait, TripPolicy};
 
 use crate::actors::provider::StreamLimits;
 
+mod http;
+
+pub use http::{HttpKeySection, HttpSection};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -77,6 +81,9 @@ pub struct NodeConfig {
     /// with `ensemble = "<name>"`, and a router may choose one as a target.
     #[serde(default)]
     pub ensembles: Vec<EnsembleSection>,
+    /// The OpenAI-compatible HTTP door, on a node with the `http` role.
+    #[serde(default)]
+    pub http: Option<HttpSection>,
     /// The directory of the configuration file: relative paths in it (verifier models) resolve from here.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -193,6 +200,9 @@ pub enum Role {
     Providers,
     /// Runs the configured cascades (a coordinator in each cascade's queue group).
     Cascade,
+    /// Serves the OpenAI-compatible HTTP door (`[http]`): in process to its own router with the router role,
+    /// over the bus otherwise.
+    Http,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1125,6 +1135,7 @@ impl NodeConfig {
         if self.has_role(Role::Router) && self.routes.is_empty() {
             return Err(invalid("routes", "a router node needs at least one route"));
         }
+        self.validate_http()?;
         Ok(())
     }
 }

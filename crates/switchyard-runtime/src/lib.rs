@@ -18,6 +18,7 @@ pub mod cascade;
 pub mod config;
 pub mod idempotent;
 pub mod liveness;
+pub mod local;
 pub mod nats;
 pub mod node;
 pub mod quality;

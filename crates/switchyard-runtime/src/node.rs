@@ -24,6 +24,7 @@ use crate::actors::state_sync::SyncSettings;
 use crate::cascade::CascadeEngine;
 use crate::config::{NodeConfig, ProviderKindConfig, ProviderSection, Role};
 use crate::idempotent::Idempotency;
+use crate::local::LocalDispatcher;
 use crate::quality::QualityRouting;
 use crate::routing::Routing;
 use crate::state::SharedState;
@@ -58,6 +59,8 @@ pub struct Node {
     telemetry: Arc<Telemetry>,
     /// The Prometheus endpoint, when configured.
     metrics: Option<(SocketAddr, AbortOnDropHandle<()>)>,
+    /// Hands queries to this node's router in process, on a node with the router role.
+    dispatcher: Option<LocalDispatcher>,
 }
 
 /// How a graceful shutdown went.
@@ -117,8 +120,10 @@ impl Node {
                 Role::Router => "router".to_owned(),
                 Role::Providers => "providers".to_owned(),
                 Role::Cascade => "cascade".to_owned(),
+                Role::Http => "http".to_owned(),
             })
             .collect();
+        let bus_for_dispatch = bus.clone();
         let args = NodeArgs {
             node: name.clone(),
             roles,
@@ -178,8 +183,12 @@ impl Node {
             Ok(_) => return Err(NodeError::Spawn { reason: "node supervisor did not answer".into() }),
             Err(e) => return Err(spawn_err(&e)),
         };
+        let default_deadline = Duration::from_millis(config.node.default_deadline_ms);
+        let dispatcher =
+            children.intake.clone().map(|intake| LocalDispatcher::new(intake, bus_for_dispatch, default_deadline));
         info!(node = %name, "node started");
         Ok(Node {
+            dispatcher,
             name,
             supervisor,
             join,
@@ -196,6 +205,13 @@ impl Node {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Hands queries to this node's router in process (no bus hop for the query or its answer), on a node with
+    /// the router role; `None` otherwise. Queries taken this way are admitted, de-duplicated, counted and
+    /// drained exactly like queries from the bus.
+    pub fn dispatcher(&self) -> Option<LocalDispatcher> {
+        self.dispatcher.clone()
     }
 
     pub async fn health(&self) -> NodeHealth {

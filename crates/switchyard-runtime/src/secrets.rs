@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use switchyard_bus::NatsAuth;
 use switchyard_providers::{ApiKeySource, KeyError};
 
-use crate::config::{ConfigError, NatsSection, NodeConfig, ProviderSection, RedisSection, Role};
+use crate::config::{ConfigError, HttpKeySection, NatsSection, NodeConfig, ProviderSection, RedisSection, Role};
 
 /// The value of environment variable `var`, named by config field `field`; set and not blank.
 pub fn env_secret(field: &str, var: &str) -> Result<SecretString, ConfigError> {
@@ -143,9 +143,21 @@ pub fn api_key(index: usize, provider: &ProviderSection) -> Result<Option<Secret
     })
 }
 
+/// The bearer key `index` of the `[http]` section, from its environment variable or file.
+pub fn http_key(index: usize, key: &HttpKeySection) -> Result<SecretString, ConfigError> {
+    match (&key.key_env, &key.key_file) {
+        (Some(var), _) => env_secret(&format!("http.keys[{index}].key_env"), var),
+        (None, Some(path)) => file_secret(&format!("http.keys[{index}].key_file"), path),
+        (None, None) => Err(ConfigError::Invalid {
+            field: format!("http.keys[{index}].key_env"),
+            reason: "set exactly one of key_env and key_file".into(),
+        }),
+    }
+}
+
 impl NodeConfig {
     /// Reads every secret this node will need (NATS credentials and TLS files, the Redis URL, the API keys of
-    /// the providers it hosts), so that a missing one fails the start with the field that names it.
+    /// the providers it hosts, the bearer keys of its HTTP door), so that a missing one fails the start with the field that names it.
     pub fn resolve_secrets(&self) -> Result<(), ConfigError> {
         nats_auth(&self.nats)?;
         nats_tls_files(&self.nats)?;
@@ -156,6 +168,11 @@ impl NodeConfig {
         if self.has_role(Role::Providers) {
             for (index, provider) in self.providers.iter().enumerate() {
                 api_key(index, provider)?;
+            }
+        }
+        if let Some(http) = self.http.as_ref().filter(|_| self.has_role(Role::Http)) {
+            for (index, key) in http.keys.iter().enumerate() {
+                http_key(index, key)?;
             }
         }
         Ok(())

@@ -84,6 +84,8 @@ pub struct ClusterBreakers {
 #[derive(Clone)]
 pub struct NodeChildren {
     pub router: Option<ActorRef<RouterMsg>>,
+    /// The router's admission half, for queries handed over in process (`crate::local`).
+    pub intake: Option<Arc<Intake>>,
     pub providers: Option<ActorRef<ProviderSupervisorMsg>>,
     pub bridge: ActorRef<BridgeMsg>,
     pub admin: AdminArgs,
@@ -226,7 +228,7 @@ impl Actor for NodeSupervisor {
             node: args.node,
             bus: args.bus,
             subjects: args.subjects,
-            intake,
+            intake: intake.clone(),
             providers: hosted,
             directory,
             admin,
@@ -237,6 +239,7 @@ impl Actor for NodeSupervisor {
         Ok(NodeState {
             children: NodeChildren {
                 router,
+                intake,
                 providers,
                 bridge,
                 admin: admin_args,

@@ -16,6 +16,10 @@
 //! the gate counts every query in the mailbox, in parsing, running or waiting. A streaming copy of a key that
 //! is in flight waits for the answer and receives it as one chunk and the final frame ([`replay`]): simpler and
 //! still complete, where forwarding the live chunks would couple two clients' streams.
+//!
+//! Queries come from the bus ([`Intake::accept`]) or, on a node whose HTTP door runs beside its router, in process
+//! ([`Intake::submit`], used by [`crate::local::LocalDispatcher`]); both take the same path from the gate on, and
+//! differ only in where the final answer goes ([`ReplyTo`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -93,9 +98,47 @@ impl Drop for Permit {
     }
 }
 
+/// Where a query's answers go.
+///
+/// A query from the bus names a reply subject, and everything it receives (stream chunks, the final frame or
+/// reply, refusals) is published there. A query handed over in process ([`Intake::submit`]) receives its final
+/// answer and any refusal on a local channel instead, as the very bytes a bus client would receive; its stream
+/// chunks still come on `subject`, because provider actors, on this node or another, publish them on the bus.
+#[derive(Debug, Clone)]
+pub enum ReplyTo {
+    Subject(String),
+    Local {
+        /// Where stream chunks are published (a bus inbox the local client subscribed to).
+        subject: String,
+        /// Where the final answer and refusals go.
+        answers: mpsc::UnboundedSender<Bytes>,
+    },
+}
+
+impl ReplyTo {
+    /// The subject stream chunks are published on.
+    pub fn subject(&self) -> &str {
+        match self {
+            ReplyTo::Subject(subject) | ReplyTo::Local { subject, .. } => subject,
+        }
+    }
+
+    /// Sends a reply, a refusal or a final stream frame.
+    async fn send(&self, bus: &dyn Bus, payload: Bytes) {
+        match self {
+            ReplyTo::Subject(subject) => publish(bus, subject.clone(), payload).await,
+            ReplyTo::Local { answers, .. } => {
+                if answers.send(payload).is_err() {
+                    debug!("the local client is gone, reply dropped");
+                }
+            }
+        }
+    }
+}
+
 /// A parsed, validated query on its way to the router.
 pub struct Admitted {
-    pub reply_to: String,
+    pub reply_to: ReplyTo,
     pub plan: Arc<RoutePlan>,
     pub request: QueryRequest,
     pub fingerprint: String,
@@ -125,6 +168,7 @@ impl Intake {
             warn!(subject = %message.subject, "query without a reply subject dropped");
             return;
         };
+        let reply_to = ReplyTo::Subject(reply_to);
         let size = message.payload.len();
         if size > self.max_payload_bytes {
             let text = format!("payload of {size} bytes exceeds the limit of {}", self.max_payload_bytes);
@@ -148,22 +192,62 @@ impl Intake {
                 Ok(request) => request,
                 Err(e) => return intake.reject(reply_to, ErrorReply::from_json_error(&e)).await,
             };
-            if let Err(error) = request.validate() {
-                return intake.reject(reply_to, error.with_id(request.id.clone())).await;
-            }
-            let fingerprint = if request.id.is_some() { request.fingerprint() } else { String::new() };
-            let trace = message.headers;
-            let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace };
-            if let Err(error) = intake.router.cast(RouterMsg::Query(Box::new(admitted))) {
-                debug!(%error, "router gone, query dropped");
-            }
+            intake.hand_over(plan, request, reply_to, received, permit, message.headers).await;
         });
     }
 
-    async fn reject(&self, reply_to: String, error: ErrorReply) {
+    /// Admits a query handed over in process, already parsed (the HTTP door of a router node): the checks of
+    /// [`Intake::accept`] in the same order (payload limit, gate, route, validation), without a JSON pass.
+    /// `size` is the size of the query's encoded form, counted by the gate as a payload would be. Every answer,
+    /// refusals included, goes to `reply_to`.
+    pub async fn submit(&self, route: &str, request: QueryRequest, size: usize, reply_to: ReplyTo) {
+        let received = Instant::now();
+        if size > self.max_payload_bytes {
+            let text = format!("payload of {size} bytes exceeds the limit of {}", self.max_payload_bytes);
+            let error = ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text);
+            return self.reject(reply_to, error).await;
+        }
+        let Some(permit) = self.gate.enter(size) else {
+            let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many queries held by this node")
+                .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS);
+            return self.reject(reply_to, error).await;
+        };
+        let Some(plan) = self.routing.route(route) else {
+            let text = format!("unknown route `{route}`");
+            let error = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route");
+            return self.reject(reply_to, error).await;
+        };
+        // The caller's span (the HTTP request) is the query's parent, as a bus client's trace context would be.
+        let mut trace = Vec::new();
+        crate::telemetry::inject_trace(&mut trace);
+        self.hand_over(plan, request, reply_to, received, permit, trace).await;
+    }
+
+    /// Validates a parsed query, fingerprints it when it has an id, and casts it to the router; `trace` is the
+    /// client's trace context.
+    async fn hand_over(
+        &self,
+        plan: Arc<RoutePlan>,
+        request: QueryRequest,
+        reply_to: ReplyTo,
+        received: Instant,
+        permit: Permit,
+        trace: Vec<(String, String)>,
+    ) {
+        if let Err(error) = request.validate() {
+            return self.reject(reply_to, error.with_id(request.id.clone())).await;
+        }
+        let fingerprint = if request.id.is_some() { request.fingerprint() } else { String::new() };
+        let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace };
+        if let Err(error) = self.router.cast(RouterMsg::Query(Box::new(admitted))) {
+            debug!(%error, "router gone, query dropped");
+        }
+    }
+
+    async fn reject(&self, reply_to: ReplyTo, error: ErrorReply) {
         self.gate.reject();
         debug!(code = %error.error.code, "query rejected");
-        publish(self.bus.as_ref(), reply_to, render(&Err(error), None)).await;
+        reply_to.send(self.bus.as_ref(), render(&Err(error), None)).await;
     }
 }
 
@@ -175,13 +259,13 @@ async fn publish(bus: &dyn Bus, subject: String, payload: Bytes) {
 
 /// Sends `answer` to a client that did not see it streamed: a reply, or for a streaming client the whole
 /// answer as one chunk and the final frame.
-async fn deliver(bus: &dyn Bus, reply_to: &str, answer: &Answer, stream: bool) {
+async fn deliver(bus: &dyn Bus, reply_to: &ReplyTo, answer: &Answer, stream: bool) {
     if stream {
         for frame in replay(answer) {
-            publish(bus, reply_to.to_owned(), frame).await;
+            reply_to.send(bus, frame).await;
         }
     } else {
-        publish(bus, reply_to.to_owned(), render(answer, None)).await;
+        reply_to.send(bus, render(answer, None)).await;
     }
 }
 
@@ -216,7 +300,7 @@ pub struct RouterArgs {
 
 /// Somebody waiting for a de-duplicated answer: where to send it, in which form, and its place in the gate.
 struct Waiter {
-    reply_to: String,
+    reply_to: ReplyTo,
     stream: bool,
     #[allow(dead_code)] // held, not read: released when the waiter is served
     permit: Permit,
@@ -332,10 +416,10 @@ impl Actor for RouterActor {
 }
 
 impl RouterState {
-    async fn reject(&mut self, reply_to: String, error: ErrorReply) {
+    async fn reject(&mut self, reply_to: ReplyTo, error: ErrorReply) {
         self.health.rejected += 1;
         debug!(code = %error.error.code, "query rejected");
-        publish(self.ctx.bus.as_ref(), reply_to, render(&Err(error), None)).await;
+        reply_to.send(self.ctx.bus.as_ref(), render(&Err(error), None)).await;
     }
 
     /// Book-keeping of an admitted query: queue time, de-duplication, then its task.
@@ -401,8 +485,10 @@ impl RouterState {
                     // The router decides when the query runs, not when a copy of an answered id is served.
                     let routed = quality.route(&plan, &request, &routing);
                     let answer = match &routed.ensemble {
-                        Some(e) => run_ensemble(&ctx, &routing, &routed.plan, e, &request, &reply_to, deadline).await,
-                        None => run_query(&ctx, &routing, &routed.plan, &request, &reply_to, deadline).await,
+                        Some(e) => {
+                            run_ensemble(&ctx, &routing, &routed.plan, e, &request, reply_to.subject(), deadline).await
+                        }
+                        None => run_query(&ctx, &routing, &routed.plan, &request, reply_to.subject(), deadline).await,
                     };
                     with_decision(answer, routed.decision)
                 };
@@ -424,7 +510,7 @@ impl RouterState {
                             deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
                         } else {
                             let stream = request.stream.then(|| StreamEnd::of(&answer));
-                            publish(ctx.bus.as_ref(), reply_to, render(&answer, stream)).await;
+                            reply_to.send(ctx.bus.as_ref(), render(&answer, stream)).await;
                         }
                         if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
                             publish_answer(idem, &ctx, key, &answer, deadline).await;

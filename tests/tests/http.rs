@@ -1,0 +1,282 @@
+//! End-to-end: the OpenAI-compatible HTTP door in front of a real node on NATS and the mock provider.
+//!
+//! Every behaviour is checked both ways the door hands queries over: in process to the node's own router
+//! (`LocalDispatch`) and over NATS to the routers' queue group (`NatsDispatch`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use switchyard_client::ClientOptions;
+use switchyard_e2e::{PRIMARY_KEY, PRIMARY_MODEL, TestCluster, cluster_config, connect};
+use switchyard_http::{Dispatch, DoorConfig, HttpServer, LocalDispatch, NatsDispatch};
+use switchyard_mock::{Behavior, MockError};
+use switchyard_runtime::Role;
+use switchyard_runtime::config::{HttpKeySection, HttpSection};
+
+const KEY: &str = "sk-door-e2e-0123456789";
+const LIMITED_KEY: &str = "sk-door-limited-0123456789";
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Local,
+    Nats,
+}
+
+struct Door {
+    cluster: TestCluster,
+    server: HttpServer,
+    base: String,
+    http: reqwest::Client,
+    _keys: tempdir::Dir,
+}
+
+/// A temporary directory removed on drop (the key files).
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Door {
+    /// A one-node cluster (router, providers) and a door in front of it, handing queries over as `mode` says.
+    async fn start(mode: Mode) -> Door {
+        let cluster = TestCluster::start(1).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("switchyard-http-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = |name: &str, value: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, value).unwrap();
+            path
+        };
+        let mut config = cluster_config(&cluster.mock, cluster.namespace(), "node-1").unwrap();
+        config.node.roles.push(Role::Http);
+        config.http = Some(HttpSection {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_body_bytes: 64 * 1024,
+            keys: vec![
+                HttpKeySection {
+                    name: "all".into(),
+                    key_env: None,
+                    key_file: Some(key_file("all", KEY)),
+                    routes: vec!["*".into()],
+                    metadata: Default::default(),
+                },
+                HttpKeySection {
+                    name: "limited".into(),
+                    key_env: None,
+                    key_file: Some(key_file("limited", LIMITED_KEY)),
+                    routes: vec!["solo".into()],
+                    metadata: [("tier".to_owned(), "bronze".to_owned())].into(),
+                },
+            ],
+        });
+        config.validate().unwrap();
+        let dispatch: Arc<dyn Dispatch> = match mode {
+            Mode::Local => Arc::new(LocalDispatch::new(cluster.nodes[0].dispatcher().expect("a router node"))),
+            Mode::Nats => Arc::new(NatsDispatch::new(
+                connect().await.unwrap(),
+                cluster.subjects.clone(),
+                ClientOptions::default(),
+            )),
+        };
+        let server = switchyard_http::serve(DoorConfig::from_node_config(&config).unwrap(), dispatch).await.unwrap();
+        let base = format!("http://{}", server.local_addr());
+        Door { cluster, server, base, http: reqwest::Client::new(), _keys: tempdir::Dir(dir) }
+    }
+
+    async fn post(&self, key: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}/v1/chat/completions", self.base)).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn shutdown(self) {
+        self.server.shutdown().await;
+        self.cluster.shutdown().await;
+    }
+}
+
+fn chat(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse_data(body: &str) -> Vec<String> {
+    body.lines().filter_map(|line| line.strip_prefix("data:")).map(|d| d.trim().to_owned()).collect()
+}
+
+async fn check_completion(mode: Mode) {
+    let door = Door::start(mode).await;
+    let response = door.post(Some(KEY), chat("chat", "hello door")).await;
+    assert_eq!(response.status(), StatusCode::OK, "{mode:?}");
+    assert_eq!(response.headers()["x-switchyard-provider"], "primary");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "chat");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let choice = &body["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert!(choice["message"]["content"].as_str().unwrap().contains("hello door"), "the mock echoes: {body}");
+    assert_eq!(choice["finish_reason"], "stop");
+    let usage = &body["usage"];
+    let (prompt, completion) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    assert!(prompt > 0 && completion > 0, "{usage}");
+    assert_eq!(usage["total_tokens"].as_u64(), Some(prompt + completion));
+    // max_tokens reaches the provider: the mock stops at the limit.
+    let mut limited = chat("chat", "one two three four five six seven eight");
+    limited["max_tokens"] = json!(2);
+    let body: Value = door.post(Some(KEY), limited).await.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 2, "{body}");
+    door.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_completion_in_process() {
+    check_completion(Mode::Local).await;
+}
+
+#[tokio::test]
+async fn a_completion_over_nats() {
+    check_completion(Mode::Nats).await;
+}
+
+async fn check_stream(mode: Mode) {
+    let door = Door::start(mode).await;
+    let mut body = chat("chat", "stream me please");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = door.post(Some(KEY), body).await;
+    assert_eq!(response.status(), StatusCode::OK, "{mode:?}");
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let events = sse_data(&response.text().await.unwrap());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+    assert!(text.contains("stream me please"), "{text}");
+    assert!(chunks.len() >= 4, "role, several deltas, finish, usage: {chunks:?}");
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c["usage"].is_null()), "usage only on the last chunk");
+    // Without include_usage there is no usage chunk and no usage field.
+    let mut body = chat("chat", "again");
+    body["stream"] = json!(true);
+    let events = sse_data(&door.post(Some(KEY), body).await.text().await.unwrap());
+    let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert!(last.get("usage").is_none(), "{last}");
+    door.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_in_process() {
+    check_stream(Mode::Local).await;
+}
+
+#[tokio::test]
+async fn a_stream_over_nats() {
+    check_stream(Mode::Nats).await;
+}
+
+/// Sends `body` with `key` and checks the status and the OpenAI error's code and param.
+async fn check_error(door: &Door, key: Option<&str>, body: Value, status: u16, code: &str, param: Option<&str>) {
+    let response = door.post(key, body.clone()).await;
+    assert_eq!(response.status().as_u16(), status, "{body}");
+    let retry = response.headers().get("retry-after").cloned();
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], code, "{error}");
+    assert_eq!(error["error"]["param"].as_str(), param, "{error}");
+    assert!(error["error"]["message"].is_string() && error["error"]["type"].is_string(), "{error}");
+    if status == 429 {
+        assert!(retry.is_some(), "429 says when to retry");
+    }
+    let text = error.to_string();
+    assert!(!text.contains(KEY) && !text.contains(PRIMARY_KEY), "no key in an error: {text}");
+}
+
+async fn check_errors(mode: Mode) {
+    let door = Door::start(mode).await;
+    check_error(&door, None, chat("chat", "x"), 401, "invalid_api_key", None).await;
+    check_error(&door, Some("sk-wrong"), chat("chat", "x"), 401, "invalid_api_key", None).await;
+    check_error(&door, Some(KEY), chat("nope", "x"), 404, "model_not_found", Some("model")).await;
+    check_error(&door, Some(LIMITED_KEY), chat("chat", "x"), 403, "model_not_allowed", Some("model")).await;
+    let mut two = chat("chat", "x");
+    two["n"] = json!(2);
+    check_error(&door, Some(KEY), two, 400, "invalid_request", Some("n")).await;
+    let mut tools = chat("chat", "x");
+    tools["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
+    check_error(&door, Some(KEY), tools, 400, "invalid_request", Some("tools")).await;
+    // Every provider of the route fails: 502, also for a stream (before its first event).
+    door.cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(500)));
+    check_error(&door, Some(KEY), chat("solo", "x"), 502, "all_providers_failed", None).await;
+    let mut stream = chat("solo", "x");
+    stream["stream"] = json!(true);
+    check_error(&door, Some(KEY), stream, 502, "all_providers_failed", None).await;
+    door.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_in_openai_format_in_process() {
+    check_errors(Mode::Local).await;
+}
+
+#[tokio::test]
+async fn errors_in_openai_format_over_nats() {
+    check_errors(Mode::Nats).await;
+}
+
+#[tokio::test]
+async fn models_health_and_idempotency_keys() {
+    for mode in [Mode::Local, Mode::Nats] {
+        let door = Door::start(mode).await;
+        let list = |key: &'static str| {
+            let request = door.http.get(format!("{}/v1/models", door.base)).bearer_auth(key);
+            async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let all = list(KEY).await;
+        let ids: Vec<&str> = all["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["chat", "solo", "hedged", "retrying", "long", "pooled"], "routes as models");
+        assert_eq!(all["object"], "list");
+        assert_eq!(list(LIMITED_KEY).await["data"][0]["id"], "solo", "only the key's routes");
+        assert_eq!(list(LIMITED_KEY).await["data"].as_array().unwrap().len(), 1);
+        let unauth = door.http.get(format!("{}/v1/models", door.base)).send().await.unwrap();
+        assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);
+        for path in ["healthz", "readyz"] {
+            let response = door.http.get(format!("{}/{path}", door.base)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+        // The same Idempotency-Key is answered once: one upstream call, the same answer.
+        door.cluster.mock.reset();
+        let key = format!("idem-{}", uuid::Uuid::new_v4().simple());
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let request = door.http.post(format!("{}/v1/chat/completions", door.base)).bearer_auth(KEY);
+            let response = request.header("Idempotency-Key", &key).json(&chat("solo", "once")).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.unwrap();
+            answers.push(body["choices"][0]["message"]["content"].clone());
+        }
+        assert_eq!(answers[0], answers[1]);
+        assert_eq!(door.cluster.mock.calls(PRIMARY_MODEL), 1, "{mode:?}: one upstream call for one key");
+        // Another request under the same key is a conflict.
+        let request = door.http.post(format!("{}/v1/chat/completions", door.base)).bearer_auth(KEY);
+        let response = request.header("Idempotency-Key", &key).json(&chat("solo", "other")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CONFLICT, "{mode:?}");
+        door.shutdown().await;
+    }
+}
