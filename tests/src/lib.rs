@@ -3,6 +3,8 @@
 //! Each cluster lives in its own subject namespace, so tests running at the same time on the shared NATS server
 //! never see each other's queries, provider calls or admin traffic.
 
+pub mod door;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -5,105 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use switchyard_client::ClientOptions;
-use switchyard_e2e::{PRIMARY_KEY, PRIMARY_MODEL, TestCluster, cluster_config, connect};
-use switchyard_http::{Dispatch, DoorConfig, HttpServer, LocalDispatch, NatsDispatch};
+use switchyard_e2e::door::{Door, KEY, LIMITED_KEY, Mode};
+use switchyard_e2e::{PRIMARY_KEY, PRIMARY_MODEL};
 use switchyard_mock::{Behavior, MockError};
-use switchyard_runtime::Role;
-use switchyard_runtime::config::{HttpKeySection, HttpSection};
-
-const KEY: &str = "sk-door-e2e-0123456789";
-const LIMITED_KEY: &str = "sk-door-limited-0123456789";
-
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    Local,
-    Nats,
-}
-
-struct Door {
-    cluster: TestCluster,
-    server: HttpServer,
-    base: String,
-    http: reqwest::Client,
-    _keys: tempdir::Dir,
-}
-
-/// A temporary directory removed on drop (the key files).
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Door {
-    /// A one-node cluster (router, providers) and a door in front of it, handing queries over as `mode` says.
-    async fn start(mode: Mode) -> Door {
-        let cluster = TestCluster::start(1).await.unwrap();
-        let dir = std::env::temp_dir().join(format!("switchyard-http-e2e-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let key_file = |name: &str, value: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, value).unwrap();
-            path
-        };
-        let mut config = cluster_config(&cluster.mock, cluster.namespace(), "node-1").unwrap();
-        config.node.roles.push(Role::Http);
-        config.http = Some(HttpSection {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            max_body_bytes: 64 * 1024,
-            keys: vec![
-                HttpKeySection {
-                    name: "all".into(),
-                    key_env: None,
-                    key_file: Some(key_file("all", KEY)),
-                    routes: vec!["*".into()],
-                    metadata: Default::default(),
-                },
-                HttpKeySection {
-                    name: "limited".into(),
-                    key_env: None,
-                    key_file: Some(key_file("limited", LIMITED_KEY)),
-                    routes: vec!["solo".into()],
-                    metadata: [("tier".to_owned(), "bronze".to_owned())].into(),
-                },
-            ],
-        });
-        config.validate().unwrap();
-        let dispatch: Arc<dyn Dispatch> = match mode {
-            Mode::Local => Arc::new(LocalDispatch::new(cluster.nodes[0].dispatcher().expect("a router node"))),
-            Mode::Nats => Arc::new(NatsDispatch::new(
-                connect().await.unwrap(),
-                cluster.subjects.clone(),
-                ClientOptions::default(),
-            )),
-        };
-        let server = switchyard_http::serve(DoorConfig::from_node_config(&config).unwrap(), dispatch).await.unwrap();
-        let base = format!("http://{}", server.local_addr());
-        Door { cluster, server, base, http: reqwest::Client::new(), _keys: tempdir::Dir(dir) }
-    }
-
-    async fn post(&self, key: Option<&str>, body: Value) -> reqwest::Response {
-        let mut request = self.http.post(format!("{}/v1/chat/completions", self.base)).json(&body);
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        request.send().await.unwrap()
-    }
-
-    async fn shutdown(self) {
-        self.server.shutdown().await;
-        self.cluster.shutdown().await;
-    }
-}
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
@@ -115,8 +22,8 @@ fn sse_data(body: &str) -> Vec<String> {
 }
 
 async fn check_completion(mode: Mode) {
-    let door = Door::start(mode).await;
-    let response = door.post(Some(KEY), chat("chat", "hello door")).await;
+    let door = Door::start(mode).await.unwrap();
+    let response = door.post(Some(KEY), chat("chat", "hello door")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "{mode:?}");
     assert_eq!(response.headers()["x-switchyard-provider"], "primary");
     let body: Value = response.json().await.unwrap();
@@ -134,7 +41,7 @@ async fn check_completion(mode: Mode) {
     // max_tokens reaches the provider: the mock stops at the limit.
     let mut limited = chat("chat", "one two three four five six seven eight");
     limited["max_tokens"] = json!(2);
-    let body: Value = door.post(Some(KEY), limited).await.json().await.unwrap();
+    let body: Value = door.post(Some(KEY), limited).await.unwrap().json().await.unwrap();
     assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 2, "{body}");
     door.shutdown().await;
@@ -151,11 +58,11 @@ async fn a_completion_over_nats() {
 }
 
 async fn check_stream(mode: Mode) {
-    let door = Door::start(mode).await;
+    let door = Door::start(mode).await.unwrap();
     let mut body = chat("chat", "stream me please");
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let response = door.post(Some(KEY), body).await;
+    let response = door.post(Some(KEY), body).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "{mode:?}");
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let events = sse_data(&response.text().await.unwrap());
@@ -176,7 +83,7 @@ async fn check_stream(mode: Mode) {
     // Without include_usage there is no usage chunk and no usage field.
     let mut body = chat("chat", "again");
     body["stream"] = json!(true);
-    let events = sse_data(&door.post(Some(KEY), body).await.text().await.unwrap());
+    let events = sse_data(&door.post(Some(KEY), body).await.unwrap().text().await.unwrap());
     let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
     assert!(last.get("usage").is_none(), "{last}");
@@ -195,7 +102,7 @@ async fn a_stream_over_nats() {
 
 /// Sends `body` with `key` and checks the status and the OpenAI error's code and param.
 async fn check_error(door: &Door, key: Option<&str>, body: Value, status: u16, code: &str, param: Option<&str>) {
-    let response = door.post(key, body.clone()).await;
+    let response = door.post(key, body.clone()).await.unwrap();
     assert_eq!(response.status().as_u16(), status, "{body}");
     let retry = response.headers().get("retry-after").cloned();
     let error: Value = response.json().await.unwrap();
@@ -210,7 +117,7 @@ async fn check_error(door: &Door, key: Option<&str>, body: Value, status: u16, c
 }
 
 async fn check_errors(mode: Mode) {
-    let door = Door::start(mode).await;
+    let door = Door::start(mode).await.unwrap();
     check_error(&door, None, chat("chat", "x"), 401, "invalid_api_key", None).await;
     check_error(&door, Some("sk-wrong"), chat("chat", "x"), 401, "invalid_api_key", None).await;
     check_error(&door, Some(KEY), chat("nope", "x"), 404, "model_not_found", Some("model")).await;
@@ -243,7 +150,7 @@ async fn errors_in_openai_format_over_nats() {
 #[tokio::test]
 async fn models_health_and_idempotency_keys() {
     for mode in [Mode::Local, Mode::Nats] {
-        let door = Door::start(mode).await;
+        let door = Door::start(mode).await.unwrap();
         let list = |key: &'static str| {
             let request = door.http.get(format!("{}/v1/models", door.base)).bearer_auth(key);
             async move { request.send().await.unwrap().json::<Value>().await.unwrap() }

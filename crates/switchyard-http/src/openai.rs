@@ -171,7 +171,10 @@ fn parse_message(i: usize, item: &Value) -> Result<ChatMessage, ApiError> {
                         return Err(ApiError::invalid("tool messages are not supported by this gateway", param(name)));
                     }
                     _ => {
-                        return Err(ApiError::invalid("role must be system, developer, user or assistant", param(name)));
+                        return Err(ApiError::invalid(
+                            "role must be system, developer, user or assistant",
+                            param(name),
+                        ));
                     }
                 });
             }

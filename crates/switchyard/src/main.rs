@@ -15,7 +15,8 @@ use std::sync::Arc;
 use clap::Parser;
 use tracing::{error, info};
 
-use switchyard_runtime::{Node, NodeConfig};
+use switchyard_bus::Bus;
+use switchyard_runtime::{Node, NodeConfig, Role};
 
 use crate::cli::{CascadeCommand, Cli, Command, EvalCommand, RouterCommand};
 
@@ -113,11 +114,23 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
         })?,
         None => switchyard_runtime::SharedState::default(),
     };
-    let mut node = Node::start(&config, Arc::new(bus), shared).await?;
+    let bus: Arc<dyn Bus> = Arc::new(bus);
+    let mut node = Node::start(&config, bus.clone(), shared).await?;
+    let door = match config.has_role(Role::Http) {
+        true => Some(start_door(&config, &node, bus).await?),
+        false => None,
+    };
     info!(node = node.name(), "serving; SIGTERM, Ctrl-C or `switchyard admin drain` drains and stops");
     let drain = node.drain_requested();
     tokio::select! {
         _ = async { tokio::select! { _ = shutdown_signal() => {}, _ = drain => {} } } => {
+            // The door first: it stops taking requests and finishes those in flight, which the node then drains.
+            if let Some(door) = door {
+                let timeout = std::time::Duration::from_millis(config.node.drain_timeout_ms);
+                if tokio::time::timeout(timeout, door.shutdown()).await.is_err() {
+                    tracing::warn!("http requests still in flight at the drain timeout");
+                }
+            }
             let report = node.shutdown().await;
             if report.abandoned_queries > 0 {
                 anyhow::bail!("{} queries were still in flight at the drain timeout", report.abandoned_queries);
@@ -126,6 +139,20 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
         }
         _ = node.stopped() => anyhow::bail!("the node stopped after an actor failure"),
     }
+}
+
+/// Starts the OpenAI-compatible door: in process to this node's router when it has one, over NATS otherwise.
+async fn start_door(
+    config: &NodeConfig,
+    node: &Node,
+    bus: Arc<dyn Bus>,
+) -> anyhow::Result<switchyard_http::HttpServer> {
+    let door = switchyard_http::DoorConfig::from_node_config(config).map_err(|e| match e {
+        switchyard_http::HttpError::Config(e) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e),
+    })?;
+    let dispatch = switchyard_http::dispatch::for_node(node, config, bus);
+    Ok(switchyard_http::serve(door, dispatch).await?)
 }
 
 async fn shutdown_signal() {

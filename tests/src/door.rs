@@ -1,0 +1,108 @@
+//! A node with the http role for the door's end-to-end tests: a one-node [`TestCluster`] and the OpenAI-compatible
+//! door in front of it, handing queries over in process or over NATS.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use switchyard_client::ClientOptions;
+use switchyard_http::{Dispatch, DoorConfig, HttpServer, LocalDispatch, NatsDispatch};
+use switchyard_runtime::Role;
+use switchyard_runtime::config::{HttpKeySection, HttpSection};
+
+use crate::{TestCluster, cluster_config, connect};
+
+/// A key allowed every route.
+pub const KEY: &str = "sk-door-e2e-0123456789";
+/// A key allowed the route `solo` only, with metadata `tier = bronze`.
+pub const LIMITED_KEY: &str = "sk-door-limited-0123456789";
+
+/// How the door hands queries over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// To the node's own router, in process.
+    Local,
+    /// To the routers' queue group, over NATS.
+    Nats,
+}
+
+/// A one-node cluster (router, providers) with a door in front of it.
+pub struct Door {
+    pub cluster: TestCluster,
+    pub server: HttpServer,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub http: reqwest::Client,
+    keys: KeyDir,
+}
+
+/// The directory of the key files, removed on drop.
+struct KeyDir(std::path::PathBuf);
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Door {
+    pub async fn start(mode: Mode) -> anyhow::Result<Door> {
+        let cluster = TestCluster::start(1).await?;
+        let dir = std::env::temp_dir().join(format!("switchyard-door-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let keys = KeyDir(dir);
+        let key_file = |name: &str, value: &str| -> anyhow::Result<std::path::PathBuf> {
+            let path = keys.0.join(name);
+            std::fs::write(&path, value)?;
+            Ok(path)
+        };
+        let mut config = cluster_config(&cluster.mock, cluster.namespace(), "node-1")?;
+        config.node.roles.push(Role::Http);
+        config.http = Some(HttpSection {
+            listen: "127.0.0.1:0".parse()?,
+            max_body_bytes: 64 * 1024,
+            keys: vec![
+                HttpKeySection {
+                    name: "all".into(),
+                    key_env: None,
+                    key_file: Some(key_file("all", KEY)?),
+                    routes: vec!["*".into()],
+                    metadata: Default::default(),
+                },
+                HttpKeySection {
+                    name: "limited".into(),
+                    key_env: None,
+                    key_file: Some(key_file("limited", LIMITED_KEY)?),
+                    routes: vec!["solo".into()],
+                    metadata: [("tier".to_owned(), "bronze".to_owned())].into(),
+                },
+            ],
+        });
+        config.validate()?;
+        let dispatch: Arc<dyn Dispatch> = match mode {
+            Mode::Local => Arc::new(LocalDispatch::new(cluster.nodes[0].dispatcher().context("a router node")?)),
+            Mode::Nats => {
+                Arc::new(NatsDispatch::new(connect().await?, cluster.subjects.clone(), ClientOptions::default()))
+            }
+        };
+        let server = switchyard_http::serve(DoorConfig::from_node_config(&config)?, dispatch).await?;
+        let base = format!("http://{}", server.local_addr());
+        Ok(Door { cluster, server, base, http: reqwest::Client::new(), keys })
+    }
+
+    /// Posts `body` to `/v1/chat/completions`, with `key` as the bearer key when given.
+    pub async fn post(&self, key: Option<&str>, body: Value) -> anyhow::Result<reqwest::Response> {
+        let mut request = self.http.post(format!("{}/v1/chat/completions", self.base)).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        Ok(request.send().await?)
+    }
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+        self.cluster.shutdown().await;
+        drop(self.keys);
+    }
+}
