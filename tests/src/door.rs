@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use switchyard_client::ClientOptions;
 use switchyard_http::{Dispatch, DoorConfig, HttpServer, LocalDispatch, NatsDispatch};
-use switchyard_runtime::Role;
 use switchyard_runtime::config::{HttpKeySection, HttpSection};
+use switchyard_runtime::{NodeConfig, Role};
 
 use crate::{TestCluster, cluster_config, connect};
 
@@ -48,7 +48,12 @@ impl Drop for KeyDir {
 
 impl Door {
     pub async fn start(mode: Mode) -> anyhow::Result<Door> {
-        let cluster = TestCluster::start(1).await?;
+        Self::start_with(mode, |config| config).await
+    }
+
+    /// [`Door::start`] with the node's configuration changed by `adjust` (the door's own section is fixed).
+    pub async fn start_with(mode: Mode, adjust: impl Fn(NodeConfig) -> NodeConfig) -> anyhow::Result<Door> {
+        let cluster = TestCluster::start_with(1, &switchyard_testkit::redis_url(), |_, config| adjust(config)).await?;
         let dir = std::env::temp_dir().join(format!("switchyard-door-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         let keys = KeyDir(dir);

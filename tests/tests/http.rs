@@ -5,12 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use switchyard_e2e::door::{Door, KEY, LIMITED_KEY, Mode};
 use switchyard_e2e::{PRIMARY_KEY, PRIMARY_MODEL};
 use switchyard_mock::{Behavior, MockError};
+use switchyard_testkit::eventually;
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
@@ -145,6 +148,40 @@ async fn errors_in_openai_format_in_process() {
 #[tokio::test]
 async fn errors_in_openai_format_over_nats() {
     check_errors(Mode::Nats).await;
+}
+
+/// A node holding as many queries as it may gets `overloaded`: a 429 with `Retry-After`.
+async fn check_overloaded(mode: Mode) {
+    let door = Door::start_with(mode, |mut config| {
+        config.node.max_in_flight_queries = 1;
+        config
+    })
+    .await
+    .unwrap();
+    door.cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::answering("slow answer").with_latency_ms(1_000));
+    let first = door.post(Some(KEY), chat("solo", "first"));
+    let second = async {
+        let mock = &door.cluster.mock;
+        eventually("the first query reached the provider", Duration::from_secs(5), || async {
+            (mock.calls(PRIMARY_MODEL) == 1).then_some(())
+        })
+        .await
+        .unwrap();
+        check_error(&door, Some(KEY), chat("solo", "second"), 429, "overloaded", None).await;
+    };
+    let (first, ()) = tokio::join!(first, second);
+    assert_eq!(first.unwrap().status(), StatusCode::OK, "{mode:?}: the query holding the node is answered");
+    door.shutdown().await;
+}
+
+#[tokio::test]
+async fn overloaded_is_429_in_process() {
+    check_overloaded(Mode::Local).await;
+}
+
+#[tokio::test]
+async fn overloaded_is_429_over_nats() {
+    check_overloaded(Mode::Nats).await;
 }
 
 #[tokio::test]

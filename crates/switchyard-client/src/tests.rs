@@ -120,6 +120,24 @@ async fn an_id_is_assigned_when_absent_and_kept_when_set() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn without_assigned_ids_a_query_without_one_is_sent_once() {
+    let (mut fake, client) = Fake::start().await;
+    let options = ClientOptions { assign_ids: false, ..client.options().clone() };
+    let client = Client::new(Arc::new(fake.bus.clone()), Subjects::new("test"), options);
+    let asking = tokio::spawn({
+        let client = client.clone();
+        async move { client.query("chat", ask("hi")).await }
+    });
+    let (_, message, request) = fake.copy().await;
+    assert_eq!(request.id, None, "no id is made up");
+    // Far past every re-send interval, in paused time: no copy follows.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(fake.copies.try_recv().is_err(), "a query without an id is never re-sent");
+    fake.answer(&message, answered(&None, "hello")).await;
+    assert_eq!(asking.await.unwrap().unwrap().content, "hello");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_query_is_resent_with_the_same_id_and_the_first_answer_wins() {
     let (mut fake, client) = Fake::start().await;
     let asking = tokio::spawn({

@@ -156,6 +156,23 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_key_names_its_field_and_never_shows() {
+        let extra = r#"
+            [http]
+            listen = "127.0.0.1:0"
+            [[http.keys]]
+            name = "a"
+            key_env = "SWITCHYARD_TEST_SURELY_UNSET_VARIABLE"
+            routes = ["*"]
+        "#;
+        let config = NodeConfig::from_toml(&format!("{BASE}{extra}")).expect("valid before its secrets are read");
+        match config.resolve_secrets() {
+            Err(ConfigError::MissingEnv { field, .. }) => assert_eq!(field, "http.keys[0].key_env"),
+            other => panic!("expected a missing key, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn bad_http_sections_name_the_field() {
         check_err("", "http");
         let key = |body: &str| format!("[http]\nlisten = \"127.0.0.1:0\"\n[[http.keys]]\nname = \"k\"\n{body}\n");
