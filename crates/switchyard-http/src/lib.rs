@@ -12,8 +12,8 @@
 //!                          Dispatch ──────────┴── LocalDispatch: the node's router intake, in process
 //!                                                 NatsDispatch: the query subject, through switchyard-client
 //! ```
-//! The door holds no query state of its own: admission, de-duplication (`Idempotency-Key` is the query's `id`),
-//! deadlines and traces are the router's, exactly as for a client on the bus.
+//! The door holds no query state of its own: admission, de-duplication (`Idempotency-Key`, namespaced by the
+//! bearer key, is the query's `id`), deadlines and traces are the router's, exactly as for a client on the bus.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -25,4 +25,4 @@ mod server;
 
 pub use dispatch::{Dispatch, LocalDispatch, NatsDispatch};
 pub use error::{ApiError, HttpError};
-pub use server::{DoorConfig, HttpServer, IDEMPOTENCY_HEADER, serve};
+pub use server::{DoorConfig, HttpServer, IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_LEN, serve};

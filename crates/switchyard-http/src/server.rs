@@ -38,6 +38,21 @@ use crate::openai::{ChatCompletion, ChunkHeader, Delta, finish_reason, parse_req
 /// The header whose value becomes the query's idempotency key (`id`).
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// The longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
+/// The query id of an `Idempotency-Key` sent with the bearer key named `key`: the key's name and a digest of the
+/// header, so two keys' clients never share an id (neither an answer nor a conflict), whatever they send, and
+/// the id stays within the protocol's length.
+fn query_id(key: &str, idempotency_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(idempotency_key.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let id = format!("{key}:{hex}");
+    debug_assert!(id.len() <= MAX_ID_LEN);
+    id
+}
+
 /// What a door serves: where, which routes (as models), which keys.
 #[derive(Debug)]
 pub struct DoorConfig {
@@ -189,11 +204,11 @@ async fn chat_completions(
     let mut request = parse_request(&body)?;
     check_model(&state, key, &request.model)?;
     if let Some(id) = headers.get(IDEMPOTENCY_HEADER) {
-        let id = id.to_str().ok().filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN);
+        let id = id.to_str().ok().filter(|id| !id.is_empty() && id.len() <= MAX_IDEMPOTENCY_KEY_LEN);
         let id = id.ok_or_else(|| {
-            ApiError::invalid("Idempotency-Key must be 1 to 128 visible ASCII characters", "Idempotency-Key")
+            ApiError::invalid("Idempotency-Key must be 1 to 256 visible ASCII characters", "Idempotency-Key")
         })?;
-        request.query.id = Some(id.to_owned());
+        request.query.id = Some(query_id(&key.name, id));
     }
     // The key's metadata wins over the request's: routing rules can trust it.
     request.query.metadata.extend(key.metadata().iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -327,4 +342,19 @@ impl Streaming {
 
 fn data(value: &impl serde::Serialize) -> Event {
     Event::default().data(serde_json::to_string(value).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_namespaced_by_bearer_key() {
+        let a = query_id("team-a", "order-42");
+        assert_eq!(a, query_id("team-a", "order-42"), "stable");
+        assert_ne!(a, query_id("team-b", "order-42"), "another key, another id");
+        assert_ne!(a, query_id("team-a", "order-43"));
+        assert!(a.starts_with("team-a:") && a.len() <= MAX_ID_LEN);
+        assert!(query_id(&"k".repeat(64), &"x".repeat(MAX_IDEMPOTENCY_KEY_LEN)).len() <= MAX_ID_LEN);
+    }
 }
