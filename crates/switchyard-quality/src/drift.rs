@@ -169,6 +169,27 @@ pub fn fold_baseline(featurizer: &Featurizer, xs: &[SparseVec], fold: &Split) ->
     (vocabulary, held)
 }
 
+/// Fewest held-out queries a drift baseline is built from.
+pub const MIN_BASELINE: usize = 20;
+
+/// [`fold_baseline`] of the first fold; when its held-out queries are too few for a baseline (a small data set,
+/// such as MT-Bench's 80 questions), the held-out queries of the next folds are added, each measured against its
+/// own fold's vocabulary (so every signal is that of a query unseen in training, as live queries are). The
+/// vocabulary is the first fold's.
+pub fn folds_baseline(featurizer: &Featurizer, xs: &[SparseVec], folds: &[Split]) -> (Vocabulary, Vec<QuerySignals>) {
+    let Some((first, rest)) = folds.split_first() else {
+        return (Vocabulary::from_vectors(featurizer.dim(), std::iter::empty()), Vec::new());
+    };
+    let (vocabulary, mut held) = fold_baseline(featurizer, xs, first);
+    for fold in rest {
+        if held.len() >= MIN_BASELINE {
+            break;
+        }
+        held.extend(fold_baseline(featurizer, xs, fold).1);
+    }
+    (vocabulary, held)
+}
+
 /// The out-of-distribution guard of a learned router.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,10 +250,10 @@ const PSI_FLOOR: f64 = 1e-4;
 impl DriftBaseline {
     /// Builds the baseline from held-out queries' signals (decile edges).
     pub fn from_signals(samples: &[QuerySignals]) -> Result<Self> {
-        if samples.len() < 20 {
+        if samples.len() < MIN_BASELINE {
             return Err(QualityError::invalid(
                 "drift baseline",
-                format!("{} queries, need at least 20", samples.len()),
+                format!("{} queries, need at least {MIN_BASELINE}", samples.len()),
             ));
         }
         let mut signals = Vec::with_capacity(SIGNALS);

@@ -15,7 +15,7 @@ use switchyard_learn::metrics::{BinaryOutcome, binary_sweep, threshold_for_share
 use switchyard_learn::split::kfold_by_id;
 use switchyard_learn::{FeatureConfig, Featurizer, LogisticModel, OutcomeTable, SparseVec, TrainConfig, logistic};
 
-use crate::drift::{DriftBaseline, OodGuard, fold_baseline, quantile};
+use crate::drift::{DriftBaseline, OodGuard, folds_baseline, quantile};
 use crate::error::{QualityError, Result};
 use crate::learned::{
     BinaryRouterFile, BinaryTarget, Calibration, CostModel, NWayCandidate, NWayPolicy, NWayRouterFile, QualityModels,
@@ -187,7 +187,7 @@ pub fn train_binary(
         quality: threshold_for_share(&oof_scores, options.quality_share)?,
         cost: threshold_for_share(&oof_scores, options.cost_share)?,
     };
-    let (vocabulary, held_signals) = fold_baseline(&featurizer, &xs, &folds[0]);
+    let (vocabulary, held_signals) = folds_baseline(&featurizer, &xs, &folds);
     let unseen: Vec<f64> = held_signals.iter().map(|s| s.unseen_share).collect();
     let ood_limit = quantile(&unseen, options.ood_quantile).unwrap_or(1.0);
     let file = BinaryRouterFile {
@@ -411,7 +411,7 @@ pub fn train_nway(table: &OutcomeTable, options: &NWayTrainOptions) -> Result<(N
         .max_by(|a, b| a.mean_quality.total_cmp(&b.mean_quality))
         .map(|c| c.model.clone())
         .unwrap_or_default();
-    let (vocabulary, held_signals) = fold_baseline(&featurizer, &xs, &folds[0]);
+    let (vocabulary, held_signals) = folds_baseline(&featurizer, &xs, &folds);
     let unseen: Vec<f64> = held_signals.iter().map(|s| s.unseen_share).collect();
     let ood_limit = quantile(&unseen, options.ood_quantile).unwrap_or(1.0);
     let file = NWayRouterFile {

@@ -182,3 +182,12 @@ fn nway_picks_the_cheapest_good_enough_and_honours_objectives() {
     assert_eq!(&*d.model, "strong");
     assert!(matches!(d.reason, Reason::OutOfDistribution { .. }));
 }
+
+#[test]
+fn a_small_data_set_still_gets_a_drift_baseline_from_several_folds() {
+    // 60 queries in 5 folds: 12 held out per fold, fewer than a baseline needs.
+    let options =
+        BinaryTrainOptions { features: features(), l2_grid: vec![1e-3], folds: 5, ..BinaryTrainOptions::default() };
+    let (file, _) = train_binary(&table(60), 0, 1, &options).expect("trains on 60 queries");
+    assert!(file.drift_baseline.queries >= crate::drift::MIN_BASELINE, "{}", file.drift_baseline.queries);
+}
