@@ -20,6 +20,15 @@ urls() {
   (IFS=,; echo "${out[*]}")
 }
 
+# Every node sees a healthy cluster of all three.
+whole_cluster() {
+  for i in 0 1 2; do
+    local info
+    info=$(redis-cli -p "$((base + i))" cluster info 2>/dev/null) || return 1
+    grep -q cluster_state:ok <<<"$info" && grep -q cluster_known_nodes:3 <<<"$info" || return 1
+  done
+}
+
 start() {
   mkdir -p "$dir"
   for i in 0 1 2; do
@@ -28,6 +37,8 @@ start() {
       echo "redis-cluster: 127.0.0.1:$port already answers" >&2
       continue
     fi
+    # A nodes file left by a server that died makes the new one rejoin an old cluster half-way; start clean.
+    rm -f "$dir/nodes-$port.conf"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
       --cluster-enabled yes --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 2000 \
       --dir "$dir" --logfile "$dir/redis-$port.log" --pidfile "$dir/redis-$port.pid"
@@ -38,10 +49,17 @@ start() {
       sleep 0.1
     done
   done
-  if ! redis-cli -p "$base" cluster info | grep -q cluster_state:ok; then
+  if ! whole_cluster; then
+    # Not a whole cluster (fresh servers, or some restarted beside survivors that still know the old one): these
+    # ports are this script's, so forget any old membership and data, then create the cluster anew.
     local nodes=()
-    for i in 0 1 2; do nodes+=("127.0.0.1:$((base + i))"); done
-    redis-cli --cluster create "${nodes[@]}" --cluster-yes >"$dir/create.log"
+    for i in 0 1 2; do
+      redis-cli -p "$((base + i))" flushall >/dev/null
+      redis-cli -p "$((base + i))" cluster reset hard >/dev/null
+      nodes+=("127.0.0.1:$((base + i))")
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-yes >"$dir/create.log" 2>&1 \
+      || { echo "redis-cluster: create failed:" >&2; cat "$dir/create.log" >&2; exit 1; }
   fi
   # A new master accepts writes about two seconds after it starts.
   for i in 0 1 2; do
@@ -61,6 +79,9 @@ stop() {
     [ -f "$pidfile" ] || continue
     kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
     rm -f "$pidfile" "$dir/nodes-$((base + i)).conf"
+  done
+  for i in 0 1 2; do
+    for _ in $(seq 1 100); do port_open "$((base + i))" || break; sleep 0.1; done
   done
   echo "redis-cluster: stopped" >&2
 }
