@@ -1,0 +1,531 @@
+//! Switchyard against its floors and its peers, in one run, every party in its own process.
+//!
+//! Processes: the mock LLM (`switchyard-mock`), a Switchyard node (`switchyard serve`, roles router, providers and
+//! http, shared state in Redis, calls to its own provider actors in process), a NATS echo responder (this binary
+//! again, `--nats-echo`), and the client (this process). Each run is a closed loop at each concurrency:
+//!
+//! - `direct-http`: POST /v1/chat/completions straight to the mock (the HTTP floor);
+//! - `nats-floor`: NATS request/reply to the echo responder (the NATS floor);
+//! - `sy-nats`: a query on `switchyard.v1.query.<route>` through the node into the mock;
+//! - `sy-http`: the same chat completion through the node's OpenAI-compatible door;
+//! - one row per `--peer` (another gateway in front of the same mock; `benches/peers.sh` starts LiteLLM and
+//!   Portkey and passes them here).
+//!
+//! Then it prints the ratios issue 10 judges (overheads over direct HTTP against the floors, throughput against
+//! direct HTTP, peers against the door), the node's RSS idle and after the load, and the Redis commands the
+//! node sent per query (`INFO commandstats` before and after each Switchyard run). The last line is one JSON
+//! object with every figure.
+//!
+//! `cargo bench -p switchyard-benches --bench gateway -- [--seconds S] [--concurrency 1,16,64] [--mock-port P]
+//!  [--peer NAME=URL]... [--peer-header 'NAME=Header: value']...`
+//! Builds `switchyard` and `switchyard-mock` (release) first. Needs NATS at `SWITCHYARD_NATS_URL` (default
+//! nats://127.0.0.1:4222; `deploy/services.sh` starts it) and `redis-server` on the PATH: the node gets a Redis of
+//! its own, so that the command count is the node's alone.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use switchyard_benches::{Figures, closed_loop, concurrency_list, round3};
+use switchyard_protocol::client::QueryOutcome;
+use switchyard_protocol::subjects::Subjects;
+
+/// The route, and the model name every HTTP client sends (the door's model is a route; the peers map it to the
+/// mock's model of the same name).
+const MODEL: &str = "bench-model";
+const DOOR_KEY: &str = "sk-switchyard-bench";
+const PROMPT: &str = "hello bench";
+
+struct Peer {
+    name: String,
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+struct Args {
+    seconds: u64,
+    concurrency: Vec<usize>,
+    mock_port: u16,
+    peers: Vec<Peer>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args { seconds: 5, concurrency: vec![1, 16, 64], mock_port: 0, peers: Vec::new() };
+    let mut headers: Vec<(String, String, String)> = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| it.next().with_context(|| format!("{flag} needs a value"));
+        match arg.as_str() {
+            "--seconds" => args.seconds = value("--seconds")?.parse()?,
+            "--mock-port" => args.mock_port = value("--mock-port")?.parse()?,
+            "--concurrency" => args.concurrency = concurrency_list("--concurrency", it.next())?,
+            "--peer" => {
+                let spec = value("--peer")?;
+                let (name, url) = spec.split_once('=').context("--peer takes NAME=URL")?;
+                args.peers.push(Peer { name: name.into(), url: url.into(), headers: Vec::new() });
+            }
+            "--peer-header" => {
+                let spec = value("--peer-header")?;
+                let (name, header) = spec.split_once('=').context("--peer-header takes 'NAME=Header: value'")?;
+                let (header, value) = header.split_once(':').context("--peer-header takes 'NAME=Header: value'")?;
+                headers.push((name.into(), header.trim().into(), value.trim().into()));
+            }
+            _ => {} // cargo bench passes --bench; ignore what is not ours
+        }
+    }
+    for (name, header, value) in headers {
+        let peer = args.peers.iter_mut().find(|p| p.name == name).with_context(|| format!("no --peer {name}"))?;
+        peer.headers.push((header, value));
+    }
+    Ok(args)
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("--nats-echo") {
+        let (url, subject) = (argv.next().context("url")?, argv.next().context("subject")?);
+        return runtime.block_on(nats_echo(url, subject));
+    }
+    runtime.block_on(run(parse_args()?))
+}
+
+/// The NATS floor's responder: answers every request with its own payload.
+async fn nats_echo(url: String, subject: String) -> anyhow::Result<()> {
+    let client = async_nats::connect(url).await?;
+    let mut requests = client.subscribe(subject).await?;
+    client.flush().await?;
+    println!("ready");
+    while let Some(request) = requests.next().await {
+        if let Some(reply) = request.reply {
+            client.publish(reply, request.payload).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A child process killed when dropped.
+struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+impl Process {
+    fn rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmRSS for {}", self.name))?;
+        Ok(kib / 1024.0)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let nats_url = std::env::var("SWITCHYARD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let bin = build_binaries()?;
+    let work = std::env::temp_dir().join(format!("switchyard-gateway-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+
+    // A Redis of its own, so that its command count is the node's alone.
+    let redis_port = free_port()?;
+    let _redis = spawn(
+        "redis",
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null()),
+    )?;
+    wait_for_port(([127, 0, 0, 1], redis_port).into(), Duration::from_secs(10)).await.context("redis-server")?;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+
+    let mock_port = if args.mock_port == 0 { free_port()? } else { args.mock_port };
+    let mock_addr: SocketAddr = ([127, 0, 0, 1], mock_port).into();
+    let _mock = spawn(
+        "mock",
+        Command::new(bin.join("switchyard-mock")).args(["--listen", &mock_addr.to_string()]).env("RUST_LOG", "warn"),
+    )?;
+    wait_for_port(mock_addr, Duration::from_secs(10)).await.context("the mock did not start")?;
+
+    let namespace = format!("gwbench{}", std::process::id());
+    let echo_subject = format!("{namespace}.echo");
+    let mut echo = spawn(
+        "nats-echo",
+        Command::new(std::env::current_exe()?).args(["--nats-echo", &nats_url, &echo_subject]).stdout(Stdio::piped()),
+    )?;
+    let mut line = String::new();
+    BufReader::new(echo.child.stdout.take().context("echo stdout")?).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("the NATS echo responder did not start");
+    }
+
+    let door_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let config = work.join("node.toml");
+    std::fs::write(&config, node_config(&namespace, &nats_url, &redis_url, mock_addr, door_addr))?;
+    let node = spawn(
+        "node",
+        Command::new(bin.join("switchyard"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("SWITCHYARD_BENCH_DOOR_KEY", DOOR_KEY)
+            .stderr(std::fs::File::create(work.join("node.log"))?),
+    )?;
+
+    let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
+    let door = format!("http://{door_addr}");
+    wait_ready(&http, &format!("{door}/readyz"), Duration::from_secs(20))
+        .await
+        .with_context(|| format!("the node did not become ready; see {}", work.join("node.log").display()))?;
+    let nats = async_nats::connect(&nats_url).await?;
+    let query_subject = Subjects::new(&namespace).query(MODEL);
+    // One query through each path before measuring: connections, the provider's first call.
+    let query = Bytes::from(serde_json::to_vec(&json!({"messages": [{"role": "user", "content": PROMPT}]}))?);
+    let first = nats.request(query_subject.clone(), query.clone()).await.context("first query over NATS")?;
+    check_reply(&first.payload).context("first query over NATS")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = node.rss_mib()?;
+
+    let body = Bytes::from(serde_json::to_vec(&json!({
+        "model": MODEL, "messages": [{"role": "user", "content": PROMPT}]
+    }))?);
+    let mut redis = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
+    let warmup = Duration::from_secs(1);
+    let duration = Duration::from_secs(args.seconds);
+
+    println!(
+        "switchyard gateway benchmark: {}s per run after 1s warm-up; mock answers instantly; every party in its own \
+         process",
+        args.seconds
+    );
+    println!(
+        "{:>5} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "conc", "path", "requests", "errors", "qps", "p50 ms", "p99 ms"
+    );
+    let mut runs: BTreeMap<usize, BTreeMap<String, Figures>> = BTreeMap::new();
+    let (mut redis_commands, mut switchyard_queries) = (0u64, 0u64);
+    for &concurrency in &args.concurrency {
+        let row = runs.entry(concurrency).or_default();
+        let direct = http_load(
+            &http,
+            &format!("http://{mock_addr}/v1/chat/completions"),
+            &[],
+            &body,
+            concurrency,
+            warmup,
+            duration,
+        )
+        .await?;
+        print_row(concurrency, "direct-http", &direct);
+        row.insert("direct_http".into(), direct);
+
+        let echo_payload = query.clone();
+        let floor = nats_load(&nats, &echo_subject, echo_payload, false, concurrency, warmup, duration).await?;
+        print_row(concurrency, "nats-floor", &floor);
+        row.insert("nats_floor".into(), floor);
+
+        let before = redis_count(&mut redis).await?;
+        let through = nats_load(&nats, &query_subject, query.clone(), true, concurrency, warmup, duration).await?;
+        print_row(concurrency, "sy-nats", &through);
+        row.insert("switchyard_nats".into(), through);
+
+        let door_headers = [("authorization".to_owned(), format!("Bearer {DOOR_KEY}"))];
+        let url = format!("{door}/v1/chat/completions");
+        let through_door = http_load(&http, &url, &door_headers, &body, concurrency, warmup, duration).await?;
+        print_row(concurrency, "sy-http", &through_door);
+        row.insert("switchyard_http".into(), through_door);
+        // INFO itself is one command; every query sent (warm-up included) may have cost commands.
+        redis_commands += redis_count(&mut redis).await?.saturating_sub(before + 1);
+        switchyard_queries += sent(&through, duration, warmup) + sent(&through_door, duration, warmup);
+
+        for peer in &args.peers {
+            let figures = http_load(&http, &peer.url, &peer.headers, &body, concurrency, warmup, duration).await?;
+            print_row(concurrency, &peer.name, &figures);
+            row.insert(peer.name.clone(), figures);
+        }
+    }
+    let rss_after = node.rss_mib()?;
+    drop(node);
+
+    let report = Report::new(&runs, &args.peers, rss_idle, rss_after, redis_commands, switchyard_queries);
+    report.print();
+    let _ = std::fs::remove_dir_all(&work);
+    let runs_json: BTreeMap<String, BTreeMap<String, Value>> = runs
+        .iter()
+        .map(|(c, row)| (c.to_string(), row.iter().map(|(path, f)| (path.clone(), f.json())).collect()))
+        .collect();
+    println!(
+        "{}",
+        json!({
+            "bench": "gateway", "seconds": args.seconds, "cpus": std::thread::available_parallelism()?.get(),
+            "runs": runs_json, "ratios": report.ratios, "node_rss_mib": {"idle": round3(rss_idle), "after_load": round3(rss_after)},
+            "redis_commands_per_query": report.redis_per_query,
+        })
+    );
+    Ok(())
+}
+
+/// An estimate of the requests a run sent, warm-up included (the Redis count covers the warm-up too).
+fn sent(f: &Figures, duration: Duration, warmup: Duration) -> u64 {
+    let scale = (duration + warmup).as_secs_f64() / duration.as_secs_f64();
+    ((f.requests + f.errors) as f64 * scale) as u64
+}
+
+/// The ratios the issue judges, each with its target.
+struct Report {
+    ratios: Vec<Value>,
+    lines: Vec<String>,
+    redis_per_query: f64,
+}
+
+impl Report {
+    fn new(
+        runs: &BTreeMap<usize, BTreeMap<String, Figures>>,
+        peers: &[Peer],
+        rss_idle: f64,
+        rss_after: f64,
+        redis_commands: u64,
+        queries: u64,
+    ) -> Self {
+        let mut report = Self { ratios: Vec::new(), lines: Vec::new(), redis_per_query: 0.0 };
+        if let Some(row) = runs.get(&1) {
+            let (direct, floor) = (&row["direct_http"], &row["nats_floor"]);
+            let (nats, door) = (&row["switchyard_nats"], &row["switchyard_http"]);
+            report.ratio("c1_nats_overhead_p50_over_nats_p50", nats.p50_ms - direct.p50_ms, floor.p50_ms, "<=", 1.5);
+            report.ratio("c1_nats_overhead_p99_over_nats_p99", nats.p99_ms - direct.p99_ms, floor.p99_ms, "<=", 2.0);
+            report.ratio("c1_http_overhead_p50_over_direct_p50", door.p50_ms - direct.p50_ms, direct.p50_ms, "<=", 2.0);
+            report.ratio("c1_http_overhead_p99_over_direct_p99", door.p99_ms - direct.p99_ms, direct.p99_ms, "<=", 2.0);
+            for peer in peers {
+                let Some(figures) = row.get(&peer.name) else { continue };
+                let target = if peer.name.contains("litellm") { 20.0 } else { 5.0 };
+                let name = format!("c1_{}_overhead_over_switchyard_http_overhead", peer.name);
+                report.ratio(&name, figures.p50_ms - direct.p50_ms, door.p50_ms - direct.p50_ms, ">=", target);
+            }
+        }
+        if let Some(row) = runs.get(&64) {
+            let direct = &row["direct_http"];
+            let (nats, door) = (&row["switchyard_nats"], &row["switchyard_http"]);
+            report.ratio("c64_nats_qps_over_direct_qps", nats.throughput, direct.throughput, ">=", 0.4);
+            report.ratio("c64_http_qps_over_direct_qps", door.throughput, direct.throughput, ">=", 0.5);
+            for peer in peers {
+                let Some(figures) = row.get(&peer.name) else { continue };
+                let target = if peer.name.contains("litellm") { 50.0 } else { 10.0 };
+                let name = format!("c64_switchyard_http_qps_over_{}_qps", peer.name);
+                report.ratio(&name, door.throughput, figures.throughput, ">=", target);
+            }
+        }
+        report.value("node_rss_idle_mib", rss_idle, "<", 30.0);
+        report.value("node_rss_after_load_mib", rss_after, "<", 100.0);
+        report.redis_per_query = redis_commands as f64 / queries.max(1) as f64;
+        report.value("redis_commands_per_query", report.redis_per_query, "<", 0.01);
+        report
+    }
+
+    fn ratio(&mut self, name: &str, numerator: f64, denominator: f64, op: &str, target: f64) {
+        let ratio = numerator / denominator.max(1e-9);
+        self.record(name, ratio, op, target, format!("{numerator:.3} / {denominator:.3} = {ratio:.2}"));
+    }
+
+    fn value(&mut self, name: &str, value: f64, op: &str, target: f64) {
+        self.record(name, value, op, target, format!("{value:.4}"));
+    }
+
+    fn record(&mut self, name: &str, value: f64, op: &str, target: f64, shown: String) {
+        let met = match op {
+            "<=" => value <= target,
+            "<" => value < target,
+            _ => value >= target,
+        };
+        let mark = if met { "met" } else { "MISSED" };
+        self.lines.push(format!("{name:<52} {shown:<28} target {op} {target:<6} {mark}"));
+        self.ratios.push(json!({"name": name, "value": round3(value), "target": format!("{op} {target}"), "met": met}));
+    }
+
+    fn print(&self) {
+        println!("ratios (same run):");
+        for line in &self.lines {
+            println!("  {line}");
+        }
+    }
+}
+
+fn node_config(namespace: &str, nats: &str, redis: &str, mock: SocketAddr, door: SocketAddr) -> String {
+    format!(
+        r#"
+[node]
+name = "bench-node"
+namespace = "{namespace}"
+roles = ["router", "providers", "http"]
+
+[nats]
+url = "{nats}"
+
+[redis]
+url = "{redis}"
+key_prefix = "switchyard:gwbench:{pid}:"
+
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://{mock}/v1"
+model = "{MODEL}"
+max_in_flight = 4096
+
+[[routes]]
+name = "{MODEL}"
+providers = ["mock"]
+
+[http]
+listen = "{door}"
+[[http.keys]]
+name = "bench"
+key_env = "SWITCHYARD_BENCH_DOOR_KEY"
+routes = ["*"]
+"#,
+        pid = std::process::id()
+    )
+}
+
+/// Builds the node and the mock (release, as this benchmark) and returns the directory holding them.
+fn build_binaries() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/gateway-<hash>
+    let bin = exe.parent().and_then(Path::parent).context("where is the target directory?")?.to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "switchyard", "-p", "switchyard-mock", "--bins"])
+        .status()
+        .context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("cargo build of switchyard and switchyard-mock failed");
+    }
+    Ok(bin)
+}
+
+fn spawn(name: &'static str, command: &mut Command) -> anyhow::Result<Process> {
+    let child = command.stdin(Stdio::null()).spawn().with_context(|| format!("cannot start the {name}"))?;
+    Ok(Process { name, child })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_for_port(addr: SocketAddr, within: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + within;
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > until {
+            bail!("nothing listens on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + within;
+    loop {
+        if let Ok(response) = http.get(url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            bail!("{url} did not answer 200");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A query's reply is an answer (not a refusal or an error).
+fn check_reply(payload: &[u8]) -> anyhow::Result<()> {
+    match serde_json::from_slice(payload) {
+        Ok(QueryOutcome::Reply(_)) => Ok(()),
+        _ => bail!("not an answer: {}", String::from_utf8_lossy(payload)),
+    }
+}
+
+async fn http_load(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+    body: &Bytes,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Figures> {
+    let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
+    let headers: Arc<[(String, String)]> = headers.into();
+    closed_loop(concurrency, warmup, duration, move || {
+        let mut request = http.post(&url).header("content-type", "application/json").body(body.clone());
+        for (name, value) in headers.iter() {
+            request = request.header(name, value);
+        }
+        async move {
+            match request.send().await {
+                Ok(response) => {
+                    let ok = response.status().is_success();
+                    response.bytes().await.is_ok() && ok
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+/// Requests on `subject`; `answer` checks that each reply is a Switchyard answer.
+async fn nats_load(
+    nats: &async_nats::Client,
+    subject: &str,
+    payload: Bytes,
+    answer: bool,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Figures> {
+    let (nats, subject) = (nats.clone(), subject.to_owned());
+    closed_loop(concurrency, warmup, duration, move || {
+        let request = nats.request(subject.clone(), payload.clone());
+        async move {
+            match request.await {
+                Ok(reply) => !answer || check_reply(&reply.payload).is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+/// Commands Redis has processed so far, from `INFO commandstats`.
+async fn redis_count(connection: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+fn print_row(concurrency: usize, path: &str, f: &Figures) {
+    println!(
+        "{concurrency:>5} {path:<12} {:>9} {:>7} {:>9.0} {:>9.3} {:>9.3}",
+        f.requests, f.errors, f.throughput, f.p50_ms, f.p99_ms
+    );
+}
