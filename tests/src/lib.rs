@@ -2,6 +2,10 @@
 //!
 //! Each cluster lives in its own subject namespace, so tests running at the same time on the shared NATS server
 //! never see each other's queries, provider calls or admin traffic.
+//!
+//! A router reaches its own node's provider actors directly or over NATS (`node.local_calls`); the checks whose
+//! outcome depends on that path (breakers, the cluster gate, in-flight limits, retries and fallbacks, traces,
+//! idempotency) run both ways through [`local_and_over_nats!`] and [`Calls`].
 
 pub mod door;
 
@@ -34,6 +38,45 @@ pub struct Trip {
     pub answered: u32,
     /// From the first node refusing the provider to every node refusing it.
     pub spread: Duration,
+}
+
+/// How a router calls the provider actors of its own node (`node.local_calls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    /// Handed to the actor in process (the default).
+    Local,
+    /// Published on the provider's call subject, as a router on another node would.
+    OverNats,
+}
+
+impl Calls {
+    pub const BOTH: [Calls; 2] = [Calls::Local, Calls::OverNats];
+
+    /// `config` with `node.local_calls` set for this path.
+    pub fn apply(self, mut config: NodeConfig) -> NodeConfig {
+        config.node.local_calls = self == Calls::Local;
+        config
+    }
+}
+
+/// Runs each check `$check(path: Calls)` twice, as `<check>::local` and `<check>::over_nats`.
+#[macro_export]
+macro_rules! local_and_over_nats {
+    ($($check:ident),* $(,)?) => {
+        $(
+            mod $check {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn local() {
+                    super::$check($crate::Calls::Local).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn over_nats() {
+                    super::$check($crate::Calls::OverNats).await;
+                }
+            }
+        )*
+    };
 }
 
 pub struct TestCluster {
@@ -160,6 +203,11 @@ impl TestCluster {
     /// Starts a mock provider and `nodes` nodes, each with its own NATS and Redis connections.
     pub async fn start(nodes: usize) -> anyhow::Result<Self> {
         Self::start_with(nodes, &switchyard_testkit::redis_url(), |_, config| config).await
+    }
+
+    /// [`TestCluster::start`] with every router calling its own node's providers by `path`.
+    pub async fn start_calls(nodes: usize, path: Calls) -> anyhow::Result<Self> {
+        Self::start_with(nodes, &switchyard_testkit::redis_url(), |_, config| path.apply(config)).await
     }
 
     /// Starts a cluster on the Redis at `redis` (a URL, or a Redis Cluster or Sentinels); `adjust` may change each

@@ -3,14 +3,16 @@
 //!
 //! The checks that share breaker state run twice (issue 9): on the shared Redis, and on a Redis Cluster of three
 //! masters (`SWITCHYARD_REDIS_CLUSTER_URLS`, set by `deploy/test.sh`, else a private cluster the test starts), as
-//! modules `<check>::redis` and `<check>::redis_cluster`. The checks that kill or pause Redis use a server of
-//! their own.
+//! modules `<check>::redis_local` and `<check>::redis_cluster`. On the shared Redis they also run with every
+//! router calling its own node's providers over NATS (`<check>::redis_over_nats`, `node.local_calls = false`):
+//! the shortcut must trip, probe and cool down exactly like the bus. The checks that kill or pause Redis use a
+//! server of their own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask};
+use switchyard_e2e::{Calls, PRIMARY_MODEL, TestCluster, ask};
 use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
 use switchyard_protocol::client::QueryOutcome;
 use switchyard_state::RedisEndpoint;
@@ -20,20 +22,28 @@ fn answered(outcome: &anyhow::Result<QueryOutcome>) -> bool {
     matches!(outcome, Ok(QueryOutcome::Reply(_)))
 }
 
-/// Runs the check `$check(redis: RedisEndpoint)` on the shared Redis and on a Redis Cluster.
+/// Runs the check `$check(redis: RedisEndpoint, path: Calls)` on the shared Redis with local calls and over
+/// NATS, and on a Redis Cluster with local calls (the call path and the store are independent of each other).
 macro_rules! on_redis_and_redis_cluster {
     ($($check:ident),* $(,)?) => {
         $(
             mod $check {
+                use super::Calls;
+
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis() {
-                    super::$check(switchyard_testkit::redis_url().into()).await;
+                async fn redis_local() {
+                    super::$check(switchyard_testkit::redis_url().into(), Calls::Local).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_over_nats() {
+                    super::$check(switchyard_testkit::redis_url().into(), Calls::OverNats).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis_cluster() {
                     let cluster = switchyard_testkit::RedisCluster::shared_or_start().unwrap();
-                    super::$check(super::RedisEndpoint::Cluster(cluster.urls.clone())).await;
+                    super::$check(super::RedisEndpoint::Cluster(cluster.urls.clone()), Calls::Local).await;
                 }
             }
         )*
@@ -48,8 +58,8 @@ on_redis_and_redis_cluster!(
     a_later_longer_retry_after_extends_the_cooldown,
 );
 
-async fn a_hard_down_provider_trips_the_whole_cluster_and_then_sees_only_probes(redis: RedisEndpoint) {
-    let cluster = TestCluster::start_with(3, redis, |_, config| config).await.unwrap();
+async fn a_hard_down_provider_trips_the_whole_cluster_and_then_sees_only_probes(redis: RedisEndpoint, path: Calls) {
+    let cluster = TestCluster::start_with(3, redis, |_, config| path.apply(config)).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
 
     // Drive traffic until every node refuses the dead provider; every query is still answered, by the fallback.
@@ -84,12 +94,13 @@ async fn a_hard_down_provider_trips_the_whole_cluster_and_then_sees_only_probes(
     cluster.shutdown().await;
 }
 
-async fn one_bad_node_does_not_trip_the_provider_for_the_others(redis: RedisEndpoint) {
+async fn one_bad_node_does_not_trip_the_provider_for_the_others(redis: RedisEndpoint, path: Calls) {
     // node-1 reaches the primary through a broken path (its own mock, failing); the others reach a healthy one.
     let broken = MockServer::start(MockConfig::default()).await.unwrap();
     broken.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(502)));
     let broken_url = broken.openai_base_url();
-    let cluster = TestCluster::start_with(3, redis, |i, mut config| {
+    let cluster = TestCluster::start_with(3, redis, |i, config| {
+        let mut config = path.apply(config);
         if i == 1 {
             config.providers[0].base_url = broken_url.clone();
         }
@@ -121,8 +132,8 @@ async fn one_bad_node_does_not_trip_the_provider_for_the_others(redis: RedisEndp
     broken.shutdown().await;
 }
 
-async fn a_429_with_retry_after_keeps_every_node_away_until_the_deadline(redis: RedisEndpoint) {
-    let cluster = TestCluster::start_with(3, redis, |_, config| config).await.unwrap();
+async fn a_429_with_retry_after_keeps_every_node_away_until_the_deadline(redis: RedisEndpoint, path: Calls) {
+    let cluster = TestCluster::start_with(3, redis, |_, config| path.apply(config)).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::rate_limited_ms(3000)));
     // The first call meets the 429; the cooldown reaches every node.
     assert!(answered(&cluster.query("chat", &ask("first")).await));
@@ -215,8 +226,8 @@ async fn a_paused_redis_bounds_query_latency_by_its_timeout() {
     cluster.shutdown().await;
 }
 
-async fn a_recovering_provider_gets_exactly_one_probe_while_many_queries_wait(redis: RedisEndpoint) {
-    let cluster = TestCluster::start_with(3, redis, |_, config| config).await.unwrap();
+async fn a_recovering_provider_gets_exactly_one_probe_while_many_queries_wait(redis: RedisEndpoint, path: Calls) {
+    let cluster = TestCluster::start_with(3, redis, |_, config| path.apply(config)).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     cluster.drive_until_tripped("chat", "primary", 500).await.unwrap();
     // It heals, but slowly: a probe takes 300 ms, during which a herd of queries keeps arriving on every node.
@@ -250,8 +261,8 @@ async fn a_recovering_provider_gets_exactly_one_probe_while_many_queries_wait(re
     cluster.shutdown().await;
 }
 
-async fn a_later_longer_retry_after_extends_the_cooldown(redis: RedisEndpoint) {
-    let cluster = TestCluster::start_with(2, redis, |_, config| config).await.unwrap();
+async fn a_later_longer_retry_after_extends_the_cooldown(redis: RedisEndpoint, path: Calls) {
+    let cluster = TestCluster::start_with(2, redis, |_, config| path.apply(config)).await.unwrap();
     let limited = |ms: u64| Behavior::failing(MockError::rate_limited_ms(ms));
     cluster.mock.set_behavior(PRIMARY_MODEL, limited(1000));
     assert!(answered(&cluster.query("chat", &ask("first")).await));

@@ -8,14 +8,24 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use switchyard_bus::Message;
-use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, error, reply};
+use switchyard_e2e::{Calls, PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, error, local_and_over_nats, reply};
 use switchyard_mock::{Behavior, Latency, MockError};
 use switchyard_protocol::client::{ErrorType, QueryOutcome, StreamFrame};
 use switchyard_testkit::eventually;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_over_nats_is_answered_by_the_mock_through_a_node() {
-    let cluster = TestCluster::start(1).await.unwrap();
+// The checks whose outcome depends on how a router reaches its own node's providers run both ways.
+local_and_over_nats!(
+    a_query_over_nats_is_answered_by_the_mock_through_a_node,
+    streaming_chunks_arrive_in_order_then_a_summary,
+    a_failing_provider_falls_back_to_the_next_one,
+    a_crashed_provider_actor_is_restarted_and_serves_again,
+    the_same_id_inside_its_deadline_is_answered_once_across_nodes,
+    shutdown_finishes_queries_in_flight_then_stops_taking_new_ones,
+    a_dead_provider_trips_its_breaker_and_is_left_alone_until_the_probe,
+);
+
+async fn a_query_over_nats_is_answered_by_the_mock_through_a_node(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     let answer = reply(cluster.query("chat", &ask("hello there")).await.unwrap());
     assert_eq!(answer.content, "echo: hello there");
     assert_eq!(answer.provider, "primary");
@@ -31,9 +41,8 @@ async fn a_query_over_nats_is_answered_by_the_mock_through_a_node() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming_chunks_arrive_in_order_then_a_summary() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn streaming_chunks_arrive_in_order_then_a_summary(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     for route in ["chat", "solo"] {
         let text = "one two three four five six seven eight nine ten";
         let frames = cluster.stream(route, &ask(text)).await.unwrap();
@@ -84,9 +93,8 @@ async fn two_nodes_in_a_queue_group_share_queries() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_provider_falls_back_to_the_next_one() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_failing_provider_falls_back_to_the_next_one(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     let answer = reply(cluster.query("chat", &ask("fallback please")).await.unwrap());
     assert_eq!(answer.provider, "secondary");
@@ -102,9 +110,8 @@ async fn a_failing_provider_falls_back_to_the_next_one() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_provider_actor_is_restarted_and_serves_again() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_crashed_provider_actor_is_restarted_and_serves_again(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     reply(cluster.query("solo", &ask("before")).await.unwrap());
 
     let crash = Message::new(cluster.subjects.admin_provider("primary", "crash"), Bytes::new());
@@ -165,10 +172,9 @@ async fn bad_inputs_get_typed_errors_and_the_node_keeps_serving() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_id_inside_its_deadline_is_answered_once_across_nodes() {
+async fn the_same_id_inside_its_deadline_is_answered_once_across_nodes(path: Calls) {
     // Two nodes in the queue group: copies of one id land on either node, and still cost one upstream call.
-    let cluster = TestCluster::start(2).await.unwrap();
+    let cluster = TestCluster::start_calls(2, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior { latency: Latency::Fixed { ms: 200 }, ..Behavior::default() });
     let ids: Vec<String> = (0..6).map(|i| format!("idem-{i}")).collect();
     let copies = ids.iter().flat_map(|id| {
@@ -193,9 +199,8 @@ async fn the_same_id_inside_its_deadline_is_answered_once_across_nodes() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_queries_in_flight_then_stops_taking_new_ones() {
-    let mut cluster = TestCluster::start(1).await.unwrap();
+async fn shutdown_finishes_queries_in_flight_then_stops_taking_new_ones(path: Calls) {
+    let mut cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior { latency: Latency::Fixed { ms: 400 }, ..Behavior::default() });
     let client = cluster.client.clone();
     let subjects = cluster.subjects.clone();
@@ -225,9 +230,8 @@ async fn shutdown_finishes_queries_in_flight_then_stops_taking_new_ones() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_provider_trips_its_breaker_and_is_left_alone_until_the_probe() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_dead_provider_trips_its_breaker_and_is_left_alone_until_the_probe(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     // Four failures in the window trip the breaker (minimum_calls = 4, threshold 50 %).
     for i in 0..4 {

@@ -6,12 +6,19 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, reply};
+use switchyard_e2e::{Calls, PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, local_and_over_nats, reply};
 use switchyard_mock::Behavior;
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_protocol::client::{QueryReply, StreamFrame};
 use switchyard_runtime::Node;
 use switchyard_testkit::eventually;
+
+// The checks whose outcome depends on how a router reaches its own node's providers run both ways.
+local_and_over_nats!(
+    a_long_generation_is_a_success_not_a_timeout,
+    a_slow_attempt_is_hedged_the_first_answer_wins_and_the_loser_is_not_charged,
+    a_hedged_stream_is_written_by_one_attempt_only,
+);
 
 fn outcomes(reply: &QueryReply) -> Vec<(&str, &str, bool)> {
     reply.trace.attempts.iter().map(|a| (a.provider.as_str(), a.outcome.as_str(), a.hedged)).collect()
@@ -31,11 +38,10 @@ async fn settled(node: &Node, name: &str) -> ProviderHealth {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_generation_is_a_success_not_a_timeout() {
+async fn a_long_generation_is_a_success_not_a_timeout(path: Calls) {
     // No hedge (the route's delay is the 10 s fallback: no latency samples yet) and a short client deadline:
     // under the old rule the attempt was cut at half of the deadline and charged to the provider.
-    let cluster = TestCluster::start(1).await.unwrap();
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::default().with_latency_ms(1_500));
     let mut request = ask("write me a long essay");
     request.deadline_ms = Some(2_500);
@@ -64,9 +70,8 @@ async fn a_long_generation_is_a_success_not_a_timeout() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_attempt_is_hedged_the_first_answer_wins_and_the_loser_is_not_charged() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_slow_attempt_is_hedged_the_first_answer_wins_and_the_loser_is_not_charged(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::default().with_latency_ms(3_000));
     let started = Instant::now();
     let answer = reply(cluster.query("hedged", &ask("hedge me")).await.unwrap());
@@ -88,11 +93,11 @@ async fn a_slow_attempt_is_hedged_the_first_answer_wins_and_the_loser_is_not_cha
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hedged_stream_is_written_by_one_attempt_only() {
+async fn a_hedged_stream_is_written_by_one_attempt_only(path: Calls) {
     // The primary's first token comes after 600 ms; the route hedges after 100 ms, and the secondary streams at
     // once, slowly. The secondary gets the client's stream; the primary is refused it and cancelled.
-    let cluster = TestCluster::start_with(1, &switchyard_testkit::redis_url(), |_, mut config| {
+    let cluster = TestCluster::start_with(1, &switchyard_testkit::redis_url(), |_, config| {
+        let mut config = path.apply(config);
         config.providers[0].first_token_timeout_ms = 5_000;
         let hedged = config.routes.iter_mut().find(|r| r.name == "hedged").unwrap();
         hedged.hedge.delay_ms = 100;

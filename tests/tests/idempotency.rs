@@ -5,10 +5,17 @@
 
 use std::time::Duration;
 
-use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask, error, reply};
+use switchyard_e2e::{Calls, PRIMARY_MODEL, TestCluster, ask, error, local_and_over_nats, reply};
 use switchyard_mock::{Behavior, Latency};
 use switchyard_protocol::client::{ErrorType, QueryOutcome, QueryRequest, StreamFrame};
 use switchyard_testkit::eventually;
+
+// The checks whose outcome depends on how a router reaches its own node's providers run both ways.
+local_and_over_nats!(
+    an_id_reused_with_another_request_is_a_conflict_on_every_node,
+    a_streaming_copy_gets_the_whole_answer_never_only_the_final_frame,
+    a_dead_owners_query_is_taken_over_after_its_lease,
+);
 
 fn with_id(text: &str, id: &str) -> QueryRequest {
     let mut request = ask(text);
@@ -20,9 +27,8 @@ fn slow(ms: u64) -> Behavior {
     Behavior { latency: Latency::Fixed { ms }, ..Behavior::default() }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_id_reused_with_another_request_is_a_conflict_on_every_node() {
-    let cluster = TestCluster::start(2).await.unwrap();
+async fn an_id_reused_with_another_request_is_a_conflict_on_every_node(path: Calls) {
+    let cluster = TestCluster::start_calls(2, path).await.unwrap();
     // Answered: every copy with other messages is refused, whichever node the queue group picks.
     let answer = reply(cluster.query("chat", &with_id("first", "conflict-1")).await.unwrap());
     assert_eq!(answer.content, "echo: first");
@@ -61,9 +67,8 @@ async fn an_id_reused_with_another_request_is_a_conflict_on_every_node() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streaming_copy_gets_the_whole_answer_never_only_the_final_frame() {
-    let cluster = TestCluster::start(2).await.unwrap();
+async fn a_streaming_copy_gets_the_whole_answer_never_only_the_final_frame(path: Calls) {
+    let cluster = TestCluster::start_calls(2, path).await.unwrap();
     // A copy of an answered id, streamed: the whole answer as one chunk, then a consistent final frame.
     let answer = reply(cluster.query("chat", &with_id("kept answer", "stream-1")).await.unwrap());
     let frames = cluster.stream("chat", &with_id("kept answer", "stream-1")).await.unwrap();
@@ -103,9 +108,9 @@ fn check_replayed(frames: &[StreamFrame], content: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_owners_query_is_taken_over_after_its_lease() {
-    let mut cluster = TestCluster::start_with(2, &switchyard_testkit::redis_url(), |_, mut config| {
+async fn a_dead_owners_query_is_taken_over_after_its_lease(path: Calls) {
+    let mut cluster = TestCluster::start_with(2, &switchyard_testkit::redis_url(), |_, config| {
+        let mut config = path.apply(config);
         config.node.idempotency_lease_ms = 300;
         config
     })

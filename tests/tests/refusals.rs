@@ -6,10 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask};
+use switchyard_e2e::{Calls, PRIMARY_MODEL, TestCluster, ask, local_and_over_nats};
 use switchyard_mock::Behavior;
 use switchyard_protocol::client::{ErrorType, QueryOutcome};
 use switchyard_runtime::Role;
+
+// The checks whose outcome depends on how a router reaches its own node's providers run both ways.
+local_and_over_nats!(a_plain_chain_entry_refused_by_the_cluster_is_skipped_until_its_retry_after,);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_one_node_refuses_is_served_by_another_node() {
@@ -53,9 +56,8 @@ async fn a_call_one_node_refuses_is_served_by_another_node() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_chain_entry_refused_by_the_cluster_is_skipped_until_its_retry_after() {
-    let cluster = TestCluster::start(2).await.unwrap();
+async fn a_plain_chain_entry_refused_by_the_cluster_is_skipped_until_its_retry_after(path: Calls) {
+    let cluster = TestCluster::start_calls(2, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(switchyard_mock::MockError::status(503)));
     let trip = cluster.drive_until_tripped("chat", "primary", 200).await.unwrap();
     assert!(trip.sent > 0);

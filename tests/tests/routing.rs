@@ -5,10 +5,20 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, reply};
+use switchyard_e2e::{Calls, PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, local_and_over_nats, reply};
 use switchyard_mock::{Behavior, MockError};
 use switchyard_protocol::client::{ErrorType, QueryOutcome, QueryReply, StreamFrame};
 use switchyard_testkit::eventually;
+
+// The checks whose outcome depends on how a router reaches its own node's providers run both ways.
+local_and_over_nats!(
+    transient_failures_are_retried_on_the_same_provider_then_fall_back,
+    a_stream_is_never_retried_after_its_first_chunk,
+    a_context_window_failure_takes_the_context_window_chain,
+    a_group_balances_its_members_and_trickles_when_all_are_down,
+    a_stream_without_a_first_token_in_time_falls_back,
+    a_hung_provider_is_hedged_and_the_fallback_answers_without_charging_it,
+);
 
 fn outcomes(reply: &QueryReply) -> Vec<(String, String)> {
     reply.trace.attempts.iter().map(|a| (a.provider.clone(), a.outcome.clone())).collect()
@@ -18,9 +28,8 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_failures_are_retried_on_the_same_provider_then_fall_back() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn transient_failures_are_retried_on_the_same_provider_then_fall_back(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::status(503)));
     let answer = reply(cluster.query("retrying", &ask("retry me")).await.unwrap());
     assert_eq!(
@@ -49,9 +58,8 @@ async fn transient_failures_are_retried_on_the_same_provider_then_fall_back() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_is_never_retried_after_its_first_chunk() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_stream_is_never_retried_after_its_first_chunk(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior { fail_after_tokens: Some(2), ..Behavior::default() });
     let frames = cluster.stream("retrying", &ask("one two three four five six")).await.unwrap();
     match frames.last().unwrap() {
@@ -64,9 +72,8 @@ async fn a_stream_is_never_retried_after_its_first_chunk() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_context_window_failure_takes_the_context_window_chain() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_context_window_failure_takes_the_context_window_chain(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::failing(MockError::ContextLength));
     let answer = reply(cluster.query("long", &ask("a very long prompt")).await.unwrap());
     assert_eq!(outcomes(&answer), pairs(&[("primary", "context_window_exceeded"), ("secondary", "success")]));
@@ -79,9 +86,8 @@ async fn a_context_window_failure_takes_the_context_window_chain() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_balances_its_members_and_trickles_when_all_are_down() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_group_balances_its_members_and_trickles_when_all_are_down(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     let mut by_provider: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..40 {
         *by_provider
@@ -136,9 +142,8 @@ async fn a_group_balances_its_members_and_trickles_when_all_are_down() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_without_a_first_token_in_time_falls_back() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_stream_without_a_first_token_in_time_falls_back(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     // The primary would answer, but only after 800 ms; its first-token timeout is 250 ms.
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::default().with_latency_ms(800));
     let started = Instant::now();
@@ -156,9 +161,8 @@ async fn a_stream_without_a_first_token_in_time_falls_back() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_provider_is_hedged_and_the_fallback_answers_without_charging_it() {
-    let cluster = TestCluster::start(1).await.unwrap();
+async fn a_hung_provider_is_hedged_and_the_fallback_answers_without_charging_it(path: Calls) {
+    let cluster = TestCluster::start_calls(1, path).await.unwrap();
     cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::hanging());
     let mut request = ask("anyone there?");
     request.deadline_ms = Some(5000);

@@ -135,18 +135,20 @@ async fn call_provider(
     (Some(node), result_of(reply))
 }
 
-/// Hands one call to a provider actor of this node and waits, at most `wait`, for its answer: the same call,
-/// admission and answer as over the bus, without encoding it or a round trip through the NATS server.
+/// Hands one call to a provider actor of this node (`node`) and waits, at most `wait`, for its answer: the same
+/// call, admission and answer as over the bus, without encoding it or a round trip through the NATS server.
 async fn call_local(
     actor: ractor::ActorRef<ProviderMsg>,
+    node: String,
     call: ProviderCall,
     trace: Vec<(String, String)>,
     wait: Duration,
 ) -> (Option<String>, CallResult) {
     let (sender, answer) = tokio::sync::oneshot::channel();
     if actor.cast(ProviderMsg::Call { call, reply_to: ReplyTo::Local(sender), trace }).is_err() {
-        // The actor is being restarted, as the bus bridge would say.
-        return (None, CallResult::Refused { reason: Refusal::Restarting });
+        // The actor is being restarted: this node refuses, as its bus bridge would, so the walk redirects the
+        // call to another node hosting the provider rather than back to this one.
+        return (Some(node), CallResult::Refused { reason: Refusal::Restarting });
     }
     match tokio::time::timeout(wait, answer).await {
         Ok(Ok(ProviderAnswer { node, reply })) => (Some(node), result_of(reply)),
@@ -623,7 +625,7 @@ impl<'a> Walk<'a> {
             let mut trace = Vec::new();
             crate::telemetry::inject_trace(&mut trace);
             let (abort, registration) = AbortHandle::new_pair();
-            let future: BoxFuture<'static, _> = Box::pin(call_local(actor, call, trace, wait));
+            let future: BoxFuture<'static, _> = Box::pin(call_local(actor, self.ctx.node.clone(), call, trace, wait));
             let map: SlotFn = Box::new(move |result| (slot, result.ok()));
             self.pending.push(Abortable::new(future, registration).map(map));
             let (call_id, started) = (self.call.call_id, Instant::now());
@@ -944,5 +946,47 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    use switchyard_protocol::ChatMessage;
+
+    use super::*;
+
+    /// A provider actor that is gone by the time it is called (crashed, its restart not yet in the directory).
+    struct Gone;
+
+    impl Actor for Gone {
+        type Msg = ProviderMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<ProviderMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_call_to_a_stopped_actor_is_refused_by_this_node_as_over_the_bus() {
+        let (actor, join) = Actor::spawn(None, Gone, ()).await.unwrap();
+        actor.stop(None);
+        join.await.unwrap();
+        let call = ProviderCall {
+            call_id: Uuid::new_v4(),
+            request: QueryRequest::new(vec![ChatMessage::user("hi")]).to_chat_request(),
+            budget_ms: 1_000,
+            stream: None,
+            bypass_breaker: false,
+            keepalive: None,
+        };
+        let (node, result) = call_local(actor, "node-1".into(), call, Vec::new(), Duration::from_secs(1)).await;
+        // The bus bridge answers `restarting` in its node's name; the walk then avoids this node when redirecting.
+        assert_eq!(node.as_deref(), Some("node-1"));
+        assert!(matches!(result, CallResult::Refused { reason: Refusal::Restarting }));
     }
 }
