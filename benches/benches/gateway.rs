@@ -502,9 +502,9 @@ async fn nats_load(
 ) -> anyhow::Result<Figures> {
     let (nats, subject) = (nats.clone(), subject.to_owned());
     closed_loop(concurrency, warmup, duration, move || {
-        let request = nats.request(subject.clone(), payload.clone());
+        let (nats, subject, payload) = (nats.clone(), subject.clone(), payload.clone());
         async move {
-            match request.await {
+            match nats.request(subject, payload).await {
                 Ok(reply) => !answer || check_reply(&reply.payload).is_ok(),
                 Err(_) => false,
             }
