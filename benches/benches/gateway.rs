@@ -17,7 +17,8 @@
 //! object with every figure.
 //!
 //! `cargo bench -p switchyard-benches --bench gateway -- [--seconds S] [--concurrency 1,16,64] [--mock-port P]
-//!  [--peer NAME=URL]... [--peer-header 'NAME=Header: value']...`
+//!  [--node-workers N] [--peer NAME=BASE_URL]... [--peer-header 'NAME=Header: value']...` where BASE_URL is a peer's OpenAI base URL
+//! (`http://127.0.0.1:4000/v1`; requests go to BASE_URL/chat/completions).
 //! Builds `switchyard` and `switchyard-mock` (release) first. Needs NATS at `SWITCHYARD_NATS_URL` (default
 //! nats://127.0.0.1:4222; `deploy/services.sh` starts it) and `redis-server` on the PATH: the node gets a Redis of
 //! its own, so that the command count is the node's alone.
@@ -25,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,11 +56,14 @@ struct Args {
     seconds: u64,
     concurrency: Vec<usize>,
     mock_port: u16,
+    /// The node's runtime worker threads (`TOKIO_WORKER_THREADS`); its default otherwise (one per core).
+    node_workers: Option<usize>,
     peers: Vec<Peer>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { seconds: 5, concurrency: vec![1, 16, 64], mock_port: 0, peers: Vec::new() };
+    let mut args =
+        Args { seconds: 5, concurrency: vec![1, 16, 64], mock_port: 0, node_workers: None, peers: Vec::new() };
     let mut headers: Vec<(String, String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -67,11 +71,13 @@ fn parse_args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--seconds" => args.seconds = value("--seconds")?.parse()?,
             "--mock-port" => args.mock_port = value("--mock-port")?.parse()?,
+            "--node-workers" => args.node_workers = Some(value("--node-workers")?.parse()?),
             "--concurrency" => args.concurrency = concurrency_list("--concurrency", it.next())?,
             "--peer" => {
                 let spec = value("--peer")?;
-                let (name, url) = spec.split_once('=').context("--peer takes NAME=URL")?;
-                args.peers.push(Peer { name: name.into(), url: url.into(), headers: Vec::new() });
+                let (name, url) = spec.split_once('=').context("--peer takes NAME=BASE_URL")?;
+                let url = format!("{}/chat/completions", url.trim_end_matches('/'));
+                args.peers.push(Peer { name: name.into(), url, headers: Vec::new() });
             }
             "--peer-header" => {
                 let spec = value("--peer-header")?;
@@ -121,6 +127,18 @@ struct Process {
 }
 
 impl Process {
+    /// CPU time the process has used so far (user and system), from `/proc/<pid>/stat`.
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11..13).context("odd /proc stat")?.iter().map(|f| f.parse::<u64>()).sum::<Result<_, _>>()?;
+        // The kernel's USER_HZ is 100 on every Linux this runs on.
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
     fn rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kib: f64 = status
@@ -179,14 +197,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let door_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let config = work.join("node.toml");
     std::fs::write(&config, node_config(&namespace, &nats_url, &redis_url, mock_addr, door_addr))?;
-    let node = spawn(
-        "node",
-        Command::new(bin.join("switchyard"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("SWITCHYARD_BENCH_DOOR_KEY", DOOR_KEY)
-            .stderr(std::fs::File::create(work.join("node.log"))?),
-    )?;
+    let mut command = Command::new(bin.join("switchyard"));
+    command.args(["serve", "--config"]).arg(&config).env("SWITCHYARD_BENCH_DOOR_KEY", DOOR_KEY);
+    if let Some(workers) = args.node_workers {
+        command.env("TOKIO_WORKER_THREADS", workers.to_string());
+    }
+    let node = spawn("node", command.stderr(std::fs::File::create(work.join("node.log"))?))?;
 
     let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
     let door = format!("http://{door_addr}");
@@ -220,6 +236,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut runs: BTreeMap<usize, BTreeMap<String, Figures>> = BTreeMap::new();
     let (mut redis_commands, mut switchyard_queries) = (0u64, 0u64);
+    // The node's CPU time per query (microseconds) in each Switchyard run.
+    let mut cpu_per_query: BTreeMap<String, f64> = BTreeMap::new();
     for &concurrency in &args.concurrency {
         let row = runs.entry(concurrency).or_default();
         let direct = http_load(
@@ -241,15 +259,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         row.insert("nats_floor".into(), floor);
 
         let before = redis_count(&mut redis).await?;
+        let cpu = node.cpu_time()?;
         let through = nats_load(&nats, &query_subject, query.clone(), true, concurrency, warmup, duration).await?;
         print_row(concurrency, "sy-nats", &through);
         row.insert("switchyard_nats".into(), through);
+        cpu_per_query
+            .insert(format!("c{concurrency}_nats"), per_query(node.cpu_time()? - cpu, &through, duration, warmup));
 
         let door_headers = [("authorization".to_owned(), format!("Bearer {DOOR_KEY}"))];
         let url = format!("{door}/v1/chat/completions");
+        let cpu = node.cpu_time()?;
         let through_door = http_load(&http, &url, &door_headers, &body, concurrency, warmup, duration).await?;
         print_row(concurrency, "sy-http", &through_door);
         row.insert("switchyard_http".into(), through_door);
+        let cpu = node.cpu_time()? - cpu;
+        cpu_per_query.insert(format!("c{concurrency}_http"), per_query(cpu, &through_door, duration, warmup));
         // INFO itself is one command; every query sent (warm-up included) may have cost commands.
         redis_commands += redis_count(&mut redis).await?.saturating_sub(before + 1);
         switchyard_queries += sent(&through, duration, warmup) + sent(&through_door, duration, warmup);
@@ -265,6 +289,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let report = Report::new(&runs, &args.peers, rss_idle, rss_after, redis_commands, switchyard_queries);
     report.print();
+    let shown: Vec<String> = cpu_per_query.iter().map(|(run, us)| format!("{run} {us:.0}")).collect();
+    println!("node CPU per query (us): {}", shown.join(", "));
     let _ = std::fs::remove_dir_all(&work);
     let runs_json: BTreeMap<String, BTreeMap<String, Value>> = runs
         .iter()
@@ -275,7 +301,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         json!({
             "bench": "gateway", "seconds": args.seconds, "cpus": std::thread::available_parallelism()?.get(),
             "runs": runs_json, "ratios": report.ratios, "node_rss_mib": {"idle": round3(rss_idle), "after_load": round3(rss_after)},
-            "redis_commands_per_query": report.redis_per_query,
+            "redis_commands_per_query": report.redis_per_query, "node_cpu_us_per_query": cpu_per_query,
         })
     );
     Ok(())
@@ -285,6 +311,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn sent(f: &Figures, duration: Duration, warmup: Duration) -> u64 {
     let scale = (duration + warmup).as_secs_f64() / duration.as_secs_f64();
     ((f.requests + f.errors) as f64 * scale) as u64
+}
+
+/// CPU microseconds per query of a run that used `cpu` (warm-up included).
+fn per_query(cpu: Duration, f: &Figures, duration: Duration, warmup: Duration) -> f64 {
+    round3(cpu.as_secs_f64() * 1e6 / sent(f, duration, warmup).max(1) as f64)
 }
 
 /// The ratios the issue judges, each with its target.
@@ -403,19 +434,23 @@ routes = ["*"]
 }
 
 /// Builds the node and the mock (release, as this benchmark) and returns the directory holding them.
+///
+/// They get a target directory of their own (`target/gateway-bins`): built beside this benchmark, their shared
+/// dependencies would be built with the benchmark's dev-dependency features, and each build would undo the other.
 fn build_binaries() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/gateway-<hash>
-    let bin = exe.parent().and_then(Path::parent).context("where is the target directory?")?.to_path_buf();
+    // <target>/<profile>/deps/gateway-<hash>
+    let target = exe.ancestors().nth(3).context("where is the target directory?")?.join("gateway-bins");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "switchyard", "-p", "switchyard-mock", "--bins"])
+        .args(["build", "--release", "-p", "switchyard", "-p", "switchyard-mock", "--bins", "--target-dir"])
+        .arg(&target)
         .status()
         .context("cannot run cargo build")?;
     if !status.success() {
         bail!("cargo build of switchyard and switchyard-mock failed");
     }
-    Ok(bin)
+    Ok(target.join("release"))
 }
 
 fn spawn(name: &'static str, command: &mut Command) -> anyhow::Result<Process> {

@@ -28,12 +28,14 @@ pub(crate) struct AnthropicProvider {
 
 impl AnthropicProvider {
     pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> AnthropicProvider {
-        AnthropicProvider { upstream: Arc::new(Upstream::new(settings, http, "/v1/messages")) }
+        AnthropicProvider {
+            upstream: Arc::new(Upstream::new(settings, http, "/v1/messages", HeaderName::from_static("x-api-key"), "")),
+        }
     }
 
     fn headers(&self, stream: bool) -> Result<HeaderMap, ProviderError> {
         let mut headers = HeaderMap::new();
-        if let Some((name, value)) = self.upstream.key_header(HeaderName::from_static("x-api-key"), "")? {
+        if let Some((name, value)) = self.upstream.key_header()? {
             headers.insert(name, value);
         }
         let version = HeaderValue::from_str(&self.upstream.settings.anthropic_version).map_err(|_| {

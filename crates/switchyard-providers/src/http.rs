@@ -48,46 +48,69 @@ pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
     Ok(client)
 }
 
-/// One configured provider endpoint: its settings, the shared client and the full URL to POST to.
+/// One configured provider endpoint: its settings, the shared client, the URL to POST to and the key's header.
 ///
-/// Held behind an `Arc` so a response stream can outlive the call that opened it.
+/// The URL is parsed and the key's header value built once, not on every call. Held behind an `Arc` so a response
+/// stream can outlive the call that opened it.
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) settings: ProviderSettings,
     http: reqwest::Client,
-    url: String,
+    /// `None` when the base URL does not parse: every call then fails as a request that cannot be built.
+    url: Option<reqwest::Url>,
+    /// The key's header, marked sensitive so it is never printed; `None` without a key, `Some(Err)` when the key
+    /// cannot be a header value.
+    key: Option<Result<(HeaderName, HeaderValue), ()>>,
 }
 
 impl Upstream {
-    /// `path` is appended to the configured base URL (without its trailing slash).
-    pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client, path: &str) -> Upstream {
-        let url = format!("{}{path}", settings.base_url.trim_end_matches('/'));
-        Upstream { settings, http, url }
+    /// `path` is appended to the configured base URL (without its trailing slash); the key goes in header `key`,
+    /// after `key_prefix` (`Bearer `, or nothing).
+    pub(crate) fn new(
+        settings: ProviderSettings,
+        http: reqwest::Client,
+        path: &str,
+        key: HeaderName,
+        key_prefix: &str,
+    ) -> Upstream {
+        let url = reqwest::Url::parse(&format!("{}{path}", settings.base_url.trim_end_matches('/'))).ok();
+        let key = settings.api_key.as_ref().map(|secret| {
+            let mut value =
+                HeaderValue::from_str(&format!("{key_prefix}{}", secret.expose_secret())).map_err(|_| ())?;
+            value.set_sensitive(true);
+            Ok((key, value))
+        });
+        Upstream { settings, http, url, key }
     }
 
-    /// A header carrying the API key (`prefix` + key), marked sensitive so it is never printed; `None` without a key.
-    pub(crate) fn key_header(
-        &self,
-        name: HeaderName,
-        prefix: &str,
-    ) -> Result<Option<(HeaderName, HeaderValue)>, ProviderError> {
-        let Some(key) = &self.settings.api_key else { return Ok(None) };
-        let mut value = HeaderValue::from_str(&format!("{prefix}{}", key.expose_secret()))
-            .map_err(|_| self.error(FailureClass::Fatal { auth: true }, None, "api key is not a valid header value"))?;
-        value.set_sensitive(true);
-        Ok(Some((name, value)))
+    /// The key's header; `None` without a key.
+    pub(crate) fn key_header(&self) -> Result<Option<(HeaderName, HeaderValue)>, ProviderError> {
+        match &self.key {
+            None => Ok(None),
+            Some(Ok(header)) => Ok(Some(header.clone())),
+            Some(Err(())) => {
+                Err(self.error(FailureClass::Fatal { auth: true }, None, "api key is not a valid header value"))
+            }
+        }
     }
 
     /// POSTs `body` as JSON; returns the response when its status is 2xx, else the classified error.
     pub(crate) async fn post(
         &self,
         headers: HeaderMap,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
         stream: bool,
     ) -> Result<reqwest::Response, ProviderError> {
         let started = Instant::now();
         debug!(provider = %self.settings.name, model = %self.settings.model, stream, "sending upstream request");
-        let mut builder = self.http.post(&self.url).headers(headers).json(body);
+        let Some(url) = &self.url else {
+            return Err(self.error(
+                FailureClass::Fatal { auth: false },
+                None,
+                "invalid request: the base URL does not parse",
+            ));
+        };
+        let mut builder = self.http.post(url.clone()).headers(headers).json(body);
         if let Some(limit) = if stream { self.settings.stream_timeout } else { Some(self.settings.timeout) } {
             builder = builder.timeout(limit);
         }
@@ -113,7 +136,7 @@ impl Upstream {
     pub(crate) async fn post_whole(
         &self,
         headers: HeaderMap,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
     ) -> Result<(u16, HeaderMap, bytes::Bytes), ProviderError> {
         let response = self.post(headers, body, false).await?;
         let status = response.status().as_u16();

@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use eventsource_stream::Event;
 use http::HeaderMap;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use switchyard_core::FailureClass;
 use switchyard_protocol::{ChatRequest, Completion, Role, TokenLogprob, Usage};
 
@@ -27,12 +26,20 @@ pub(crate) struct OpenAiProvider {
 
 impl OpenAiProvider {
     pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> OpenAiProvider {
-        OpenAiProvider { upstream: Arc::new(Upstream::new(settings, http, "/chat/completions")) }
+        OpenAiProvider {
+            upstream: Arc::new(Upstream::new(
+                settings,
+                http,
+                "/chat/completions",
+                http::header::AUTHORIZATION,
+                "Bearer ",
+            )),
+        }
     }
 
     fn headers(&self, stream: bool) -> Result<HeaderMap, ProviderError> {
         let mut headers = HeaderMap::new();
-        if let Some((name, value)) = self.upstream.key_header(http::header::AUTHORIZATION, "Bearer ")? {
+        if let Some((name, value)) = self.upstream.key_header()? {
             headers.insert(name, value);
         }
         if stream {
@@ -41,28 +48,47 @@ impl OpenAiProvider {
         Ok(headers)
     }
 
-    fn body(&self, request: &ChatRequest, stream: bool) -> serde_json::Value {
-        let messages: Vec<_> = request
-            .messages
-            .iter()
-            .map(|message| json!({ "role": role(message.role), "content": message.content }))
-            .collect();
-        let mut body = json!({ "model": self.upstream.settings.model, "messages": messages, "stream": stream });
-        if let Some(max_tokens) = request.max_tokens {
-            body["max_tokens"] = json!(max_tokens);
+    fn body<'a>(&'a self, request: &'a ChatRequest, stream: bool) -> Body<'a> {
+        Body {
+            model: &self.upstream.settings.model,
+            messages: request.messages.iter().map(|m| OutMessage { role: role(m.role), content: &m.content }).collect(),
+            stream,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
+            logprobs: request.logprobs.then_some(true),
+            top_logprobs: request.logprobs.then_some(0),
         }
-        if let Some(temperature) = request.temperature {
-            body["temperature"] = json!(temperature);
-        }
-        if stream {
-            body["stream_options"] = json!({ "include_usage": true });
-        }
-        if request.logprobs {
-            body["logprobs"] = json!(true);
-            body["top_logprobs"] = json!(0);
-        }
-        body
     }
+}
+
+/// The request body, serialized straight from the query (no intermediate JSON tree).
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: Vec<OutMessage<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct OutMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 fn role(role: Role) -> &'static str {

@@ -5,8 +5,9 @@
 //!   the cheap checks first, in the bridge's pump, before any JSON is parsed: a reply subject, the payload limit,
 //!   and the admission [`Gate`], which bounds the queries a node holds (queued for the router or running) in
 //!   number and in payload bytes. Past the gate a query gets `overloaded` with `retry_after_ms` at once. An
-//!   admitted query is then parsed, validated and fingerprinted in its own task, so parsing scales with cores,
-//!   and reaches the router as a typed [`Admitted`] holding its [`Permit`];
+//!   admitted query is then parsed, validated and fingerprinted (in the pump when it is small, in a task of its
+//!   own when it is large, so big payloads neither block the pump nor one core), and reaches the router as a
+//!   typed [`Admitted`] holding its [`Permit`];
 //! - the **router actor** only does book-keeping: it drops queries that waited too long in its mailbox
 //!   (`overloaded`), de-duplicates by idempotency key in a bounded [`DedupTable`] (same key and fingerprint:
 //!   join or get the kept answer; another fingerprint: `idempotency_conflict`), and spawns one task per query.
@@ -43,6 +44,9 @@ use crate::quality::{QualityRouting, run_ensemble, with_decision};
 use crate::query::{Answer, QueryContext, StreamEnd, call_cascade, render, run_query};
 use crate::routing::{RoutePlan, Routing};
 use crate::telemetry::{QueryLabels, RouteLabels, WalkEvent};
+
+/// Queries up to this size are parsed in the bus pump; larger ones in a task of their own.
+const INLINE_PARSE_BYTES: usize = 16 * 1024;
 
 /// How long an overloaded client is asked to wait before it retries.
 const OVERLOADED_RETRY_AFTER_MS: u64 = 100;
@@ -161,9 +165,9 @@ pub struct Intake {
 impl Intake {
     /// Admits one message from the query subject: refuses at once what is too big or past the gate, then parses
     /// and validates in a task of its own and hands the typed query to the router.
-    pub async fn accept(self: &Arc<Self>, message: Message) {
+    pub async fn accept(self: &Arc<Self>, mut message: Message) {
         let received = Instant::now();
-        let Some(reply_to) = message.reply else {
+        let Some(reply_to) = message.reply.take() else {
             self.gate.reject();
             warn!(subject = %message.subject, "query without a reply subject dropped");
             return;
@@ -180,20 +184,29 @@ impl Intake {
                 .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS);
             return self.reject(reply_to, error).await;
         };
-        let intake = self.clone();
-        tokio::spawn(async move {
-            let route = intake.subjects.route_of(&message.subject).unwrap_or_default();
-            let Some(plan) = intake.routing.route(route) else {
-                let text = format!("unknown route `{route}`");
-                let error = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route");
-                return intake.reject(reply_to, error).await;
-            };
-            let request: QueryRequest = match serde_json::from_slice(&message.payload) {
-                Ok(request) => request,
-                Err(e) => return intake.reject(reply_to, ErrorReply::from_json_error(&e)).await,
-            };
-            intake.hand_over(plan, request, reply_to, received, permit, message.headers).await;
-        });
+        // A small query is parsed here, in the pump: a few microseconds, cheaper than a task and its wake-up. A
+        // large one gets a task of its own, so parsing it neither holds up the queries behind it nor one core.
+        if size <= INLINE_PARSE_BYTES {
+            self.parse(message, reply_to, received, permit).await;
+        } else {
+            let intake = self.clone();
+            tokio::spawn(async move { intake.parse(message, reply_to, received, permit).await });
+        }
+    }
+
+    /// Parses an admitted message and hands the query over to the router.
+    async fn parse(&self, message: Message, reply_to: ReplyTo, received: Instant, permit: Permit) {
+        let route = self.subjects.route_of(&message.subject).unwrap_or_default();
+        let Some(plan) = self.routing.route(route) else {
+            let text = format!("unknown route `{route}`");
+            let error = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route");
+            return self.reject(reply_to, error).await;
+        };
+        let request: QueryRequest = match serde_json::from_slice(&message.payload) {
+            Ok(request) => request,
+            Err(e) => return self.reject(reply_to, ErrorReply::from_json_error(&e)).await,
+        };
+        self.hand_over(plan, request, reply_to, received, permit, message.headers).await;
     }
 
     /// Admits a query handed over in process, already parsed (the HTTP door of a router node): the checks of
