@@ -36,7 +36,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use switchyard_benches::{Figures, closed_loop, concurrency_list, round3};
+use switchyard_benches::{Figures, closed_loop, concurrency_list, print_row, redis_commands, round3};
 use switchyard_protocol::client::QueryOutcome;
 use switchyard_protocol::subjects::Subjects;
 
@@ -235,7 +235,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "conc", "path", "requests", "errors", "qps", "p50 ms", "p99 ms"
     );
     let mut runs: BTreeMap<usize, BTreeMap<String, Figures>> = BTreeMap::new();
-    let (mut redis_commands, mut switchyard_queries) = (0u64, 0u64);
+    let (mut redis_sent, mut switchyard_queries) = (0u64, 0u64);
     // The node's CPU time per query (microseconds) in each Switchyard run.
     let mut cpu_per_query: BTreeMap<String, f64> = BTreeMap::new();
     for &concurrency in &args.concurrency {
@@ -258,7 +258,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         print_row(concurrency, "nats-floor", &floor);
         row.insert("nats_floor".into(), floor);
 
-        let before = redis_count(&mut redis).await?;
+        let before = redis_commands(&mut redis).await?;
         let cpu = node.cpu_time()?;
         let through = nats_load(&nats, &query_subject, query.clone(), true, concurrency, warmup, duration).await?;
         print_row(concurrency, "sy-nats", &through);
@@ -275,7 +275,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let cpu = node.cpu_time()? - cpu;
         cpu_per_query.insert(format!("c{concurrency}_http"), per_query(cpu, &through_door, duration, warmup));
         // INFO itself is one command; every query sent (warm-up included) may have cost commands.
-        redis_commands += redis_count(&mut redis).await?.saturating_sub(before + 1);
+        redis_sent += redis_commands(&mut redis).await?.saturating_sub(before + 1);
         switchyard_queries += sent(&through, duration, warmup) + sent(&through_door, duration, warmup);
 
         for peer in &args.peers {
@@ -287,7 +287,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let rss_after = node.rss_mib()?;
     drop(node);
 
-    let report = Report::new(&runs, &args.peers, rss_idle, rss_after, redis_commands, switchyard_queries);
+    let report = Report::new(&runs, &args.peers, rss_idle, rss_after, redis_sent, switchyard_queries);
     report.print();
     let shown: Vec<String> = cpu_per_query.iter().map(|(run, us)| format!("{run} {us:.0}")).collect();
     println!("node CPU per query (us): {}", shown.join(", "));
@@ -546,21 +546,4 @@ async fn nats_load(
         }
     })
     .await
-}
-
-/// Commands Redis has processed so far, from `INFO commandstats`.
-async fn redis_count(connection: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await?;
-    Ok(info
-        .lines()
-        .filter_map(|line| line.split("calls=").nth(1))
-        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
-        .sum())
-}
-
-fn print_row(concurrency: usize, path: &str, f: &Figures) {
-    println!(
-        "{concurrency:>5} {path:<12} {:>9} {:>7} {:>9.0} {:>9.3} {:>9.3}",
-        f.requests, f.errors, f.throughput, f.p50_ms, f.p99_ms
-    );
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 
-use switchyard_benches::{Figures, closed_loop, concurrency_list, round3};
+use switchyard_benches::{closed_loop, concurrency_list, print_row, redis_commands, round3};
 use switchyard_bus::{Bus, Message, NatsBus, NatsOptions};
 use switchyard_mock::{Behavior, Latency, MockConfig, MockServer};
 use switchyard_protocol::ChatMessage;
@@ -274,21 +274,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
     );
     Ok(())
-}
-
-/// Commands Redis has processed so far, from `INFO commandstats`.
-async fn redis_commands(connection: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await?;
-    Ok(info
-        .lines()
-        .filter_map(|line| line.split("calls=").nth(1))
-        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
-        .sum())
-}
-
-fn print_row(concurrency: usize, path: &str, f: &Figures) {
-    println!(
-        "{concurrency:>5} {path:<11} {:>10} {:>8} {:>9.0} {:>9.3} {:>9.3}",
-        f.requests, f.errors, f.throughput, f.p50_ms, f.p99_ms
-    );
 }

@@ -95,3 +95,21 @@ pub fn concurrency_list(flag: &str, value: Option<String>) -> anyhow::Result<Vec
     let value = value.ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
     Ok(value.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?)
 }
+
+/// Commands Redis has processed so far, from `INFO commandstats` (the INFO itself counts as one more).
+pub async fn redis_commands(connection: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// One row of a benchmark's table: concurrency, path, requests, errors, throughput, p50 and p99.
+pub fn print_row(concurrency: usize, path: &str, f: &Figures) {
+    println!(
+        "{concurrency:>5} {path:<12} {:>9} {:>7} {:>9.0} {:>9.3} {:>9.3}",
+        f.requests, f.errors, f.throughput, f.p50_ms, f.p99_ms
+    );
+}
