@@ -224,26 +224,24 @@ impl Actor for ProviderActor {
                     use tracing_opentelemetry::OpenTelemetrySpanExt;
                     let _ = span.set_parent(crate::telemetry::extract_trace(&trace));
                 }
-                let task = tokio::spawn(
-                    async move {
-                        let mut guard = guard;
-                        // Signs of life while the call runs; dropped with the task, however it ends.
-                        let _alive =
-                            keepalive.map(|k| crate::liveness::heartbeats(bus.clone(), k, call_id, node.clone()));
-                        let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
-                        let reply_to = guard.panic_reply.take();
-                        guard.count(&reply);
-                        let (outcome, error) = match &reply {
-                            ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
-                            _ => (Outcome::Success, None),
-                        };
-                        if let Some((_, reply_to, _)) = reply_to {
-                            publish_reply(bus.as_ref(), reply_to, &node, reply).await;
-                        }
-                        guard.finish(outcome, error);
+                // Boxed where it is made (a few KB), so it is not copied again on its way into the task.
+                let call = Box::pin(async move {
+                    let mut guard = guard;
+                    // Signs of life while the call runs; dropped with the task, however it ends.
+                    let _alive = keepalive.map(|k| crate::liveness::heartbeats(bus.clone(), k, call_id, node.clone()));
+                    let reply = run_call(provider.as_ref(), bus.as_ref(), call, limits).await;
+                    let reply_to = guard.panic_reply.take();
+                    guard.count(&reply);
+                    let (outcome, error) = match &reply {
+                        ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
+                        _ => (Outcome::Success, None),
+                    };
+                    if let Some((_, reply_to, _)) = reply_to {
+                        publish_reply(bus.as_ref(), reply_to, &node, reply).await;
                     }
-                    .instrument(span),
-                );
+                    guard.finish(outcome, error);
+                });
+                let task = tokio::spawn(call.instrument(span));
                 state.running.insert(call_id, task.abort_handle());
             }
             ProviderMsg::Finished { call_id, admission, outcome, latency, error } => {

@@ -482,63 +482,63 @@ impl RouterState {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let _ = span.set_parent(crate::telemetry::extract_trace(&trace));
         }
-        self.tasks.spawn(
-            async move {
-                // Held until the answer is out, so the gate counts the query while it runs.
-                let _permit = permit;
-                // A query with a key holds its node's lease until its answer is stored.
-                let _lease = idem.as_ref().filter(|_| key.is_some()).map(Idempotency::hold);
-                // A cascade answers whole (its stages' confidence is known only at their end): a streaming client
-                // gets it as one chunk, like a copy of an answered id.
-                let cascade = plan.cascade.clone();
-                let run = || async {
-                    if let Some(name) = &cascade {
-                        return call_cascade(&ctx, &routing, &plan, name, &request, deadline).await;
+        // Boxed where it is made: the task's future is about 10 KB, and moving it into the span, the join set and
+        // the task cell would copy it each time.
+        let task = Box::pin(async move {
+            // Held until the answer is out, so the gate counts the query while it runs.
+            let _permit = permit;
+            // A query with a key holds its node's lease until its answer is stored.
+            let _lease = idem.as_ref().filter(|_| key.is_some()).map(Idempotency::hold);
+            // A cascade answers whole (its stages' confidence is known only at their end): a streaming client
+            // gets it as one chunk, like a copy of an answered id.
+            let cascade = plan.cascade.clone();
+            let run = || async {
+                if let Some(name) = &cascade {
+                    return call_cascade(&ctx, &routing, &plan, name, &request, deadline).await;
+                }
+                // The router decides when the query runs, not when a copy of an answered id is served.
+                let routed = quality.route(&plan, &request, &routing);
+                let answer = match &routed.ensemble {
+                    Some(e) => {
+                        run_ensemble(&ctx, &routing, &routed.plan, e, &request, reply_to.subject(), deadline).await
                     }
-                    // The router decides when the query runs, not when a copy of an answered id is served.
-                    let routed = quality.route(&plan, &request, &routing);
-                    let answer = match &routed.ensemble {
-                        Some(e) => {
-                            run_ensemble(&ctx, &routing, &routed.plan, e, &request, reply_to.subject(), deadline).await
-                        }
-                        None => run_query(&ctx, &routing, &routed.plan, &request, reply_to.subject(), deadline).await,
-                    };
-                    with_decision(answer, routed.decision)
+                    None => run_query(&ctx, &routing, &routed.plan, &request, reply_to.subject(), deadline).await,
                 };
-                let resolved = match (&idem, &key) {
-                    (Some(idem), Some(key)) => {
-                        answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
-                    }
-                    _ => Resolved::Ran { answer: run().await, owned: false },
-                };
-                // Counted before the client sees the answer, so a client that asks for the figures next sees it.
-                let counted = match &resolved {
-                    Resolved::Ran { answer, .. } | Resolved::Found(answer) => answer,
-                };
-                observe(&routing, &plan.name, counted, received.elapsed());
-                let answer = match resolved {
-                    Resolved::Ran { answer, owned } => {
-                        // The client first; announcing and storing the answer only afterwards.
-                        if cascade.is_some() {
-                            deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
-                        } else {
-                            let stream = request.stream.then(|| StreamEnd::of(&answer));
-                            reply_to.send(ctx.bus.as_ref(), render(&answer, stream)).await;
-                        }
-                        if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
-                            publish_answer(idem, &ctx, key, &answer, deadline).await;
-                        }
-                        answer
-                    }
-                    Resolved::Found(answer) => {
+                with_decision(answer, routed.decision)
+            };
+            let resolved = match (&idem, &key) {
+                (Some(idem), Some(key)) => {
+                    answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
+                }
+                _ => Resolved::Ran { answer: run().await, owned: false },
+            };
+            // Counted before the client sees the answer, so a client that asks for the figures next sees it.
+            let counted = match &resolved {
+                Resolved::Ran { answer, .. } | Resolved::Found(answer) => answer,
+            };
+            observe(&routing, &plan.name, counted, received.elapsed());
+            let answer = match resolved {
+                Resolved::Ran { answer, owned } => {
+                    // The client first; announcing and storing the answer only afterwards.
+                    if cascade.is_some() {
                         deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
-                        answer
+                    } else {
+                        let stream = request.stream.then(|| StreamEnd::of(&answer));
+                        reply_to.send(ctx.bus.as_ref(), render(&answer, stream)).await;
                     }
-                };
-                let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
-            }
-            .instrument(span),
-        );
+                    if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
+                        publish_answer(idem, &ctx, key, &answer, deadline).await;
+                    }
+                    answer
+                }
+                Resolved::Found(answer) => {
+                    deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
+                    answer
+                }
+            };
+            let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
+        });
+        self.tasks.spawn(task.instrument(span));
     }
 }
 
