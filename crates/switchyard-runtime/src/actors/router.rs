@@ -164,7 +164,8 @@ pub struct Intake {
 
 impl Intake {
     /// Admits one message from the query subject: refuses at once what is too big or past the gate, then parses
-    /// and validates in a task of its own and hands the typed query to the router.
+    /// and validates it (here when it is small, in a task of its own otherwise) and hands the typed query to the
+    /// router.
     pub async fn accept(self: &Arc<Self>, mut message: Message) {
         let received = Instant::now();
         let Some(reply_to) = message.reply.take() else {
@@ -174,15 +175,9 @@ impl Intake {
         };
         let reply_to = ReplyTo::Subject(reply_to);
         let size = message.payload.len();
-        if size > self.max_payload_bytes {
-            let text = format!("payload of {size} bytes exceeds the limit of {}", self.max_payload_bytes);
-            let error = ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text);
-            return self.reject(reply_to, error).await;
-        }
-        let Some(permit) = self.gate.enter(size) else {
-            let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many queries held by this node")
-                .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS);
-            return self.reject(reply_to, error).await;
+        let permit = match self.enter(size) {
+            Ok(permit) => permit,
+            Err(error) => return self.reject(reply_to, error).await,
         };
         // A small query is parsed here, in the pump: a few microseconds, cheaper than a task and its wake-up. A
         // large one gets a task of its own, so parsing it neither holds up the queries behind it nor one core.
@@ -194,13 +189,32 @@ impl Intake {
         }
     }
 
+    /// A query of `size` bytes within the payload limit takes its place in the gate; the refusal otherwise.
+    fn enter(&self, size: usize) -> Result<Permit, ErrorReply> {
+        if size > self.max_payload_bytes {
+            let text = format!("payload of {size} bytes exceeds the limit of {}", self.max_payload_bytes);
+            return Err(ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text));
+        }
+        self.gate.enter(size).ok_or_else(|| {
+            ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many queries held by this node")
+                .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS)
+        })
+    }
+
+    /// The plan of `route`, or the refusal of an unknown route.
+    fn plan(&self, route: &str) -> Result<Arc<RoutePlan>, ErrorReply> {
+        self.routing.route(route).ok_or_else(|| {
+            let text = format!("unknown route `{route}`");
+            ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route")
+        })
+    }
+
     /// Parses an admitted message and hands the query over to the router.
     async fn parse(&self, message: Message, reply_to: ReplyTo, received: Instant, permit: Permit) {
         let route = self.subjects.route_of(&message.subject).unwrap_or_default();
-        let Some(plan) = self.routing.route(route) else {
-            let text = format!("unknown route `{route}`");
-            let error = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route");
-            return self.reject(reply_to, error).await;
+        let plan = match self.plan(route) {
+            Ok(plan) => plan,
+            Err(error) => return self.reject(reply_to, error).await,
         };
         let request: QueryRequest = match serde_json::from_slice(&message.payload) {
             Ok(request) => request,
@@ -215,20 +229,13 @@ impl Intake {
     /// refusals included, goes to `reply_to`.
     pub async fn submit(&self, route: &str, request: QueryRequest, size: usize, reply_to: ReplyTo) {
         let received = Instant::now();
-        if size > self.max_payload_bytes {
-            let text = format!("payload of {size} bytes exceeds the limit of {}", self.max_payload_bytes);
-            let error = ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text);
-            return self.reject(reply_to, error).await;
-        }
-        let Some(permit) = self.gate.enter(size) else {
-            let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many queries held by this node")
-                .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS);
-            return self.reject(reply_to, error).await;
+        let permit = match self.enter(size) {
+            Ok(permit) => permit,
+            Err(error) => return self.reject(reply_to, error).await,
         };
-        let Some(plan) = self.routing.route(route) else {
-            let text = format!("unknown route `{route}`");
-            let error = ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route");
-            return self.reject(reply_to, error).await;
+        let plan = match self.plan(route) {
+            Ok(plan) => plan,
+            Err(error) => return self.reject(reply_to, error).await,
         };
         // The caller's span (the HTTP request) is the query's parent, as a bus client's trace context would be.
         let mut trace = Vec::new();
