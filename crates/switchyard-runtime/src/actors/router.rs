@@ -177,7 +177,7 @@ impl Intake {
         let size = message.payload.len();
         let permit = match self.enter(size) {
             Ok(permit) => permit,
-            Err(error) => return self.reject(reply_to, error).await,
+            Err(error) => return self.reject(reply_to, *error).await,
         };
         // A small query is parsed here, in the pump: a few microseconds, cheaper than a task and its wake-up. A
         // large one gets a task of its own, so parsing it neither holds up the queries behind it nor one core.
@@ -190,22 +190,22 @@ impl Intake {
     }
 
     /// A query of `size` bytes within the payload limit takes its place in the gate; the refusal otherwise.
-    fn enter(&self, size: usize) -> Result<Permit, ErrorReply> {
+    fn enter(&self, size: usize) -> Result<Permit, Box<ErrorReply>> {
         if size > self.max_payload_bytes {
             let text = format!("payload of {size} bytes exceeds the limit of {}", self.max_payload_bytes);
-            return Err(ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text));
+            return Err(Box::new(ErrorReply::new(ErrorType::InvalidRequest, "payload_too_large", text)));
         }
         self.gate.enter(size).ok_or_else(|| {
-            ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many queries held by this node")
-                .with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS)
+            let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "too many queries held by this node");
+            Box::new(error.with_retry_after_ms(OVERLOADED_RETRY_AFTER_MS))
         })
     }
 
     /// The plan of `route`, or the refusal of an unknown route.
-    fn plan(&self, route: &str) -> Result<Arc<RoutePlan>, ErrorReply> {
+    fn plan(&self, route: &str) -> Result<Arc<RoutePlan>, Box<ErrorReply>> {
         self.routing.route(route).ok_or_else(|| {
             let text = format!("unknown route `{route}`");
-            ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route")
+            Box::new(ErrorReply::new(ErrorType::InvalidRequest, "unknown_route", text).with_field("route"))
         })
     }
 
@@ -214,7 +214,7 @@ impl Intake {
         let route = self.subjects.route_of(&message.subject).unwrap_or_default();
         let plan = match self.plan(route) {
             Ok(plan) => plan,
-            Err(error) => return self.reject(reply_to, error).await,
+            Err(error) => return self.reject(reply_to, *error).await,
         };
         let request: QueryRequest = match serde_json::from_slice(&message.payload) {
             Ok(request) => request,
@@ -231,11 +231,11 @@ impl Intake {
         let received = Instant::now();
         let permit = match self.enter(size) {
             Ok(permit) => permit,
-            Err(error) => return self.reject(reply_to, error).await,
+            Err(error) => return self.reject(reply_to, *error).await,
         };
         let plan = match self.plan(route) {
             Ok(plan) => plan,
-            Err(error) => return self.reject(reply_to, error).await,
+            Err(error) => return self.reject(reply_to, *error).await,
         };
         // The caller's span (the HTTP request) is the query's parent, as a bus client's trace context would be.
         let mut trace = Vec::new();
