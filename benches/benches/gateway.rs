@@ -19,6 +19,9 @@
 //! `cargo bench -p switchyard-benches --bench gateway -- [--seconds S] [--concurrency 1,16,64] [--mock-port P]
 //!  [--node-workers N] [--peer NAME=BASE_URL]... [--peer-header 'NAME=Header: value']...` where BASE_URL is a peer's OpenAI base URL
 //! (`http://127.0.0.1:4000/v1`; requests go to BASE_URL/chat/completions).
+//! The node runs one worker thread (`node.worker_threads = 1`) unless `--node-workers N` says otherwise (0: the
+//! node's default, one per core): on these 2 cores it shares the machine with the client, NATS and the mock, and a
+//! second worker only hands each query between threads (futex wake-ups, cache misses) without adding a core.
 //! Builds `switchyard` and `switchyard-mock` (release) first. Needs NATS at `SWITCHYARD_NATS_URL` (default
 //! nats://127.0.0.1:4222; `deploy/services.sh` starts it) and `redis-server` on the PATH: the node gets a Redis of
 //! its own, so that the command count is the node's alone.
@@ -56,14 +59,13 @@ struct Args {
     seconds: u64,
     concurrency: Vec<usize>,
     mock_port: u16,
-    /// The node's runtime worker threads (`TOKIO_WORKER_THREADS`); its default otherwise (one per core).
-    node_workers: Option<usize>,
+    /// The node's runtime worker threads (`node.worker_threads`); 0 leaves the node's default (one per core).
+    node_workers: usize,
     peers: Vec<Peer>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args =
-        Args { seconds: 5, concurrency: vec![1, 16, 64], mock_port: 0, node_workers: None, peers: Vec::new() };
+    let mut args = Args { seconds: 5, concurrency: vec![1, 16, 64], mock_port: 0, node_workers: 1, peers: Vec::new() };
     let mut headers: Vec<(String, String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -71,7 +73,7 @@ fn parse_args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--seconds" => args.seconds = value("--seconds")?.parse()?,
             "--mock-port" => args.mock_port = value("--mock-port")?.parse()?,
-            "--node-workers" => args.node_workers = Some(value("--node-workers")?.parse()?),
+            "--node-workers" => args.node_workers = value("--node-workers")?.parse()?,
             "--concurrency" => args.concurrency = concurrency_list("--concurrency", it.next())?,
             "--peer" => {
                 let spec = value("--peer")?;
@@ -196,12 +198,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let door_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let config = work.join("node.toml");
-    std::fs::write(&config, node_config(&namespace, &nats_url, &redis_url, mock_addr, door_addr))?;
+    std::fs::write(&config, node_config(&namespace, &nats_url, &redis_url, mock_addr, door_addr, args.node_workers))?;
     let mut command = Command::new(bin.join("switchyard"));
     command.args(["serve", "--config"]).arg(&config).env("SWITCHYARD_BENCH_DOOR_KEY", DOOR_KEY);
-    if let Some(workers) = args.node_workers {
-        command.env("TOKIO_WORKER_THREADS", workers.to_string());
-    }
     let node = spawn("node", command.stderr(std::fs::File::create(work.join("node.log"))?))?;
 
     let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
@@ -225,9 +224,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let warmup = Duration::from_secs(1);
     let duration = Duration::from_secs(args.seconds);
 
+    let workers = match args.node_workers {
+        0 => "one per core".to_owned(),
+        n => n.to_string(),
+    };
     println!(
         "switchyard gateway benchmark: {}s per run after 1s warm-up; mock answers instantly; every party in its own \
-         process",
+         process; node worker threads: {workers}",
         args.seconds
     );
     println!(
@@ -300,6 +303,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "{}",
         json!({
             "bench": "gateway", "seconds": args.seconds, "cpus": std::thread::available_parallelism()?.get(),
+            "node_worker_threads": args.node_workers,
             "runs": runs_json, "ratios": report.ratios, "node_rss_mib": {"idle": round3(rss_idle), "after_load": round3(rss_after)},
             "redis_commands_per_query": report.redis_per_query, "node_cpu_us_per_query": cpu_per_query,
         })
@@ -396,13 +400,18 @@ impl Report {
     }
 }
 
-fn node_config(namespace: &str, nats: &str, redis: &str, mock: SocketAddr, door: SocketAddr) -> String {
+fn node_config(namespace: &str, nats: &str, redis: &str, mock: SocketAddr, door: SocketAddr, workers: usize) -> String {
+    let workers = match workers {
+        0 => String::new(),
+        n => format!("worker_threads = {n}"),
+    };
     format!(
         r#"
 [node]
 name = "bench-node"
 namespace = "{namespace}"
 roles = ["router", "providers", "http"]
+{workers}
 
 [nats]
 url = "{nats}"

@@ -23,7 +23,7 @@ use futures::{Stream, StreamExt};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use switchyard_client::{ClientError, QueryStream, StreamEvent};
 use switchyard_protocol::client::{MAX_ID_LEN, QueryReply};
@@ -212,7 +212,7 @@ async fn chat_completions(
     }
     // The key's metadata wins over the request's: routing rules can trust it.
     request.query.metadata.extend(key.metadata().iter().map(|(k, v)| (k.clone(), v.clone())));
-    let span = info_span!("http_query", route = %request.model, key = %key.name, stream = request.stream);
+    let span = debug_span!("http_query", route = %request.model, key = %key.name, stream = request.stream);
     let header = ChunkHeader {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: now_secs(),

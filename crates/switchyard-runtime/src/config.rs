@@ -246,6 +246,9 @@ pub struct NodeSection {
     /// A router calls the provider actors of its own node directly, not over NATS (same admission, breakers,
     /// traces and idempotency; remote providers are still reached over NATS).
     pub local_calls: bool,
+    /// Threads of the node's async runtime; none means one per core. A node that shares a few cores with NATS,
+    /// Redis or other processes answers sooner with fewer: one worker never hands a query to another thread.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for NodeSection {
@@ -268,6 +271,7 @@ impl Default for NodeSection {
             call_keepalive_ms: 1_000,
             metrics_addr: None,
             local_calls: true,
+            worker_threads: None,
         }
     }
 }
@@ -949,6 +953,9 @@ impl NodeConfig {
         if node.default_deadline_ms == 0 || node.default_deadline_ms > switchyard_protocol::client::MAX_DEADLINE_MS {
             return Err(invalid("node.default_deadline_ms", "must be between 1 and 600000"));
         }
+        if node.worker_threads == Some(0) {
+            return Err(invalid("node.worker_threads", "must be at least 1 (leave it out for one per core)"));
+        }
         if node.max_in_flight_queries == 0 {
             return Err(invalid("node.max_in_flight_queries", "must be positive"));
         }
@@ -1248,6 +1255,7 @@ mod tests {
         check_err(&GOOD.replace("kind = \"openai\"", "kind = \"gemini\""), "gemini");
         check_err(&GOOD.replace("[[routes]]\n        name = \"chat\"\n        providers = [\"a\"]", ""), "routes");
         check_err(&format!("{GOOD}\n        [cluster]\n        probe_lease_ms = 299"), "cluster.probe_lease_ms");
+        check_err(&GOOD.replace("name = \"n1\"", "name = \"n1\"\nworker_threads = 0"), "node.worker_threads");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use switchyard_core::{
 use crate::actors::state_sync::ClusterGates;
 
 use crate::config::NodeConfig;
-use crate::telemetry::{RouteCounters, Telemetry, WalkEvent};
+use crate::telemetry::{QuerySeries, RouteCounters, Telemetry, WalkEvent};
 use switchyard_protocol::admin::RouteStats;
 
 /// One route: its chains and its retry policy.
@@ -83,6 +83,8 @@ pub struct Routing {
     routes: HashMap<String, Arc<RoutePlan>>,
     /// Each route's walk events, for `admin.stats`.
     counters: HashMap<String, RouteCounters>,
+    /// Each route's metric series of answered queries.
+    series: HashMap<String, QuerySeries>,
     telemetry: Arc<Telemetry>,
     groups: HashMap<String, Mutex<GroupState>>,
     budget: Mutex<RetryBudget>,
@@ -145,9 +147,12 @@ impl Routing {
         let hosts = per_provider(config);
         let gates = OnceLock::new();
         let counters = config.routes.iter().map(|r| (r.name.clone(), RouteCounters::default())).collect();
+        let series =
+            config.routes.iter().map(|r| (r.name.clone(), telemetry.metrics.answered_query_series(&r.name))).collect();
         Ok(Routing {
             routes,
             counters,
+            series,
             telemetry,
             groups,
             budget: Mutex::new(budget),
@@ -164,6 +169,11 @@ impl Routing {
             counters.count(event);
         }
         self.telemetry.metrics.walk(route, event);
+    }
+
+    /// The metric series of `route`'s answered queries.
+    pub fn query_series(&self, route: &str) -> Option<&QuerySeries> {
+        self.series.get(route)
     }
 
     /// Every route's counters, by name.

@@ -343,14 +343,51 @@ impl Metrics {
 
     /// Counts a route's walk event.
     pub fn walk(&self, route: &str, event: WalkEvent) {
-        let labels = RouteLabels { route: route.to_owned() };
-        match event {
+        let family = match event {
             WalkEvent::Query => return,
-            WalkEvent::Retry => self.retries.get_or_create(&labels).inc(),
-            WalkEvent::Fallback => self.fallbacks.get_or_create(&labels).inc(),
-            WalkEvent::Hedge => self.hedges.get_or_create(&labels).inc(),
+            WalkEvent::Retry => &self.retries,
+            WalkEvent::Fallback => &self.fallbacks,
+            WalkEvent::Hedge => &self.hedges,
         };
+        family.get_or_create(&RouteLabels { route: route.to_owned() }).inc();
     }
+
+    /// The series an answered call of `provider` updates.
+    pub fn answered_series(&self, provider: &str) -> AnsweredSeries {
+        let calls = |outcome: &str| CallLabels { provider: provider.to_owned(), outcome: outcome.to_owned() };
+        // One statement each: a family's guard lives to the end of its statement, and a second lookup in the same
+        // family while it is held would wait for it forever.
+        let input_tokens = self.provider_tokens.get_or_create(&calls("input")).clone();
+        let output_tokens = self.provider_tokens.get_or_create(&calls("output")).clone();
+        let calls_ok = self.provider_calls.get_or_create(&calls("success")).clone();
+        let seconds = self.provider_seconds.get_or_create(&ProviderLabels { provider: provider.to_owned() }).clone();
+        AnsweredSeries { calls: calls_ok, seconds, input_tokens, output_tokens }
+    }
+
+    /// The series an answered query of `route` updates.
+    pub fn answered_query_series(&self, route: &str) -> QuerySeries {
+        let labels = RouteLabels { route: route.to_owned() };
+        let ok = self.queries.get_or_create(&QueryLabels { route: route.to_owned(), outcome: "ok".into() }).clone();
+        let seconds = self.query_seconds.get_or_create(&labels).clone();
+        let overhead = self.overhead_seconds.get_or_create(&labels).clone();
+        QuerySeries { ok, seconds, overhead }
+    }
+}
+
+/// The series of a provider's answered calls, looked up once per provider actor: a lookup in a family hashes
+/// and allocates its labels, and every call ends here.
+pub struct AnsweredSeries {
+    pub calls: Counter,
+    pub seconds: Histogram,
+    pub input_tokens: Counter,
+    pub output_tokens: Counter,
+}
+
+/// The series of a route's answered queries, looked up once per route (a failed query looks its outcome up).
+pub struct QuerySeries {
+    pub ok: Counter,
+    pub seconds: Histogram,
+    pub overhead: Histogram,
 }
 
 /// A node's figures: its start, its metrics, and the counters `admin.stats` reads.

@@ -8,7 +8,6 @@ mod demo;
 mod router_cmd;
 mod tracing_setup;
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -52,7 +51,19 @@ fn main() -> ExitCode {
     // One rustls crypto provider for the whole process, before any TLS connection (NATS, Redis, HTTPS).
     let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A node's configuration is read before its runtime, which it sizes (`node.worker_threads`).
+    let serving = match &cli.command {
+        Command::Serve { config } => match NodeConfig::load(config) {
+            Ok(config) => Some(config),
+            Err(e) => return exit(Err(e.into())),
+        },
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = serving.as_ref().and_then(|c| c.node.worker_threads) {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(%e, "cannot start the async runtime");
@@ -60,8 +71,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Some(config) = serving {
+            return serve(config).await;
+        }
         match cli.command {
-            Command::Serve { config } => serve(&config).await,
             Command::Demo { queries, nodes } => demo::run(queries, nodes).await,
             Command::Query { route, stream, trace, id, deadline_ms, nats, inbox_prefix, namespace, text } => {
                 let options = client::QueryOptions { stream, trace, id, deadline_ms };
@@ -71,8 +84,8 @@ fn main() -> ExitCode {
             Command::Admin { nats, inbox_prefix, namespace, sender, command } => {
                 admin::run(&client::Connection { nats, inbox_prefix, namespace }, sender, command).await
             }
-            // Run above, without the runtime.
-            Command::Eval { .. } | Command::Cascade { .. } | Command::Router { .. } => Ok(()),
+            // Served above with its configuration; the offline commands ran before the runtime.
+            Command::Serve { .. } | Command::Eval { .. } | Command::Cascade { .. } | Command::Router { .. } => Ok(()),
         }
     });
     exit(result)
@@ -95,8 +108,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn serve(path: &Path) -> anyhow::Result<()> {
-    let mut config = NodeConfig::load(path)?;
+async fn serve(mut config: NodeConfig) -> anyhow::Result<()> {
     // Named before connecting, so the NATS connection carries the node's name too.
     if config.node.name.is_empty() {
         config.node.name = switchyard_runtime::node::generated_name();

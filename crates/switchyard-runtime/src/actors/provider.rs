@@ -43,7 +43,7 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::state_sync::StateSyncMsg;
-use crate::telemetry::{CallEnd, CallLabels, ProviderCounters, ProviderLabels, Telemetry, unix_ms};
+use crate::telemetry::{AnsweredSeries, CallEnd, CallLabels, ProviderCounters, Telemetry, unix_ms};
 
 pub struct ProviderActor;
 
@@ -99,6 +99,8 @@ pub struct ProviderState {
     breaker: Breaker,
     cluster: Option<ClusterLink>,
     counters: Arc<ProviderCounters>,
+    /// This provider's metric series of answered calls, looked up once.
+    answered: Arc<AnsweredSeries>,
     telemetry: Arc<Telemetry>,
     stats: Stats,
 }
@@ -179,6 +181,7 @@ impl Actor for ProviderActor {
             running: HashMap::new(),
             breaker: Breaker::new(args.breaker)?,
             cluster: args.cluster,
+            answered: Arc::new(args.telemetry.metrics.answered_series(args.counters.provider())),
             counters: args.counters,
             telemetry: args.telemetry,
             stats: Stats::default(),
@@ -216,10 +219,11 @@ impl Actor for ProviderActor {
                     admission: Some(admission),
                     started: Instant::now(),
                     panic_reply: Some((bus.clone(), reply_to, node.clone())),
+                    answered: state.answered.clone(),
                 };
                 let keepalive = call.keepalive.clone();
                 // The call's span continues the router's trace (its context came in the message's headers).
-                let span = tracing::info_span!("provider_call", provider = state.provider.name(), %call_id);
+                let span = tracing::debug_span!("provider_call", provider = state.provider.name(), %call_id);
                 if !trace.is_empty() {
                     use tracing_opentelemetry::OpenTelemetrySpanExt;
                     let _ = span.set_parent(crate::telemetry::extract_trace(&trace));
@@ -433,30 +437,29 @@ struct CallGuard {
     started: Instant,
     /// Where to send a failure if the task panics before it has replied, and this node's name.
     panic_reply: Option<(Arc<dyn Bus>, ReplyTo, String)>,
+    answered: Arc<AnsweredSeries>,
 }
 
 impl CallGuard {
     /// Counts the call's end in this provider's counters and metrics (a refusal was counted at admission).
     fn count(&self, reply: &ProviderReply) {
-        let provider = self.telemetry_provider();
-        let metrics = &self.telemetry.metrics;
-        let calls = |outcome: &str| CallLabels { provider: provider.clone(), outcome: outcome.to_owned() };
         match reply {
             ProviderReply::Completed { completion, .. } => {
                 let latency = self.started.elapsed();
                 let (usage, cost_usd) = (&completion.usage, completion.cost_usd);
                 self.counters.record(CallEnd::Answered { latency, usage, cost_usd });
-                metrics.provider_calls.get_or_create(&calls("success")).inc();
-                let labels = ProviderLabels { provider: provider.clone() };
-                metrics.provider_seconds.get_or_create(&labels).observe(latency.as_secs_f64());
-                metrics.provider_tokens.get_or_create(&calls("input")).inc_by(usage.input_tokens);
-                metrics.provider_tokens.get_or_create(&calls("output")).inc_by(usage.output_tokens);
+                let series = &self.answered;
+                series.calls.inc();
+                series.seconds.observe(latency.as_secs_f64());
+                series.input_tokens.inc_by(usage.input_tokens);
+                series.output_tokens.inc_by(usage.output_tokens);
             }
             ProviderReply::Failed(failure) => {
                 let class: FailureClass = failure.class.into();
                 if class != FailureClass::Cancelled {
                     self.counters.record(CallEnd::Failed { class });
-                    metrics.provider_calls.get_or_create(&calls(class.as_str())).inc();
+                    let labels = CallLabels { provider: self.telemetry_provider(), outcome: class.as_str().to_owned() };
+                    self.telemetry.metrics.provider_calls.get_or_create(&labels).inc();
                 }
             }
             ProviderReply::Refused { .. } => {}
