@@ -4,7 +4,7 @@
 //! NodeSupervisor
 //! ├── ProviderSupervisor   restarts crashed provider actors with backoff, at most N per period
 //! │   └── ProviderActor[p] p's client, in-flight limit and statistics
-//! ├── RouterActor          de-duplicates queries with an id and spawns their tasks (the intake spawns the rest)
+//! ├── RouterActor          admits queries, de-duplicates, spawns one task per query
 //! ├── AdminActor           answers the admin topic from health snapshots
 //! └── BusBridge            bus subscriptions -> actor messages
 //! ```

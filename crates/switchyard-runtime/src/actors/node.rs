@@ -169,10 +169,8 @@ impl Actor for NodeSupervisor {
                 };
                 let router = Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0;
                 others.push(("router".into(), router.get_cell()));
-                let runner = ractor::call!(router, RouterMsg::Runner)?;
                 let intake = Intake {
                     router: router.clone(),
-                    runner,
                     routing,
                     bus: args.bus.clone(),
                     subjects: args.subjects.clone(),

@@ -8,15 +8,10 @@
 //!   admitted query is then parsed, validated and fingerprinted (in the pump when it is small, in a task of its
 //!   own when it is large, so big payloads neither block the pump nor one core), and reaches the router as a
 //!   typed [`Admitted`] holding its [`Permit`];
-//! - a query **without an id** needs no book-keeping: the intake starts its task itself ([`Runner::task`]), one
-//!   actor hop less on the hot path;
-//! - the **router actor** keeps the books of queries with an id: it drops those that waited too long in its
-//!   mailbox (`overloaded`), de-duplicates them by idempotency key in a bounded [`DedupTable`] (same key and
-//!   fingerprint: join or get the kept answer; another fingerprint: `idempotency_conflict`), and starts a task for
-//!   each that runs. Across nodes, the task settles the key through the shared store ([`crate::idempotent`]).
-//!
-//! Tasks of both kinds stop with the router's state (a join set, and a cancellation token whose guard it holds), so
-//! a killed router leaves no query running.
+//! - the **router actor** only does book-keeping: it drops queries that waited too long in its mailbox
+//!   (`overloaded`), de-duplicates by idempotency key in a bounded [`DedupTable`] (same key and fingerprint:
+//!   join or get the kept answer; another fingerprint: `idempotency_conflict`), and spawns one task per query.
+//!   Across nodes, the task settles the key through the shared store ([`crate::idempotent`]).
 //!
 //! A query's permit is released when the query is finished with (answered, refused, or its waiter served), so
 //! the gate counts every query in the mailbox, in parsing, running or waiting. A streaming copy of a key that
@@ -35,7 +30,6 @@ use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use switchyard_bus::{Bus, Message};
@@ -161,8 +155,6 @@ pub struct Admitted {
 /// The admission half that runs in the bus bridge, before the router.
 pub struct Intake {
     pub router: ActorRef<RouterMsg>,
-    /// The router's runner, which the intake uses for queries without an id (from [`RouterMsg::Runner`]).
-    pub runner: Arc<Runner>,
     pub routing: Arc<Routing>,
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
@@ -251,8 +243,8 @@ impl Intake {
         self.hand_over(plan, request, reply_to, received, permit, trace).await;
     }
 
-    /// Validates a parsed query and starts it: a query without an id at once (it needs no book-keeping), a
-    /// query with one through the router, which de-duplicates it; `trace` is the client's trace context.
+    /// Validates a parsed query, fingerprints it when it has an id, and casts it to the router; `trace` is the
+    /// client's trace context.
     async fn hand_over(
         &self,
         plan: Arc<RoutePlan>,
@@ -265,15 +257,7 @@ impl Intake {
         if let Err(error) = request.validate() {
             return self.reject(reply_to, error.with_id(request.id.clone())).await;
         }
-        if request.id.is_none() {
-            let deadline = self.runner.deadline(&request, received);
-            let query = Query { plan, request, reply_to, permit, key: None, fingerprint: String::new(), received };
-            let task = self.runner.task(query, deadline, &trace);
-            // Stopped with the router, like the queries it started.
-            tokio::spawn(self.runner.stop.clone().run_until_cancelled_owned(task));
-            return;
-        }
-        let fingerprint = request.fingerprint();
+        let fingerprint = if request.id.is_some() { request.fingerprint() } else { String::new() };
         let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace };
         if let Err(error) = self.router.cast(RouterMsg::Query(Box::new(admitted))) {
             debug!(%error, "router gone, query dropped");
@@ -343,42 +327,17 @@ struct Waiter {
 }
 
 pub struct RouterState {
-    runner: Arc<Runner>,
-    settings: RouterSettings,
-    gate: Arc<Gate>,
-    dedup: DedupTable<Waiter, Arc<Answer>>,
-    /// Query tasks and the lease renewal: aborted with the actor's state if the actor is killed.
-    tasks: JoinSet<()>,
-    /// Stops the queries the intake started when the actor's state goes, as `tasks` stops the router's own.
-    _stop: DropGuard,
-    health: RouterHealth,
-}
-
-/// What runs a query, shared by the router and its intake: the intake starts a query without an id itself,
-/// since only a query with an id needs the router's book-keeping (de-duplication).
-pub struct Runner {
     ctx: Arc<QueryContext>,
     routing: Arc<Routing>,
     quality: Arc<QualityRouting>,
+    settings: RouterSettings,
+    gate: Arc<Gate>,
+    running: usize,
+    dedup: DedupTable<Waiter, Arc<Answer>>,
     idempotency: Option<Idempotency>,
-    default_deadline: Duration,
-    /// Cancelled when the router's state is dropped (the router stopped or was killed).
-    stop: CancellationToken,
-    answered: AtomicU64,
-    errors: AtomicU64,
-}
-
-/// An admitted query that runs (not a copy waiting for another's answer).
-struct Query {
-    plan: Arc<RoutePlan>,
-    request: QueryRequest,
-    reply_to: ReplyTo,
-    /// Held until the answer is out, so the gate counts the query while it runs.
-    permit: Permit,
-    /// The de-duplication key (`route/id`), when the query has an id.
-    key: Option<String>,
-    fingerprint: String,
-    received: Instant,
+    /// Query tasks and the lease renewal: aborted with the actor's state if the actor is killed.
+    tasks: JoinSet<()>,
+    health: RouterHealth,
 }
 
 pub enum RouterMsg {
@@ -390,8 +349,6 @@ pub enum RouterMsg {
         answer: Arc<Answer>,
     },
     Health(RpcReplyPort<RouterHealth>),
-    /// The router's runner, for its intake.
-    Runner(RpcReplyPort<Arc<Runner>>),
 }
 
 impl Actor for RouterActor {
@@ -419,8 +376,7 @@ impl Actor for RouterActor {
         if !args.quality.is_empty() {
             tasks.spawn(args.quality.clone().watch());
         }
-        let stop = CancellationToken::new();
-        let runner = Runner {
+        Ok(RouterState {
             ctx: Arc::new(QueryContext {
                 node: args.node,
                 bus: args.bus,
@@ -430,19 +386,12 @@ impl Actor for RouterActor {
             }),
             routing: args.routing,
             quality: args.quality,
-            idempotency: args.idempotency,
-            default_deadline: args.settings.default_deadline,
-            stop: stop.clone(),
-            answered: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-        };
-        Ok(RouterState {
-            runner: Arc::new(runner),
             dedup: DedupTable::new(args.settings.dedup),
             settings: args.settings,
             gate: args.gate,
+            running: 0,
+            idempotency: args.idempotency,
             tasks,
-            _stop: stop.drop_guard(),
             health: RouterHealth { routes: names, ..RouterHealth::default() },
         })
     }
@@ -456,7 +405,12 @@ impl Actor for RouterActor {
         match message {
             RouterMsg::Query(admitted) => state.admit(myself, *admitted).await,
             RouterMsg::Completed { key, answer } => {
+                state.running = state.running.saturating_sub(1);
                 while state.tasks.try_join_next().is_some() {}
+                match answer.as_ref() {
+                    Ok(_) => state.health.answered += 1,
+                    Err(_) => state.health.errors += 1,
+                }
                 if let Some(key) = key {
                     // A conflict reported by the store means the key belongs to another request: this node must
                     // not bind it to the refused one.
@@ -466,7 +420,7 @@ impl Actor for RouterActor {
                         false => state.dedup.complete(&key, answer.clone(), weight(&answer)),
                     };
                     for waiter in waiters {
-                        deliver(state.runner.ctx.bus.as_ref(), &waiter.reply_to, &answer, waiter.stream).await;
+                        deliver(state.ctx.bus.as_ref(), &waiter.reply_to, &answer, waiter.stream).await;
                     }
                 }
             }
@@ -474,12 +428,7 @@ impl Actor for RouterActor {
                 let mut health = state.health.clone();
                 health.in_flight = state.gate.held() as u64;
                 health.rejected += state.gate.rejected.load(Ordering::Relaxed);
-                health.answered = state.runner.answered.load(Ordering::Relaxed);
-                health.errors = state.runner.errors.load(Ordering::Relaxed);
                 let _ = port.send(health);
-            }
-            RouterMsg::Runner(port) => {
-                let _ = port.send(state.runner.clone());
             }
         }
         Ok(())
@@ -490,10 +439,10 @@ impl RouterState {
     async fn reject(&mut self, reply_to: ReplyTo, error: ErrorReply) {
         self.health.rejected += 1;
         debug!(code = %error.error.code, "query rejected");
-        reply_to.send(self.runner.ctx.bus.as_ref(), render(&Err(error), None)).await;
+        reply_to.send(self.ctx.bus.as_ref(), render(&Err(error), None)).await;
     }
 
-    /// Book-keeping of an admitted query with an id: queue time, de-duplication, then its task.
+    /// Book-keeping of an admitted query: queue time, de-duplication, then its task.
     async fn admit(&mut self, myself: ActorRef<RouterMsg>, admitted: Admitted) {
         let Admitted { reply_to, plan, request, fingerprint, received, permit, trace } = admitted;
         let now = Instant::now();
@@ -503,7 +452,7 @@ impl RouterState {
                 .with_id(request.id.clone());
             return self.reject(reply_to, error).await;
         }
-        let deadline = self.runner.deadline(&request, received);
+        let deadline = received + request.deadline_ms.map_or(self.settings.default_deadline, Duration::from_millis);
         let key = request.id.as_ref().map(|id| format!("{}/{id}", plan.name));
         let mut waiter = Some(Waiter { reply_to: reply_to.clone(), stream: request.stream, permit });
         if let Some(key) = &key {
@@ -515,7 +464,7 @@ impl RouterState {
                 }
                 Seen::Done(answer) => {
                     self.health.duplicates += 1;
-                    return deliver(self.runner.ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
+                    return deliver(self.ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
                 }
                 Seen::Conflict => return self.reject(reply_to, conflict(request.id.clone())).await,
                 Seen::Full => {
@@ -529,42 +478,22 @@ impl RouterState {
 
         // Not queued as a waiter: the query runs, and its task holds its place in the gate.
         let Some(Waiter { reply_to, permit, .. }) = waiter else { return };
-        let query = Query { plan, request, reply_to, permit, key: key.clone(), fingerprint, received };
-        let task = self.runner.task(query, deadline, &trace);
-        self.tasks.spawn(async move {
-            let answer = task.await;
-            let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
-        });
-    }
-}
-
-impl Runner {
-    /// When `request`, received at `received`, must be answered.
-    fn deadline(&self, request: &QueryRequest, received: Instant) -> Instant {
-        received + request.deadline_ms.map_or(self.default_deadline, Duration::from_millis)
-    }
-
-    /// The task of a query that runs: routes it, walks its chains (or runs its cascade or ensemble), settles its
-    /// id across nodes when it has one, answers the client and counts it. `trace` is the client's trace context.
-    fn task(
-        self: &Arc<Self>,
-        query: Query,
-        deadline: Instant,
-        trace: &[(String, String)],
-    ) -> impl Future<Output = Answer> + Send + 'static {
-        let Query { plan, request, reply_to, permit, key, fingerprint, received } = query;
-        let runner = self.clone();
+        self.running += 1;
+        let ctx = self.ctx.clone();
+        let idem = self.idempotency.clone();
+        let routing = self.routing.clone();
+        let quality = self.quality.clone();
         let span =
             debug_span!("query", route = %plan.name, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
         if !trace.is_empty() {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
-            let _ = span.set_parent(crate::telemetry::extract_trace(trace));
+            let _ = span.set_parent(crate::telemetry::extract_trace(&trace));
         }
-        // Boxed where it is made: the task's future is about 10 KB, and moving it into the span and the task cell
-        // would copy it each time.
+        // Boxed where it is made: the task's future is about 10 KB, and moving it into the span, the join set and
+        // the task cell would copy it each time.
         let task = Box::pin(async move {
+            // Held until the answer is out, so the gate counts the query while it runs.
             let _permit = permit;
-            let Runner { ctx, routing, quality, idempotency: idem, .. } = runner.as_ref();
             // A query with a key holds its node's lease until its answer is stored.
             let _lease = idem.as_ref().filter(|_| key.is_some()).map(Idempotency::hold);
             // A cascade answers whole (its stages' confidence is known only at their end): a streaming client
@@ -572,21 +501,21 @@ impl Runner {
             let cascade = plan.cascade.clone();
             let run = || async {
                 if let Some(name) = &cascade {
-                    return call_cascade(ctx, routing, &plan, name, &request, deadline).await;
+                    return call_cascade(&ctx, &routing, &plan, name, &request, deadline).await;
                 }
                 // The router decides when the query runs, not when a copy of an answered id is served.
-                let routed = quality.route(&plan, &request, routing);
+                let routed = quality.route(&plan, &request, &routing);
                 let answer = match &routed.ensemble {
                     Some(e) => {
-                        run_ensemble(ctx, routing, &routed.plan, e, &request, reply_to.subject(), deadline).await
+                        run_ensemble(&ctx, &routing, &routed.plan, e, &request, reply_to.subject(), deadline).await
                     }
-                    None => run_query(ctx, routing, &routed.plan, &request, reply_to.subject(), deadline).await,
+                    None => run_query(&ctx, &routing, &routed.plan, &request, reply_to.subject(), deadline).await,
                 };
                 with_decision(answer, routed.decision)
             };
-            let resolved = match (idem, &key) {
+            let resolved = match (&idem, &key) {
                 (Some(idem), Some(key)) => {
-                    answer_once(idem, ctx, key, &fingerprint, request.id.clone(), deadline, run).await
+                    answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
                 }
                 _ => Resolved::Ran { answer: run().await, owned: false },
             };
@@ -594,10 +523,8 @@ impl Runner {
             let counted = match &resolved {
                 Resolved::Ran { answer, .. } | Resolved::Found(answer) => answer,
             };
-            observe(routing, &plan.name, counted, received.elapsed());
-            let tally = if counted.is_ok() { &runner.answered } else { &runner.errors };
-            tally.fetch_add(1, Ordering::Relaxed);
-            match resolved {
+            observe(&routing, &plan.name, counted, received.elapsed());
+            let answer = match resolved {
                 Resolved::Ran { answer, owned } => {
                     // The client first; announcing and storing the answer only afterwards.
                     if cascade.is_some() {
@@ -606,8 +533,8 @@ impl Runner {
                         let stream = request.stream.then(|| StreamEnd::of(&answer));
                         reply_to.send(ctx.bus.as_ref(), render(&answer, stream)).await;
                     }
-                    if let (true, Some(idem), Some(key)) = (owned, idem, &key) {
-                        publish_answer(idem, ctx, key, &answer, deadline).await;
+                    if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
+                        publish_answer(idem, &ctx, key, &answer, deadline).await;
                     }
                     answer
                 }
@@ -615,9 +542,10 @@ impl Runner {
                     deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
                     answer
                 }
-            }
+            };
+            let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
         });
-        task.instrument(span)
+        self.tasks.spawn(task.instrument(span));
     }
 }
 
