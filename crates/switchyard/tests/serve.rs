@@ -195,3 +195,103 @@ fn a_missing_secret_or_bad_nats_setting_exits_64_and_names_the_field() {
         }
     }
 }
+
+/// A stand-in OTLP/HTTP collector: answers every request 200 and hands over each request's body.
+async fn collector() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (bodies, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // One request at a time: headers, then as many body bytes as Content-Length says.
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                        .unwrap_or(0);
+                    while buffer.len() < end + 4 + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = bodies.send(buffer[end + 4..end + 4 + length].to_vec());
+                    buffer.drain(..end + 4 + length);
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if socket.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, received)
+}
+
+/// A query's spans are at debug level, so the log lines at info leave them out; the span exporter must still get
+/// them. Also runs the node on the one worker thread `node.worker_threads` asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exports_a_querys_spans_over_otlp_while_logging_at_info() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let (endpoint, mut bodies) = collector().await;
+    let namespace = format!("otlp-{}", std::process::id());
+    let config_path = temp_path("otlp.toml");
+    let config = config(&mock, &namespace).replace("name = \"cli-node\"", "name = \"cli-node\"\nworker_threads = 1");
+    std::fs::write(&config_path, config).unwrap();
+    let log_path = temp_path("otlp.log");
+    let mut node = Command::new(BIN)
+        .args(["serve", "--config", config_path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+
+    let ns = namespace.clone();
+    eventually("the node answers a query", Duration::from_secs(20), || {
+        let ns = ns.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || client(&ns, &["query", "--route", "chat", "span me"]))
+                .await
+                .ok()?;
+            out.status.success().then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let term = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "node exited with {status}");
+
+    // The exporter flushes on its schedule and at exit: everything it sent is in by now.
+    let mut exported = Vec::new();
+    while let Ok(body) = bodies.try_recv() {
+        exported.extend_from_slice(&body);
+    }
+    let has = |name: &[u8]| exported.windows(name.len()).any(|w| w == name);
+    assert!(has(b"provider_call"), "no provider_call span exported ({} bytes)", exported.len());
+    assert!(has(b"switchyard"), "the service name is not in the export");
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("node stopped"), "{logs}");
+    assert!(!logs.contains("provider_call{"), "a debug span reached the info log lines: {logs}");
+    let _ = std::fs::remove_file(&config_path);
+    let _ = std::fs::remove_file(&log_path);
+    mock.shutdown().await;
+}
