@@ -17,8 +17,8 @@
 //! object with every figure.
 //!
 //! `cargo bench -p switchyard-benches --bench gateway -- [--seconds S] [--concurrency 1,16,64] [--mock-port P]
-//!  [--node-workers N] [--peer NAME=BASE_URL]... [--peer-header 'NAME=Header: value']...` where BASE_URL is a peer's OpenAI base URL
-//! (`http://127.0.0.1:4000/v1`; requests go to BASE_URL/chat/completions).
+//!  [--node-workers N] [--peer NAME=BASE_URL]... [--peer-header 'NAME=Header: value']...` where BASE_URL is a
+//! peer's OpenAI base URL (`http://127.0.0.1:4000/v1`; requests go to BASE_URL/chat/completions).
 //! The node runs one worker thread (`node.worker_threads = 1`) unless `--node-workers N` says otherwise (0: the
 //! node's default, one per core): on these 2 cores it shares the machine with the client, NATS and the mock, and a
 //! second worker only hands each query between threads (futex wake-ups, cache misses) without adding a core.
@@ -199,9 +199,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let door_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let config = work.join("node.toml");
     std::fs::write(&config, node_config(&namespace, &nats_url, &redis_url, mock_addr, door_addr, args.node_workers))?;
-    let mut command = Command::new(bin.join("switchyard"));
-    command.args(["serve", "--config"]).arg(&config).env("SWITCHYARD_BENCH_DOOR_KEY", DOOR_KEY);
-    let node = spawn("node", command.stderr(std::fs::File::create(work.join("node.log"))?))?;
+    let node = spawn(
+        "node",
+        Command::new(bin.join("switchyard"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("SWITCHYARD_BENCH_DOOR_KEY", DOOR_KEY)
+            .stderr(std::fs::File::create(work.join("node.log"))?),
+    )?;
 
     let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
     let door = format!("http://{door_addr}");

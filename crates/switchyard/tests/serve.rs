@@ -60,6 +60,27 @@ fn client(namespace: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Starts `switchyard serve` on `config`, its log lines (uncoloured, at `level`) going to `log`, with `env` set.
+fn serve(config: &std::path::Path, log: &std::path::Path, level: &str, env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", level)
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM and asserts the node drains and exits cleanly.
+async fn terminate(mut node: std::process::Child) {
+    let term = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "node exited with {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_the_cli_drains_on_sigterm_and_never_logs_the_key() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
@@ -74,14 +95,7 @@ async fn serve_answers_the_cli_drains_on_sigterm_and_never_logs_the_key() {
     let config_path = temp_path("serve.toml");
     std::fs::write(&config_path, config(&mock, &namespace)).unwrap();
     let log_path = temp_path("serve.log");
-    let mut node = Command::new(BIN)
-        .args(["serve", "--config", config_path.to_str().unwrap()])
-        .env("RUST_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let node = serve(&config_path, &log_path, "trace", &[]);
 
     let ns = namespace.clone();
     eventually("the node answers health", Duration::from_secs(20), || {
@@ -113,10 +127,7 @@ async fn serve_answers_the_cli_drains_on_sigterm_and_never_logs_the_key() {
     assert!(!denied_err.contains(KEY));
 
     // SIGTERM: the node drains and exits cleanly.
-    let term = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
-    assert!(term.success());
-    let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "node exited with {status}");
+    terminate(node).await;
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("TRACE"), "trace logging was not on");
@@ -252,16 +263,8 @@ async fn serve_exports_a_querys_spans_over_otlp_while_logging_at_info() {
     let config = config(&mock, &namespace).replace("name = \"cli-node\"", "name = \"cli-node\"\nworker_threads = 1");
     std::fs::write(&config_path, config).unwrap();
     let log_path = temp_path("otlp.log");
-    let mut node = Command::new(BIN)
-        .args(["serve", "--config", config_path.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let node = serve(&config_path, &log_path, "info", &env);
 
     let ns = namespace.clone();
     eventually("the node answers a query", Duration::from_secs(20), || {
@@ -275,10 +278,7 @@ async fn serve_exports_a_querys_spans_over_otlp_while_logging_at_info() {
     })
     .await
     .unwrap();
-    let term = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
-    assert!(term.success());
-    let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "node exited with {status}");
+    terminate(node).await;
 
     // The exporter flushes on its schedule and at exit: everything it sent is in by now.
     let mut exported = Vec::new();

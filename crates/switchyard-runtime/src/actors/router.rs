@@ -554,15 +554,8 @@ impl RouterState {
 fn observe(routing: &Routing, route: &str, answer: &Answer, latency: Duration) {
     routing.count(route, WalkEvent::Query);
     let metrics = &routing.telemetry().metrics;
-    // Looked up once per route; a route that was reloaded away meanwhile is looked up here.
-    let looked_up;
-    let series = match routing.query_series(route) {
-        Some(series) => series,
-        None => {
-            looked_up = metrics.answered_query_series(route);
-            &looked_up
-        }
-    };
+    // Every plan comes from this routing, which looked up the series of each of its routes once.
+    let Some(series) = routing.query_series(route) else { return };
     match answer {
         Ok(_) => series.ok.inc(),
         Err(error) => {
