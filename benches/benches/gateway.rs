@@ -16,8 +16,13 @@
 //! node sent per query (`INFO commandstats` before and after each Switchyard run). The last line is one JSON
 //! object with every figure.
 //!
-//! `cargo bench -p switchyard-benches --bench gateway -- [--seconds S] [--concurrency 1,16,64] [--mock-port P]
-//!  [--node-workers N] [--peer NAME=BASE_URL]... [--peer-header 'NAME=Header: value']...` where BASE_URL is a
+//! Every run is repeated `--rounds` times (3 by default), round after round, so that a slow spell of the machine
+//! hits every path alike; each path's figures are the medians of its rounds (each figure on its own: the median
+//! q/s, the median p50, the median p99), and the ratios are taken from those. On a 2-core machine one run's c=64
+//! throughput moves by +-20 % from run to run, so a single run says little.
+//!
+//! `cargo bench -p switchyard-benches --bench gateway -- [--seconds S] [--rounds R] [--concurrency 1,16,64]
+//!  [--mock-port P] [--node-workers N] [--peer NAME=BASE_URL]... [--peer-header 'NAME=Header: value']...` where BASE_URL is a
 //! peer's OpenAI base URL (`http://127.0.0.1:4000/v1`; requests go to BASE_URL/chat/completions).
 //! The node runs one worker thread (`node.worker_threads = 1`) unless `--node-workers N` says otherwise (0: the
 //! node's default, one per core): on these 2 cores it shares the machine with the client, NATS and the mock, and a
@@ -61,11 +66,14 @@ struct Args {
     mock_port: u16,
     /// The node's runtime worker threads (`node.worker_threads`); 0 leaves the node's default (one per core).
     node_workers: usize,
+    /// How many times every run is repeated (interleaved, round after round); the report takes the medians.
+    rounds: usize,
     peers: Vec<Peer>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { seconds: 5, concurrency: vec![1, 16, 64], mock_port: 0, node_workers: 1, peers: Vec::new() };
+    let mut args =
+        Args { seconds: 5, concurrency: vec![1, 16, 64], mock_port: 0, node_workers: 1, rounds: 3, peers: Vec::new() };
     let mut headers: Vec<(String, String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -74,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--seconds" => args.seconds = value("--seconds")?.parse()?,
             "--mock-port" => args.mock_port = value("--mock-port")?.parse()?,
             "--node-workers" => args.node_workers = value("--node-workers")?.parse()?,
+            "--rounds" => args.rounds = value("--rounds")?.parse()?,
             "--concurrency" => args.concurrency = concurrency_list("--concurrency", it.next())?,
             "--peer" => {
                 let spec = value("--peer")?;
@@ -89,6 +98,9 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             _ => {} // cargo bench passes --bench; ignore what is not ours
         }
+    }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
     }
     for (name, header, value) in headers {
         let peer = args.peers.iter_mut().find(|p| p.name == name).with_context(|| format!("no --peer {name}"))?;
@@ -234,64 +246,87 @@ async fn run(args: Args) -> anyhow::Result<()> {
         n => n.to_string(),
     };
     println!(
-        "switchyard gateway benchmark: {}s per run after 1s warm-up; mock answers instantly; every party in its own \
-         process; node worker threads: {workers}",
-        args.seconds
+        "switchyard gateway benchmark: {}s per run after 1s warm-up, {} round(s), medians reported; mock answers \
+         instantly; every party in its own process; node worker threads: {workers}",
+        args.seconds, args.rounds
     );
     println!(
         "{:>5} {:<12} {:>9} {:>7} {:>9} {:>9} {:>9}",
         "conc", "path", "requests", "errors", "qps", "p50 ms", "p99 ms"
     );
-    let mut runs: BTreeMap<usize, BTreeMap<String, Figures>> = BTreeMap::new();
+    // Every run of every round, by concurrency and path; the report takes each path's median over the rounds.
+    let mut rounds: BTreeMap<usize, BTreeMap<String, Vec<Figures>>> = BTreeMap::new();
     let (mut redis_sent, mut switchyard_queries) = (0u64, 0u64);
-    // The node's CPU time per query (microseconds) in each Switchyard run.
-    let mut cpu_per_query: BTreeMap<String, f64> = BTreeMap::new();
-    for &concurrency in &args.concurrency {
-        let row = runs.entry(concurrency).or_default();
-        let direct = http_load(
-            &http,
-            &format!("http://{mock_addr}/v1/chat/completions"),
-            &[],
-            &body,
-            concurrency,
-            warmup,
-            duration,
-        )
-        .await?;
-        print_row(concurrency, "direct-http", &direct);
-        row.insert("direct_http".into(), direct);
+    // The node's CPU time and the queries it served in each Switchyard run (summed over the rounds).
+    let mut node_cpu: BTreeMap<String, (Duration, u64)> = BTreeMap::new();
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round} of {}", args.rounds);
+        }
+        for &concurrency in &args.concurrency {
+            let row = rounds.entry(concurrency).or_default();
+            let mut record = |path: &str, name: &str, figures: Figures| {
+                print_row(concurrency, name, &figures);
+                row.entry(path.to_owned()).or_default().push(figures);
+            };
+            let direct = http_load(
+                &http,
+                &format!("http://{mock_addr}/v1/chat/completions"),
+                &[],
+                &body,
+                concurrency,
+                warmup,
+                duration,
+            )
+            .await?;
+            record("direct_http", "direct-http", direct);
 
-        let echo_payload = query.clone();
-        let floor = nats_load(&nats, &echo_subject, echo_payload, false, concurrency, warmup, duration).await?;
-        print_row(concurrency, "nats-floor", &floor);
-        row.insert("nats_floor".into(), floor);
+            let echo_payload = query.clone();
+            let floor = nats_load(&nats, &echo_subject, echo_payload, false, concurrency, warmup, duration).await?;
+            record("nats_floor", "nats-floor", floor);
 
-        let before = redis_commands(&mut redis).await?;
-        let cpu = node.cpu_time()?;
-        let through = nats_load(&nats, &query_subject, query.clone(), true, concurrency, warmup, duration).await?;
-        print_row(concurrency, "sy-nats", &through);
-        row.insert("switchyard_nats".into(), through);
-        cpu_per_query
-            .insert(format!("c{concurrency}_nats"), per_query(node.cpu_time()? - cpu, &through, duration, warmup));
+            let before = redis_commands(&mut redis).await?;
+            let cpu = node.cpu_time()?;
+            let through = nats_load(&nats, &query_subject, query.clone(), true, concurrency, warmup, duration).await?;
+            let used = node.cpu_time()? - cpu;
+            record("switchyard_nats", "sy-nats", through);
+            let spent = node_cpu.entry(format!("c{concurrency}_nats")).or_default();
+            *spent = (spent.0 + used, spent.1 + sent(&through, duration, warmup));
 
-        let door_headers = [("authorization".to_owned(), format!("Bearer {DOOR_KEY}"))];
-        let url = format!("{door}/v1/chat/completions");
-        let cpu = node.cpu_time()?;
-        let through_door = http_load(&http, &url, &door_headers, &body, concurrency, warmup, duration).await?;
-        print_row(concurrency, "sy-http", &through_door);
-        row.insert("switchyard_http".into(), through_door);
-        let cpu = node.cpu_time()? - cpu;
-        cpu_per_query.insert(format!("c{concurrency}_http"), per_query(cpu, &through_door, duration, warmup));
-        // INFO itself is one command; every query sent (warm-up included) may have cost commands.
-        redis_sent += redis_commands(&mut redis).await?.saturating_sub(before + 1);
-        switchyard_queries += sent(&through, duration, warmup) + sent(&through_door, duration, warmup);
+            let door_headers = [("authorization".to_owned(), format!("Bearer {DOOR_KEY}"))];
+            let url = format!("{door}/v1/chat/completions");
+            let cpu = node.cpu_time()?;
+            let through_door = http_load(&http, &url, &door_headers, &body, concurrency, warmup, duration).await?;
+            let used = node.cpu_time()? - cpu;
+            record("switchyard_http", "sy-http", through_door);
+            let spent = node_cpu.entry(format!("c{concurrency}_http")).or_default();
+            *spent = (spent.0 + used, spent.1 + sent(&through_door, duration, warmup));
+            // INFO itself is one command; every query sent (warm-up included) may have cost commands.
+            redis_sent += redis_commands(&mut redis).await?.saturating_sub(before + 1);
+            switchyard_queries += sent(&through, duration, warmup) + sent(&through_door, duration, warmup);
 
-        for peer in &args.peers {
-            let figures = http_load(&http, &peer.url, &peer.headers, &body, concurrency, warmup, duration).await?;
-            print_row(concurrency, &peer.name, &figures);
-            row.insert(peer.name.clone(), figures);
+            for peer in &args.peers {
+                let figures = http_load(&http, &peer.url, &peer.headers, &body, concurrency, warmup, duration).await?;
+                record(&peer.name, &peer.name, figures);
+            }
         }
     }
+    let runs: BTreeMap<usize, BTreeMap<String, Figures>> = rounds
+        .iter()
+        .map(|(&c, row)| (c, row.iter().map(|(path, runs)| (path.clone(), Figures::median(runs))).collect()))
+        .collect();
+    if args.rounds > 1 {
+        println!("median of {} rounds (each figure on its own):", args.rounds);
+        for (&concurrency, row) in &runs {
+            for (path, figures) in row {
+                print_row(concurrency, &path.replace("switchyard_", "sy-").replace('_', "-"), figures);
+            }
+        }
+    }
+    let cpu_per_query: BTreeMap<String, f64> = node_cpu
+        .into_iter()
+        .map(|(run, (cpu, queries))| (run, round3(cpu.as_secs_f64() * 1e6 / queries.max(1) as f64)))
+        .collect();
     let rss_after = node.rss_mib()?;
     drop(node);
 
@@ -307,7 +342,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "bench": "gateway", "seconds": args.seconds, "cpus": std::thread::available_parallelism()?.get(),
+            "bench": "gateway", "seconds": args.seconds, "rounds": args.rounds, "cpus": std::thread::available_parallelism()?.get(),
             "node_worker_threads": args.node_workers,
             "runs": runs_json, "ratios": report.ratios, "node_rss_mib": {"idle": round3(rss_idle), "after_load": round3(rss_after)},
             "redis_commands_per_query": report.redis_per_query, "node_cpu_us_per_query": cpu_per_query,
@@ -320,11 +355,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn sent(f: &Figures, duration: Duration, warmup: Duration) -> u64 {
     let scale = (duration + warmup).as_secs_f64() / duration.as_secs_f64();
     ((f.requests + f.errors) as f64 * scale) as u64
-}
-
-/// CPU microseconds per query of a run that used `cpu` (warm-up included).
-fn per_query(cpu: Duration, f: &Figures, duration: Duration, warmup: Duration) -> f64 {
-    round3(cpu.as_secs_f64() * 1e6 / sent(f, duration, warmup).max(1) as f64)
 }
 
 /// The ratios the issue judges, each with its target.
@@ -398,7 +428,7 @@ impl Report {
     }
 
     fn print(&self) {
-        println!("ratios (same run):");
+        println!("ratios (of the medians):");
         for line in &self.lines {
             println!("  {line}");
         }

@@ -32,6 +32,27 @@ impl Figures {
     }
 }
 
+impl Figures {
+    /// The figures of several runs of one path: each figure's median on its own (throughput, p50, p90, p99), and
+    /// the requests and errors of all runs together. `runs` must not be empty.
+    pub fn median(runs: &[Figures]) -> Figures {
+        let median = |figure: fn(&Figures) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(figure).collect();
+            values.sort_by(f64::total_cmp);
+            let mid = values.len() / 2;
+            if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+        };
+        Figures {
+            requests: runs.iter().map(|f| f.requests).sum(),
+            errors: runs.iter().map(|f| f.errors).sum(),
+            throughput: median(|f| f.throughput),
+            p50_ms: median(|f| f.p50_ms),
+            p90_ms: median(|f| f.p90_ms),
+            p99_ms: median(|f| f.p99_ms),
+        }
+    }
+}
+
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
