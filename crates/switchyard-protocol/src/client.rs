@@ -408,12 +408,58 @@ fn field_named_in(text: &str) -> Option<String> {
     Some(text[start..start + len].to_owned())
 }
 
-/// What a non-streaming client receives: an answer or a typed error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a non-streaming client receives: an answer or a typed error (an object with an `error` field).
+///
+/// Written as either payload, untagged. Read in one pass over the fields of both (see [`OutcomeFields`]): serde's
+/// own untagged reading buffers the whole payload into a tree and then tries each variant on it, which costs
+/// more than the rest of reading a reply, and every client reads one per query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum QueryOutcome {
     Error(ErrorReply),
     Reply(QueryReply),
+}
+
+/// The fields of both payloads of a [`QueryOutcome`]; `error` tells them apart. Unknown fields are ignored, as
+/// by each payload on its own.
+#[derive(Deserialize)]
+struct OutcomeFields {
+    error: Option<ErrorBody>,
+    id: Option<String>,
+    content: Option<String>,
+    model: Option<String>,
+    provider: Option<String>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    cost_usd: Option<f64>,
+    latency_ms: Option<f64>,
+    logprobs: Option<Vec<TokenLogprob>>,
+    trace: Option<Trace>,
+}
+
+impl<'de> Deserialize<'de> for QueryOutcome {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        fn required<T, E: serde::de::Error>(value: Option<T>, name: &'static str) -> Result<T, E> {
+            value.ok_or_else(|| E::missing_field(name))
+        }
+        let fields = OutcomeFields::deserialize(deserializer)?;
+        let OutcomeFields { error, id, trace, .. } = fields;
+        if let Some(error) = error {
+            return Ok(QueryOutcome::Error(ErrorReply { error, id, trace }));
+        }
+        Ok(QueryOutcome::Reply(QueryReply {
+            id,
+            content: required(fields.content, "content")?,
+            model: required(fields.model, "model")?,
+            provider: required(fields.provider, "provider")?,
+            finish_reason: fields.finish_reason,
+            usage: required(fields.usage, "usage")?,
+            cost_usd: required(fields.cost_usd, "cost_usd")?,
+            latency_ms: required(fields.latency_ms, "latency_ms")?,
+            logprobs: fields.logprobs,
+            trace: required(trace, "trace")?,
+        }))
+    }
 }
 
 /// What a streaming client receives on its reply subject.
@@ -513,6 +559,49 @@ mod tests {
         let a = parse(r#"{"messages":[{"role":"user","content":"hi"}],"metadata":{"a":"1","b":"2"}}"#).expect("valid");
         let b = parse(r#"{"messages":[{"role":"user","content":"hi"}],"metadata":{"b":"2","a":"1"}}"#).expect("valid");
         assert_eq!(a.fingerprint(), b.fingerprint(), "metadata order does not matter");
+    }
+
+    #[test]
+    fn outcomes_read_back_as_written() {
+        let trace = Trace { node: "n1".into(), route: "r".into(), ..Trace::default() };
+        let reply = QueryReply {
+            id: Some("q-1".into()),
+            content: "four".into(),
+            model: "m".into(),
+            provider: "p".into(),
+            finish_reason: Some("stop".into()),
+            usage: Usage { input_tokens: 3, output_tokens: 1 },
+            cost_usd: 0.5,
+            latency_ms: 1.25,
+            logprobs: Some(vec![TokenLogprob { token: "four".into(), logprob: -0.1 }]),
+            trace: trace.clone(),
+        };
+        let error = ErrorReply::new(ErrorType::UpstreamError, "exhausted", "all failed")
+            .with_id(Some("q-2".into()))
+            .with_trace(trace);
+        let bare = ErrorReply::new(ErrorType::Overloaded, "overloaded", "busy");
+        let minimal = QueryReply { id: None, finish_reason: None, logprobs: None, ..reply.clone() };
+        for outcome in [
+            QueryOutcome::Reply(reply),
+            QueryOutcome::Reply(minimal),
+            QueryOutcome::Error(error),
+            QueryOutcome::Error(bare),
+        ] {
+            let json = serde_json::to_string(&outcome).expect("json");
+            assert_eq!(serde_json::from_str::<QueryOutcome>(&json).expect("reads"), outcome, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_reply_missing_a_field_is_refused_by_name_and_unknown_fields_are_ignored() {
+        let reply = r#"{"content":"a","model":"m","provider":"p","usage":{"input_tokens":1,"output_tokens":1},
+            "cost_usd":0,"latency_ms":1,"trace":{"node":"n","route":"r","attempts":[]},"from_the_future":1}"#;
+        assert!(matches!(serde_json::from_str::<QueryOutcome>(reply), Ok(QueryOutcome::Reply(_))));
+        let error = serde_json::from_str::<QueryOutcome>(&reply.replace(r#""model":"m","#, "")).unwrap_err();
+        assert!(error.to_string().contains("missing field `model`"), "{error}");
+        let error = serde_json::from_str::<QueryOutcome>(r#"{"error":{"type":"overloaded"}}"#).unwrap_err();
+        assert!(error.to_string().contains("missing field"), "a malformed error is refused: {error}");
+        assert!(serde_json::from_str::<QueryOutcome>("[1]").is_err());
     }
 
     #[test]
