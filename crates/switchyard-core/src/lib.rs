@@ -24,7 +24,7 @@ pub use balance::{
 };
 pub use breaker::{
     Breaker, BreakerConfig, BreakerConfigError, BreakerSnapshot, BreakerState, CallOutcome, OperatorAction, Permit,
-    Rejected, RemoteState, SlidingWindow, Transition, TransitionReason,
+    Rejected, SlidingWindow, Transition, TransitionReason,
 };
 pub use cost::Price;
 pub use dedup::{DedupLimits, DedupTable, Seen};

@@ -48,9 +48,8 @@
 //! deadline of a breaker that is still open further out, because `Retry-After` is the provider's statement about
 //! the future and honouring it never admits a call earlier. A half-open period lives in the epoch of the open
 //! interval before it (the lazy Open to HalfOpen step does not bump the epoch), so every node that saw the same
-//! trip agrees on the epoch until the next decision. The cluster shares breakers through
-//! [`Breaker::apply_remote`]: a remote state with a higher epoch replaces the local one; equal or lower epochs
-//! change nothing.
+//! trip agrees on the epoch until the next decision. The cluster's own breaker is not this one: a node applies it
+//! beside this one, through [`crate::ClusterGate`].
 
 mod window;
 
@@ -227,18 +226,6 @@ impl BreakerState {
             BreakerState::MetricsOnly => "metrics_only",
         }
     }
-}
-
-/// The state another node (or the shared store) reports, with the open deadline as time remaining, since
-/// `Instant`s do not cross processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteState {
-    Closed,
-    Open { remaining: Duration },
-    HalfOpen,
-    ForcedOpen,
-    Disabled,
-    MetricsOnly,
 }
 
 /// Leave to make one call; hand it back through [`Breaker::on_outcome`] (as `Cancelled` if the call was never
@@ -466,27 +453,6 @@ impl Breaker {
         self.transition(BreakerState::Closed, TransitionReason::Operator(OperatorAction::Reset), now)
     }
 
-    /// Adopts a state decided elsewhere in the cluster if its `epoch` is higher than ours; returns whether it
-    /// did. Permits granted before are stale from then on, and entering Closed or MetricsOnly starts an empty
-    /// window. The misconfigured flag stays local.
-    pub fn apply_remote(&mut self, state: RemoteState, epoch: u64, consecutive_opens: u32, now: Instant) -> bool {
-        if epoch <= self.epoch {
-            return false;
-        }
-        let state = match state {
-            RemoteState::Closed => BreakerState::Closed,
-            RemoteState::Open { remaining } => BreakerState::Open { until: deadline(now, remaining) },
-            RemoteState::HalfOpen => BreakerState::HalfOpen,
-            RemoteState::ForcedOpen => BreakerState::ForcedOpen,
-            RemoteState::Disabled => BreakerState::Disabled,
-            RemoteState::MetricsOnly => BreakerState::MetricsOnly,
-        };
-        self.enter(state);
-        self.epoch = epoch;
-        self.consecutive_opens = consecutive_opens;
-        true
-    }
-
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
         let totals = self.window.totals(now);
         let state = self.state(now);
@@ -678,8 +644,7 @@ impl Breaker {
         Some(self.transition(to, TransitionReason::Operator(action), now))
     }
 
-    /// Moves to `to` and bumps the epoch; the only way the state changes, besides the lazy Open to HalfOpen step
-    /// and [`Breaker::apply_remote`].
+    /// Moves to `to` and bumps the epoch; the only way the state changes, besides the lazy Open to HalfOpen step.
     fn transition(&mut self, to: BreakerState, reason: TransitionReason, now: Instant) -> Transition {
         let from = self.state(now);
         self.enter(to);

@@ -1,7 +1,7 @@
 //! Property tests: random configurations driven by random sequences of time steps, calls, held permits
-//! reported later, operator commands and remote states, checked against the breaker's invariants after every
-//! step. The test keeps its own model of the state, built only from what the breaker announced (transitions,
-//! applied remote states), so a silent state change is caught too.
+//! reported later and operator commands, checked against the breaker's invariants after every step. The test
+//! keeps its own model of the state, built only from what the breaker announced (its transitions), so a silent
+//! state change is caught too.
 
 use proptest::prelude::*;
 
@@ -40,11 +40,6 @@ enum Op {
         unit: f64,
     },
     Operator(OperatorAction),
-    Remote {
-        state: RemoteState,
-        epoch_delta: i64,
-        opens: u32,
-    },
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -57,17 +52,6 @@ fn kind() -> impl Strategy<Value = Kind> {
         1 => Just(Kind::ContextWindow),
         1 => Just(Kind::ContentPolicy),
         1 => Just(Kind::Cancelled),
-    ]
-}
-
-fn remote_state() -> impl Strategy<Value = RemoteState> {
-    prop_oneof![
-        Just(RemoteState::Closed),
-        (0u64..30_000).prop_map(|ms| RemoteState::Open { remaining: Duration::from_millis(ms) }),
-        Just(RemoteState::HalfOpen),
-        Just(RemoteState::ForcedOpen),
-        Just(RemoteState::Disabled),
-        Just(RemoteState::MetricsOnly),
     ]
 }
 
@@ -85,8 +69,6 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(pick, kind, ms, unit)| Op::Report { pick, kind, ms, unit }),
         6 => (kind(), 0u64..4_000, 0.0f64..1.0).prop_map(|(kind, ms, unit)| Op::Call { kind, ms, unit }),
         1 => action.prop_map(Op::Operator),
-        1 => (remote_state(), -2i64..=2, 0u32..5)
-            .prop_map(|(state, epoch_delta, opens)| Op::Remote { state, epoch_delta, opens }),
     ]
 }
 
@@ -295,35 +277,11 @@ impl Harness {
                 }
                 self.announced(transition, epoch_before)?;
             }
-            Op::Remote { state, epoch_delta, opens } => {
-                let epoch = epoch_before.saturating_add_signed(epoch_delta);
-                let before = self.breaker.snapshot(self.now);
-                let applied = self.breaker.apply_remote(state, epoch, opens, self.now);
-                prop_assert_eq!(applied, epoch > epoch_before);
-                if applied {
-                    prop_assert_eq!(self.breaker.epoch(), epoch);
-                    self.model = match state {
-                        RemoteState::Closed => BreakerState::Closed,
-                        RemoteState::Open { remaining } => BreakerState::Open { until: self.now + remaining },
-                        RemoteState::HalfOpen => BreakerState::HalfOpen,
-                        RemoteState::ForcedOpen => BreakerState::ForcedOpen,
-                        RemoteState::Disabled => BreakerState::Disabled,
-                        RemoteState::MetricsOnly => BreakerState::MetricsOnly,
-                    };
-                } else {
-                    prop_assert_eq!(
-                        self.breaker.snapshot(self.now),
-                        before,
-                        "a stale remote state changed the breaker"
-                    );
-                }
-            }
         }
-        let local = !matches!(op, Op::Remote { .. });
         let state_after = self.breaker.state(self.now);
         prop_assert_eq!(state_after, effective(self.model, self.now), "the state changed without an announcement");
         prop_assert!(self.breaker.epoch() >= epoch_before, "the epoch went backwards");
-        if local && state_before == BreakerState::Closed {
+        if state_before == BreakerState::Closed {
             prop_assert_ne!(state_after, BreakerState::HalfOpen, "closed jumped to half-open");
         }
         let permits = self.breaker.config().half_open_permits;

@@ -536,34 +536,6 @@ fn a_stale_permit_changes_nothing() {
 }
 
 #[test]
-fn remote_states_apply_only_with_a_higher_epoch() {
-    let t0 = Instant::now();
-    let mut breaker = Breaker::new(config()).unwrap();
-    let held = breaker.try_acquire(t0).unwrap();
-    let open = RemoteState::Open { remaining: Duration::from_secs(7) };
-    let steps = [
-        (open, 3, true, BreakerState::Open { until: t0 + Duration::from_secs(7) }, 3),
-        (RemoteState::Closed, 3, false, BreakerState::Open { until: t0 + Duration::from_secs(7) }, 3),
-        (RemoteState::Disabled, 2, false, BreakerState::Open { until: t0 + Duration::from_secs(7) }, 3),
-        (RemoteState::ForcedOpen, 4, true, BreakerState::ForcedOpen, 4),
-        (RemoteState::HalfOpen, 9, true, BreakerState::HalfOpen, 9),
-        (RemoteState::MetricsOnly, 10, true, BreakerState::MetricsOnly, 10),
-        (RemoteState::Closed, 11, true, BreakerState::Closed, 11),
-    ];
-    for (remote, epoch, applied, state, expected_epoch) in steps {
-        assert_eq!(breaker.apply_remote(remote, epoch, 2, t0), applied, "{remote:?} at epoch {epoch}");
-        assert_eq!((breaker.state(t0), breaker.epoch()), (state, expected_epoch), "{remote:?} at epoch {epoch}");
-    }
-    assert_eq!(breaker.snapshot(t0).consecutive_opens, 2);
-    // The permit granted before the remote states is stale: its failure is not recorded.
-    let failure = CallOutcome { outcome: Outcome::Failure(FailureClass::Retryable), duration: Duration::ZERO };
-    assert_eq!(breaker.on_outcome(held, failure, t0, 0.0), None);
-    assert_eq!(breaker.snapshot(t0).calls_in_window, 0);
-    // The next local transition continues from the adopted epoch.
-    assert_eq!(breaker.force_open(t0).map(|t| t.epoch), Some(12));
-}
-
-#[test]
 fn a_bad_config_names_its_field() {
     type Spoil = fn(&mut BreakerConfig);
     let cases: [(Spoil, &str); 12] = [
