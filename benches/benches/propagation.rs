@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use switchyard_benches::round3;
 use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask};
 use switchyard_mock::{Behavior, MockError};
+use switchyard_state::BreakerState;
 
 fn main() -> anyhow::Result<()> {
     let mut trips = 20u32;
@@ -36,7 +37,7 @@ async fn run(trips: u32) -> anyhow::Result<()> {
         // Heal and wait until every node has closed the breaker again.
         cluster.mock.clear_behavior(PRIMARY_MODEL);
         let started = Instant::now();
-        while !cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed") {
+        while !cluster.cluster_breakers("primary").await.iter().all(|s| *s == Some(BreakerState::Closed)) {
             let _ = cluster.query("chat", &ask("heal")).await;
             if started.elapsed() > Duration::from_secs(30) {
                 bail!("trip {n}: the breaker never closed again");

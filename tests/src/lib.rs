@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 
 use switchyard_bus::{Bus, Message, NatsBus, NatsOptions, gather, request_many};
+use switchyard_core::BreakerState;
 use switchyard_mock::{MockConfig, MockServer};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::admin::NodeHealth;
@@ -251,10 +252,10 @@ impl TestCluster {
             while !tripped.load(std::sync::atomic::Ordering::Relaxed) {
                 let states = self.cluster_breakers(provider).await;
                 let now = Instant::now();
-                if first.is_none() && states.iter().any(|s| s != "closed") {
+                if first.is_none() && states.iter().any(|s| *s != Some(BreakerState::Closed)) {
                     first = Some(now);
                 }
-                if states.iter().all(|s| s == "open") {
+                if states.iter().all(|s| *s == Some(BreakerState::Open)) {
                     tripped.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Some(now - first.unwrap_or(now));
                 }
@@ -269,13 +270,12 @@ impl TestCluster {
         }
     }
 
-    /// Each node's view of `provider`'s cluster breaker.
-    pub async fn cluster_breakers(&self, provider: &str) -> Vec<String> {
+    /// Each node's view of `provider`'s cluster breaker (`None`: the node does not know it).
+    pub async fn cluster_breakers(&self, provider: &str) -> Vec<Option<BreakerState>> {
         let mut out = Vec::new();
         for node in &self.nodes {
             let health = node.health().await;
-            let state = health.providers.iter().find(|p| p.name == provider).map(|p| p.cluster_breaker.clone());
-            out.push(state.unwrap_or_default());
+            out.push(health.providers.iter().find(|p| p.name == provider).and_then(|p| p.cluster_breaker));
         }
         out
     }

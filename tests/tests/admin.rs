@@ -10,6 +10,7 @@ use futures::future::join_all;
 use serde::de::DeserializeOwned;
 
 use switchyard_bus::{Bus, Message, gather};
+use switchyard_core::BreakerState;
 use switchyard_e2e::{PRIMARY_MODEL, TestCluster, ask, reply};
 use switchyard_mock::Behavior;
 use switchyard_protocol::admin::{AdminAck, AdminRequest, NodeBreakers, NodeHealth, NodeStats};
@@ -43,7 +44,8 @@ async fn health_lists_every_node_with_its_actors_and_both_breakers() {
         }
         assert!(h.actors.iter().all(|a| a.status == "running"), "{:?}", h.actors);
         let primary = h.providers.iter().find(|p| p.name == "primary").unwrap();
-        assert_eq!((primary.breaker.as_str(), primary.cluster_breaker.as_str()), ("closed", "closed"));
+        let closed = Some(BreakerState::Closed);
+        assert_eq!((primary.breaker, primary.cluster_breaker), (closed, closed));
     }
     cluster.shutdown().await;
 }
@@ -55,10 +57,10 @@ async fn trip_and_reset_change_the_cluster_breaker_and_the_next_queries_follow_i
 
     let ack = command(&cluster, cluster.subjects.admin_breaker("primary", "trip")).await;
     assert!(ack.ok, "{ack:?}");
-    assert_eq!(ack.state.as_deref(), Some("forced_open"));
+    assert_eq!(ack.state, Some(BreakerState::ForcedOpen));
     // Every node follows the cluster's state at once (the executing node announces it).
     eventually("every node sees primary forced open", Duration::from_secs(5), || async {
-        cluster.cluster_breakers("primary").await.iter().all(|s| s == "forced_open").then_some(())
+        cluster.cluster_breakers("primary").await.iter().all(|s| *s == Some(BreakerState::ForcedOpen)).then_some(())
     })
     .await
     .unwrap();
@@ -74,14 +76,14 @@ async fn trip_and_reset_change_the_cluster_breaker_and_the_next_queries_follow_i
     for node in &views {
         let primary = node.providers.iter().find(|p| p.provider == "primary").unwrap();
         let store = primary.store.as_ref().expect("nodes read the shared store");
-        assert_eq!((store.state.as_str(), primary.cluster.as_str()), ("forced_open", "forced_open"));
+        assert_eq!((store.state, primary.cluster), (BreakerState::ForcedOpen, BreakerState::ForcedOpen));
         assert_eq!(store.epoch, primary.cluster_epoch);
     }
 
     let ack = command(&cluster, cluster.subjects.admin_breaker("primary", "reset")).await;
-    assert_eq!((ack.ok, ack.state.as_deref()), (true, Some("closed")));
+    assert_eq!((ack.ok, ack.state), (true, Some(BreakerState::Closed)));
     eventually("every node sees primary closed", Duration::from_secs(5), || async {
-        cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed").then_some(())
+        cluster.cluster_breakers("primary").await.iter().all(|s| *s == Some(BreakerState::Closed)).then_some(())
     })
     .await
     .unwrap();

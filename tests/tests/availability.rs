@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use switchyard_core::BreakerState;
 use switchyard_e2e::{Calls, PRIMARY_MODEL, TestCluster, ask};
 use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
 use switchyard_protocol::client::QueryOutcome;
@@ -87,7 +88,7 @@ async fn a_hard_down_provider_trips_the_whole_cluster_and_then_sees_only_probes(
     cluster.mock.clear_behavior(PRIMARY_MODEL);
     eventually("every node sees the cluster breaker closed", Duration::from_secs(10), || async {
         let _ = cluster.query("chat", &ask("heal")).await;
-        cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed").then_some(())
+        cluster.cluster_breakers("primary").await.iter().all(|s| *s == Some(BreakerState::Closed)).then_some(())
     })
     .await
     .unwrap();
@@ -113,16 +114,16 @@ async fn one_bad_node_does_not_trip_the_provider_for_the_others(redis: RedisEndp
     }
     assert!(broken.calls(PRIMARY_MODEL) >= 4, "node-1's calls must have failed enough to trip its own breaker");
     let states = cluster.cluster_breakers("primary").await;
-    assert!(states.iter().all(|s| s == "closed"), "one bad node tripped the cluster: {states:?}");
-    let local: Vec<String> = {
+    assert!(states.iter().all(|s| *s == Some(BreakerState::Closed)), "one bad node tripped the cluster: {states:?}");
+    let local: Vec<Option<BreakerState>> = {
         let mut out = Vec::new();
         for node in &cluster.nodes {
             let h = node.health().await;
-            out.push(h.providers.iter().find(|p| p.name == "primary").unwrap().breaker.clone());
+            out.push(h.providers.iter().find(|p| p.name == "primary").unwrap().breaker);
         }
         out
     };
-    assert_ne!(local[0], "closed", "node-1's own breaker protects its own calls");
+    assert_ne!(local[0], Some(BreakerState::Closed), "node-1's own breaker protects its own calls");
     let before = cluster.mock.calls(PRIMARY_MODEL);
     for i in 0..30 {
         cluster.query("chat", &ask(&format!("after {i}"))).await.unwrap();
@@ -138,7 +139,7 @@ async fn a_429_with_retry_after_keeps_every_node_away_until_the_deadline(redis: 
     // The first call meets the 429; the cooldown reaches every node.
     assert!(answered(&cluster.query("chat", &ask("first")).await));
     eventually("every node honours the cooldown", Duration::from_secs(3), || async {
-        cluster.cluster_breakers("primary").await.iter().all(|s| s == "open").then_some(())
+        cluster.cluster_breakers("primary").await.iter().all(|s| *s == Some(BreakerState::Open)).then_some(())
     })
     .await
     .unwrap();
@@ -254,7 +255,7 @@ async fn a_recovering_provider_gets_exactly_one_probe_while_many_queries_wait(re
     }
     assert_eq!(during_probe, Some(1), "exactly one probe while the provider was being tested");
     eventually("the probe closed the breaker everywhere", Duration::from_secs(5), || async {
-        cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed").then_some(())
+        cluster.cluster_breakers("primary").await.iter().all(|s| *s == Some(BreakerState::Closed)).then_some(())
     })
     .await
     .unwrap();

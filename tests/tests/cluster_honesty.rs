@@ -51,11 +51,11 @@ async fn store_of(cluster: &TestCluster) -> RedisStore {
 }
 
 /// Each node's own (local) breaker for `provider`.
-async fn local_breakers(cluster: &TestCluster, provider: &str) -> Vec<String> {
+async fn local_breakers(cluster: &TestCluster, provider: &str) -> Vec<Option<BreakerState>> {
     let mut out = Vec::new();
     for node in &cluster.nodes {
         let health = node.health().await;
-        out.push(health.providers.iter().find(|p| p.name == provider).map(|p| p.breaker.clone()).unwrap_or_default());
+        out.push(health.providers.iter().find(|p| p.name == provider).and_then(|p| p.breaker));
     }
     out
 }
@@ -109,7 +109,7 @@ async fn two_bad_nodes_among_busy_healthy_ones_do_not_trip_the_cluster() {
         let mut seen = Vec::new();
         while !done.load(Ordering::Relaxed) {
             let states = cluster.cluster_breakers("primary").await;
-            if states.iter().any(|s| s != "closed") {
+            if states.iter().any(|s| *s != Some(BreakerState::Closed)) {
                 seen.push(states);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -128,8 +128,14 @@ async fn two_bad_nodes_among_busy_healthy_ones_do_not_trip_the_cluster() {
     assert!(tripped.is_empty(), "two bad nodes tripped the provider for the cluster: {:?}", tripped.first());
     // The two bad nodes did fail and did report: their own breakers opened.
     assert!(failed_calls >= 8, "the bad nodes must fail enough to report trouble, {failed_calls} failed calls");
-    assert!(local[..2].iter().all(|s| s != "closed"), "both bad nodes' own breakers trip: {local:?}");
-    assert!(local[2..].iter().all(|s| s == "closed"), "the healthy nodes' breakers stay closed: {local:?}");
+    assert!(
+        local[..2].iter().all(|s| *s != Some(BreakerState::Closed)),
+        "both bad nodes' own breakers trip: {local:?}"
+    );
+    assert!(
+        local[2..].iter().all(|s| *s == Some(BreakerState::Closed)),
+        "the healthy nodes' breakers stay closed: {local:?}"
+    );
     assert!(healthy_calls > 5 * failed_calls, "the healthy nodes must be busy: {healthy_calls} vs {failed_calls}");
     let view = store_of(&cluster).await.get("primary").await.unwrap();
     assert_eq!(view.state, BreakerState::Closed, "{view:?}");
@@ -198,7 +204,7 @@ async fn a_dead_probe_holder_hands_the_probe_over_within_about_one_lease() {
     let dead = Instant::now();
     eventually("another node probes and closes the breaker", Duration::from_secs(20), || async {
         let _ = cluster.query("chat", &ask("after the holder died")).await;
-        cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed").then_some(())
+        cluster.cluster_breakers("primary").await.iter().all(|s| *s == Some(BreakerState::Closed)).then_some(())
     })
     .await
     .unwrap();
@@ -219,7 +225,7 @@ async fn a_stale_429_never_reopens_a_breaker_that_closed_since() {
     cluster.mock.clear_behavior(PRIMARY_MODEL);
     eventually("the probe closes the breaker", Duration::from_secs(10), || async {
         let _ = cluster.query("chat", &ask("heal")).await;
-        let closed = cluster.cluster_breakers("primary").await.iter().all(|s| s == "closed");
+        let closed = cluster.cluster_breakers("primary").await.iter().all(|s| *s == Some(BreakerState::Closed));
         closed.then_some(())
     })
     .await

@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use switchyard_bus::{Bus, BusError, Message, NatsBus};
+use switchyard_core::BreakerState;
 use switchyard_e2e::{PRIMARY_MODEL, SECONDARY_MODEL, ask, reply};
 use switchyard_mock::{MockConfig, MockServer};
 use switchyard_protocol::client::{QueryOutcome, QueryReply};
@@ -342,7 +343,7 @@ async fn redis_acl_user_over_rediss_with_a_client_certificate() {
         let health = served.node.health().await;
         assert!(!health.degraded, "the node lost Redis");
         let primary = health.providers.iter().find(|p| p.name == "primary")?;
-        (primary.cluster_breaker != "closed").then_some(())
+        (primary.cluster_breaker != Some(BreakerState::Closed)).then_some(())
     })
     .await
     .unwrap();
@@ -350,7 +351,8 @@ async fn redis_acl_user_over_rediss_with_a_client_certificate() {
     store.reset("primary").await.unwrap();
     eventually("the node sees the reset", Duration::from_secs(10), || async {
         let health = served.node.health().await;
-        (health.providers.iter().find(|p| p.name == "primary")?.cluster_breaker == "closed").then_some(())
+        (health.providers.iter().find(|p| p.name == "primary")?.cluster_breaker == Some(BreakerState::Closed))
+            .then_some(())
     })
     .await
     .unwrap();

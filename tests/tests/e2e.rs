@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use switchyard_bus::Message;
+use switchyard_core::BreakerState;
 use switchyard_e2e::{Calls, PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask, error, local_and_over_nats, reply};
 use switchyard_mock::{Behavior, Latency, MockError};
 use switchyard_protocol::client::{ErrorType, QueryOutcome, StreamFrame};
@@ -242,7 +243,7 @@ async fn a_dead_provider_trips_its_breaker_and_is_left_alone_until_the_probe(pat
     assert_eq!(calls_at_trip, 4);
     let health = cluster.nodes[0].health().await;
     let primary = health.providers.iter().find(|p| p.name == "primary").unwrap();
-    assert_eq!(primary.breaker, "open");
+    assert_eq!(primary.breaker, Some(BreakerState::Open));
 
     // While open, the dead provider is not called at all: queries fall back without touching it.
     for i in 0..10 {
@@ -270,6 +271,6 @@ async fn a_dead_provider_trips_its_breaker_and_is_left_alone_until_the_probe(pat
     .unwrap();
     assert_eq!(answer.provider, "primary");
     let health = cluster.nodes[0].health().await;
-    assert_eq!(health.providers.iter().find(|p| p.name == "primary").unwrap().breaker, "closed");
+    assert_eq!(health.providers.iter().find(|p| p.name == "primary").unwrap().breaker, Some(BreakerState::Closed));
     cluster.shutdown().await;
 }

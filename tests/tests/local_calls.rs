@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use switchyard_core::BreakerState;
 use switchyard_e2e::{Calls, PRIMARY_MODEL, SECONDARY_MODEL, TestCluster, ask};
 use switchyard_mock::{Behavior, MockError};
 use switchyard_protocol::admin::ProviderHealth;
@@ -198,12 +199,12 @@ async fn scenario(path: Calls) -> Vec<Step> {
     let expected = [("primary", "retryable"), ("primary", "retryable"), ("primary", "retryable")];
     assert_eq!(retried.outcomes()[..3], expected);
     let step = run.record("retry_then_fallback", vec![retried]).await;
-    assert_eq!(step.providers[0].breaker, "closed");
+    assert_eq!(step.providers[0].breaker, Some(BreakerState::Closed));
 
     // The sixth call trips the primary's breaker.
     let tripping = vec![run.query("chat", &ask("trip 1")).await, run.query("chat", &ask("trip 2")).await];
     let step = run.record("trip", tripping).await;
-    assert_eq!(step.providers[0].breaker, "open");
+    assert_eq!(step.providers[0].breaker, Some(BreakerState::Open));
 
     // While open, the node refuses without calling upstream; a route without a fallback gets a typed error.
     let refused = vec![run.query("chat", &ask("while open")).await, run.query("solo", &ask("nothing else")).await];
@@ -214,14 +215,14 @@ async fn scenario(path: Calls) -> Vec<Step> {
     // The provider heals; once the open interval is over, one probe closes the breaker.
     run.cluster.mock.clear_behavior(PRIMARY_MODEL);
     eventually("the breaker to let a probe through", Duration::from_secs(10), || async {
-        (run.primary().await.breaker == "half_open").then_some(())
+        (run.primary().await.breaker == Some(BreakerState::HalfOpen)).then_some(())
     })
     .await
     .unwrap();
     let probe = run.query("solo", &ask("probe")).await;
     assert_eq!(probe.outcomes(), [("primary", "success")]);
     let step = run.record("probe", vec![probe]).await;
-    assert_eq!(step.providers[0].breaker, "closed");
+    assert_eq!(step.providers[0].breaker, Some(BreakerState::Closed));
 
     let streamed = Answer::stream(run.cluster.stream("chat", &ask("one two three four five")).await.unwrap());
     run.record("stream", vec![streamed]).await;

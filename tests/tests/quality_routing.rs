@@ -18,6 +18,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use switchyard_bus::{Bus, Message, gather};
+use switchyard_core::BreakerState;
 use switchyard_e2e::{ask, connect, reply, unique_namespace};
 use switchyard_learn::FeatureConfig;
 use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
@@ -318,7 +319,7 @@ async fn a_chosen_model_that_is_tripped_falls_back_along_the_chain() {
         assert_eq!(reply.provider, "cheap", "the chain's next target answers");
         let health = front.node.health().await;
         let strong = health.providers.iter().find(|p| p.name == "strong").unwrap();
-        (strong.cluster_breaker == "open").then_some(())
+        (strong.cluster_breaker == Some(BreakerState::Open)).then_some(())
     })
     .await
     .unwrap();

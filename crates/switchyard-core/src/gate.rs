@@ -23,6 +23,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::BreakerState;
+
 /// The cluster's breaker state, with the open deadline on this node's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterPhase {
@@ -34,13 +36,14 @@ pub enum ClusterPhase {
 }
 
 impl ClusterPhase {
-    pub fn as_str(&self) -> &'static str {
+    /// The state's name, without its deadline.
+    pub fn state(&self) -> BreakerState {
         match self {
-            ClusterPhase::Closed => "closed",
-            ClusterPhase::Open { .. } => "open",
-            ClusterPhase::HalfOpen => "half_open",
-            ClusterPhase::ForcedOpen => "forced_open",
-            ClusterPhase::Disabled => "disabled",
+            ClusterPhase::Closed => BreakerState::Closed,
+            ClusterPhase::Open { .. } => BreakerState::Open,
+            ClusterPhase::HalfOpen => BreakerState::HalfOpen,
+            ClusterPhase::ForcedOpen => BreakerState::ForcedOpen,
+            ClusterPhase::Disabled => BreakerState::Disabled,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod invalid;
 pub mod outcome;
 pub mod restart;
 pub mod retry;
+pub mod state;
 
 pub use backoff::Backoff;
 pub use balance::{
@@ -23,7 +24,7 @@ pub use balance::{
     TieBreak,
 };
 pub use breaker::{
-    Breaker, BreakerConfig, BreakerConfigError, BreakerSnapshot, BreakerState, CallOutcome, OperatorAction, Permit,
+    Breaker, BreakerConfig, BreakerConfigError, BreakerPhase, BreakerSnapshot, CallOutcome, OperatorAction, Permit,
     Rejected, SlidingWindow, Transition, TransitionReason,
 };
 pub use cost::Price;
@@ -37,3 +38,4 @@ pub use retry::{
     FallbackChains, RetryBudget, RetryBudgetConfig, RetryBudgetSnapshot, RetryConfigError, RetryDecision, RetryOn,
     RetryPolicy,
 };
+pub use state::BreakerState;

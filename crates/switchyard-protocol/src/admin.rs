@@ -3,6 +3,7 @@
 //! Health is data: each actor reports a snapshot, the admin actor assembles them into a [`NodeHealth`].
 
 use serde::{Deserialize, Serialize};
+use switchyard_core::BreakerState;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderHealth {
@@ -26,14 +27,17 @@ pub struct ProviderHealth {
     pub last_crash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_crash_at_ms: Option<u64>,
-    /// The local circuit breaker: `closed`, `open`, `half_open`, `forced_open`, `disabled`, `metrics_only`.
-    pub breaker: String,
+    /// The local circuit breaker; absent while the provider's actor is not running (restarting, or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerState>,
     pub breaker_epoch: u64,
     pub failure_rate: Option<f64>,
     /// The provider answered 401/403: its key or account needs an operator.
     pub misconfigured: bool,
-    /// The cluster's breaker for this provider, as this node knows it (`closed` without shared state).
-    pub cluster_breaker: String,
+    /// The cluster's breaker for this provider, as this node knows it (`closed` without shared state); absent
+    /// while the provider's actor is not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_breaker: Option<BreakerState>,
     pub cluster_epoch: u64,
     /// While the cluster breaker is open: milliseconds until a probe may be taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +100,7 @@ pub struct AdminAck {
     pub message: String,
     /// For a breaker command: the cluster breaker's state and epoch after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<BreakerState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
 }
@@ -155,11 +159,11 @@ impl std::str::FromStr for BreakerCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakerBelief {
     pub provider: String,
-    /// This node's own breaker (`None` when the node does not host the provider).
+    /// This node's own breaker (`None` when the node does not host the provider, or its actor is not running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local: Option<String>,
+    pub local: Option<BreakerState>,
     /// This node's copy of the cluster breaker.
-    pub cluster: String,
+    pub cluster: BreakerState,
     pub cluster_epoch: u64,
     /// The store's view, when this node reads the shared store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,7 +173,7 @@ pub struct BreakerBelief {
 /// The cluster breaker as the shared store holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreView {
-    pub state: String,
+    pub state: BreakerState,
     pub epoch: u64,
     /// While open: milliseconds until a probe may be taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use switchyard_core::FailureClass;
+use switchyard_core::{BreakerState, FailureClass};
 
 use crate::chat::{ChatRequest, Completion};
 use crate::client::QueryRequest;
@@ -182,8 +182,8 @@ impl From<WireFailureClass> for FailureClass {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerEvent {
     pub provider: String,
-    /// `closed`, `open`, `half_open`, `forced_open`, `disabled`.
-    pub state: String,
+    /// Never `MetricsOnly` (see [`BreakerState`]).
+    pub state: BreakerState,
     pub epoch: u64,
     /// Time left in the open interval when the event was sent.
     pub open_remaining_ms: u64,

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use switchyard_core::FailureClass;
+use switchyard_core::{BreakerState, FailureClass};
 use switchyard_protocol::Usage;
 use switchyard_protocol::admin::{ProviderStats, RouteStats};
 
@@ -324,19 +324,19 @@ impl Metrics {
     }
 
     /// Sets a breaker's state gauge and counts the transition.
-    pub fn breaker(&self, provider: &str, scope: &str, state: &str) {
+    pub fn breaker(&self, provider: &str, scope: &str, state: BreakerState) {
         let code = match state {
-            "closed" => 0,
-            "open" => 1,
-            "half_open" => 2,
-            "forced_open" => 3,
-            "disabled" => 4,
-            _ => 5,
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+            BreakerState::ForcedOpen => 3,
+            BreakerState::Disabled => 4,
+            BreakerState::MetricsOnly => 5,
         };
         let labels = BreakerLabels { provider: provider.to_owned(), scope: scope.to_owned() };
         let previous = self.breaker_state.get_or_create(&labels).set(code);
         if previous != code {
-            let to = TransitionLabels { provider: provider.to_owned(), scope: scope.to_owned(), to: state.to_owned() };
+            let to = TransitionLabels { provider: provider.to_owned(), scope: scope.to_owned(), to: state.to_string() };
             self.breaker_transitions.get_or_create(&to).inc();
         }
     }

@@ -291,7 +291,8 @@ impl BreakerStore for MemoryStore {
                 return false;
             }
             match entry.state() {
-                BreakerState::ForcedOpen | BreakerState::Disabled => false,
+                // MetricsOnly is never held by the store (see `BreakerState`).
+                BreakerState::ForcedOpen | BreakerState::Disabled | BreakerState::MetricsOnly => false,
                 BreakerState::Open if until <= entry.breaker.open_until_ms => false,
                 BreakerState::Open => {
                     entry.breaker.open_until_ms = until;
@@ -318,7 +319,10 @@ impl BreakerStore for MemoryStore {
                     return ProbeDecision::Granted(breaker.view(provider, now));
                 }
                 BreakerState::HalfOpen => now >= breaker.probe_until_ms,
-                BreakerState::Closed | BreakerState::ForcedOpen | BreakerState::Disabled => false,
+                BreakerState::Closed
+                | BreakerState::ForcedOpen
+                | BreakerState::Disabled
+                | BreakerState::MetricsOnly => false,
             };
             if !grant {
                 return ProbeDecision::Refused(entry.breaker.view(provider, now));

@@ -320,6 +320,7 @@ fn map_error(operation: &'static str, timeout: Duration, error: RedisError) -> S
 fn parse_reply(operation: &'static str, provider: &str, reply: Reply) -> Result<(String, ClusterView), StateError> {
     let (effect, now, state, epoch, opens, open_until_ms, probe_owner, probe_until_ms, misconfigured) = reply;
     let state = BreakerState::from_name(&state)
+        .filter(|state| *state != BreakerState::MetricsOnly)
         .ok_or_else(|| StateError::Protocol { operation, detail: format!("unknown breaker state {state:?}") })?;
     let raw = RawBreaker {
         state: Some(state),

@@ -1,61 +1,18 @@
 //! The data that crosses the [`BreakerStore`](crate::BreakerStore) boundary, and the arithmetic both stores share.
 //!
-//! These types are this crate's own on purpose: the pure core's breaker state machine evolves on its own, and
-//! the cluster state only needs a small, stable vocabulary (a state name, an epoch, a deadline, a probe lease).
-//! The runtime converts between the two. The trip and wait arithmetic lives here once, in integer milliseconds
+//! These types are this crate's own on purpose (except the state's name, [`BreakerState`], which is the core's):
+//! the pure core's breaker state machine evolves on its own, and the cluster state only needs a small, stable
+//! vocabulary (a state name, an epoch, a deadline, a probe lease). The runtime converts between the two. The trip and wait arithmetic lives here once, in integer milliseconds
 //! and `f64` rates, and the Lua scripts repeat it operation for operation, so [`MemoryStore`](crate::MemoryStore)
 //! and [`RedisStore`](crate::RedisStore) agree to the millisecond (the conformance suite checks that they do).
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::StateError;
 
-/// The cluster-wide state of one provider's breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BreakerState {
-    /// Calls flow; outcomes are counted toward a trip.
-    Closed,
-    /// Calls are refused until `open_until`; then one node may take the probe lease.
-    Open,
-    /// One node holds the probe lease; everyone else refuses calls.
-    HalfOpen,
-    /// An operator opened the breaker; only [`reset`](crate::BreakerStore::reset) closes it.
-    ForcedOpen,
-    /// An operator switched the breaker off: calls always flow, outcomes are counted but never trip.
-    Disabled,
-}
-
-impl BreakerState {
-    /// The stable lowercase name, as stored in Redis and shown in admin replies.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-            BreakerState::ForcedOpen => "forced_open",
-            BreakerState::Disabled => "disabled",
-        }
-    }
-
-    /// The state named `name` (see [`BreakerState::as_str`]).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "closed" => BreakerState::Closed,
-            "open" => BreakerState::Open,
-            "half_open" => BreakerState::HalfOpen,
-            "forced_open" => BreakerState::ForcedOpen,
-            "disabled" => BreakerState::Disabled,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for BreakerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The cluster-wide state of one provider's breaker: the core's one name type. The store never holds
+/// `MetricsOnly` (a mode of a node's own breaker); a store that reports it is refused as a protocol error.
+pub use switchyard_core::BreakerState;
 
 /// One node's outcomes for one provider since its last report (a node batches about every 100 ms).
 ///

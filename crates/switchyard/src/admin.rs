@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use switchyard_bus::{Bus, Message, NatsBus};
+use switchyard_core::BreakerState;
 use switchyard_protocol::admin::{AdminAck, AdminRequest, NodeBreakers, NodeHealth, NodeStats};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::quality::{ReloadOutcome, RouterStatus};
@@ -185,10 +186,15 @@ async fn request<T: DeserializeOwned>(bus: &NatsBus, subject: String, body: Byte
     }
 }
 
+/// A breaker's state as printed: its name, or `-` when unknown (an actor that is not running, no command).
+pub(crate) fn state_name(state: Option<BreakerState>) -> &'static str {
+    state.map_or("-", |state| state.as_str())
+}
+
 /// A breaker command: executed by one node with the shared store; prints the resulting state.
 async fn breaker(bus: &NatsBus, subjects: &Subjects, provider: &str, command: &str, body: Bytes) -> anyhow::Result<()> {
     let ack: AdminAck = request(bus, subjects.admin_breaker(provider, command), body).await?;
-    let state = ack.state.as_deref().unwrap_or("-");
+    let state = state_name(ack.state);
     let epoch = ack.epoch.map_or_else(|| "-".to_owned(), |e| e.to_string());
     println!("{}: {} (cluster breaker {state}, epoch {epoch})", ack.node, ack.message);
     if !ack.ok {
@@ -230,7 +236,12 @@ fn print_health(nodes: &[NodeHealth]) {
             for p in &h.providers {
                 println!(
                     "  {:<16} {:<12} {:<12} {:>6} {:>8} {:>8}",
-                    p.name, p.breaker, p.cluster_breaker, p.cluster_epoch, p.calls, p.failures
+                    p.name,
+                    state_name(p.breaker),
+                    state_name(p.cluster_breaker),
+                    p.cluster_epoch,
+                    p.calls,
+                    p.failures
                 );
             }
         }
@@ -258,7 +269,7 @@ fn print_breakers(nodes: &[NodeBreakers]) {
         for (node, b) in beliefs {
             let disagrees = store.is_some_and(|s| s.state != b.cluster || s.epoch != b.cluster_epoch);
             let mark = if disagrees { "  DISAGREES" } else { "" };
-            let local = b.local.as_deref().unwrap_or("-");
+            let local = state_name(b.local);
             println!("  {node:<24} local {local:<12} cluster {:<12} epoch {}{mark}", b.cluster, b.cluster_epoch);
         }
     }

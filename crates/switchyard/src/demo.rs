@@ -17,6 +17,7 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use switchyard_bus::{Bus, MemoryBus, Message};
+use switchyard_core::BreakerState;
 use switchyard_mock::{Behavior, MockConfig, MockError, MockServer};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::admin::NodeHealth;
@@ -24,6 +25,8 @@ use switchyard_protocol::client::{QueryOutcome, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::{Node, NodeConfig, Role, SharedState};
 use switchyard_state::MemoryStore;
+
+use crate::admin::state_name;
 
 const PRIMARY_MODEL: &str = "gpt-4o-mini";
 const SECONDARY_MODEL: &str = "claude-3-5-haiku";
@@ -211,7 +214,11 @@ pub async fn run(queries: usize, nodes: usize) -> anyhow::Result<()> {
             .map(|p| {
                 format!(
                     "{} {} (restarts {}, breaker {}, cluster breaker {})",
-                    p.name, p.status, p.restarts, p.breaker, p.cluster_breaker
+                    p.name,
+                    p.status,
+                    p.restarts,
+                    state_name(p.breaker),
+                    state_name(p.cluster_breaker)
                 )
             })
             .collect();
@@ -351,7 +358,8 @@ async fn wait_for_nodes(cluster: &[Node], timeout: Duration, done: impl Fn(&Node
 async fn all_breakers_closed(cluster: &[Node]) -> bool {
     for node in cluster {
         let health = node.health().await;
-        if !health.providers.iter().all(|p| p.breaker == "closed" && p.cluster_breaker == "closed") {
+        let closed = Some(BreakerState::Closed);
+        if !health.providers.iter().all(|p| p.breaker == closed && p.cluster_breaker == closed) {
             return false;
         }
     }

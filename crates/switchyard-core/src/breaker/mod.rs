@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 pub use window::SlidingWindow;
 use window::{Call, Totals, Window};
 
-use crate::{Backoff, FailureClass, Outcome};
+use crate::{Backoff, BreakerState, FailureClass, Outcome};
 
 /// The shortest cooldown a 429 opens, and the one it opens when the provider gave no `Retry-After`.
 pub const MIN_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
@@ -199,7 +199,7 @@ fn deadline(now: Instant, wait: Duration) -> Instant {
 
 /// What the breaker is doing, as it would answer a call now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
+pub enum BreakerPhase {
     /// Calls are admitted and recorded.
     Closed,
     /// Calls are rejected until `until`; then the breaker becomes half-open.
@@ -214,16 +214,16 @@ pub enum BreakerState {
     MetricsOnly,
 }
 
-impl BreakerState {
-    /// A stable lowercase name, as stored in Redis and shown in admin replies.
-    pub fn as_str(&self) -> &'static str {
+impl BreakerPhase {
+    /// The state's name, without its deadline.
+    pub fn state(&self) -> BreakerState {
         match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open { .. } => "open",
-            BreakerState::HalfOpen => "half_open",
-            BreakerState::ForcedOpen => "forced_open",
-            BreakerState::Disabled => "disabled",
-            BreakerState::MetricsOnly => "metrics_only",
+            BreakerPhase::Closed => BreakerState::Closed,
+            BreakerPhase::Open { .. } => BreakerState::Open,
+            BreakerPhase::HalfOpen => BreakerState::HalfOpen,
+            BreakerPhase::ForcedOpen => BreakerState::ForcedOpen,
+            BreakerPhase::Disabled => BreakerState::Disabled,
+            BreakerPhase::MetricsOnly => BreakerState::MetricsOnly,
         }
     }
 }
@@ -255,7 +255,7 @@ pub struct Rejected {
     /// Time left in the open interval; [`HALF_OPEN_RETRY_AFTER`] while the probes are out; `open_wait.max` when
     /// forced open.
     pub retry_after: Duration,
-    pub state: BreakerState,
+    pub state: BreakerPhase,
 }
 
 /// What one admitted call did.
@@ -297,8 +297,8 @@ pub enum OperatorAction {
 /// A state change, to log, alert on and publish to the cluster.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transition {
-    pub from: BreakerState,
-    pub to: BreakerState,
+    pub from: BreakerPhase,
+    pub to: BreakerPhase,
     /// The epoch after the transition (unchanged for a dry run).
     pub epoch: u64,
     /// The open deadline: `to`'s, or for a dry run the one the breaker would have set.
@@ -311,7 +311,7 @@ pub struct Transition {
 /// An observable picture of a breaker, for health replies and metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerSnapshot {
-    pub state: BreakerState,
+    pub state: BreakerPhase,
     pub epoch: u64,
     /// Percent of failed calls in the window; `None` before `minimum_calls`.
     pub failure_rate: Option<f64>,
@@ -347,7 +347,7 @@ enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Breaker {
     config: BreakerConfig,
-    state: BreakerState,
+    state: BreakerPhase,
     epoch: u64,
     window: Window,
     consecutive_opens: u32,
@@ -363,7 +363,7 @@ impl Breaker {
         config.validate()?;
         Ok(Self {
             config,
-            state: BreakerState::Closed,
+            state: BreakerPhase::Closed,
             epoch: 0,
             window: Window::new(config.window),
             consecutive_opens: 0,
@@ -382,34 +382,34 @@ impl Breaker {
     }
 
     /// The effective state at `now`: an open breaker whose deadline has passed is half-open.
-    pub fn state(&self, now: Instant) -> BreakerState {
+    pub fn state(&self, now: Instant) -> BreakerPhase {
         match self.state {
-            BreakerState::Open { until } if now >= until => BreakerState::HalfOpen,
+            BreakerPhase::Open { until } if now >= until => BreakerPhase::HalfOpen,
             state => state,
         }
     }
 
     /// Asks to make one call at `now`.
     pub fn try_acquire(&mut self, now: Instant) -> Result<Permit, Rejected> {
-        if let BreakerState::Open { until } = self.state
+        if let BreakerPhase::Open { until } = self.state
             && now >= until
         {
             // The open interval is over; its probes belong to the same epoch (entering Open cleared their count).
-            self.state = BreakerState::HalfOpen;
+            self.state = BreakerPhase::HalfOpen;
         }
         match self.state {
-            BreakerState::Closed | BreakerState::Disabled | BreakerState::MetricsOnly => {
+            BreakerPhase::Closed | BreakerPhase::Disabled | BreakerPhase::MetricsOnly => {
                 Ok(Permit { epoch: self.epoch, half_open: false })
             }
-            BreakerState::HalfOpen if self.probes.granted < self.config.half_open_permits => {
+            BreakerPhase::HalfOpen if self.probes.granted < self.config.half_open_permits => {
                 self.probes.granted += 1;
                 Ok(Permit { epoch: self.epoch, half_open: true })
             }
-            BreakerState::HalfOpen => Err(Rejected { retry_after: HALF_OPEN_RETRY_AFTER, state: self.state }),
-            BreakerState::Open { until } => {
+            BreakerPhase::HalfOpen => Err(Rejected { retry_after: HALF_OPEN_RETRY_AFTER, state: self.state }),
+            BreakerPhase::Open { until } => {
                 Err(Rejected { retry_after: until.saturating_duration_since(now), state: self.state })
             }
-            BreakerState::ForcedOpen => Err(Rejected { retry_after: self.config.open_wait.max, state: self.state }),
+            BreakerPhase::ForcedOpen => Err(Rejected { retry_after: self.config.open_wait.max, state: self.state }),
         }
     }
 
@@ -421,28 +421,28 @@ impl Breaker {
             return self.on_stale(verdict, now);
         }
         match self.state {
-            BreakerState::Closed => self.on_closed(verdict, now, unit),
-            BreakerState::HalfOpen => self.on_probe(verdict, now, unit),
-            BreakerState::MetricsOnly => self.on_metrics_only(verdict, now, unit),
-            BreakerState::Disabled => None,
+            BreakerPhase::Closed => self.on_closed(verdict, now, unit),
+            BreakerPhase::HalfOpen => self.on_probe(verdict, now, unit),
+            BreakerPhase::MetricsOnly => self.on_metrics_only(verdict, now, unit),
+            BreakerPhase::Disabled => None,
             // No permit is granted while open, so this one is stale in all but number.
-            BreakerState::Open { .. } | BreakerState::ForcedOpen => self.on_stale(verdict, now),
+            BreakerPhase::Open { .. } | BreakerPhase::ForcedOpen => self.on_stale(verdict, now),
         }
     }
 
     /// Operator: reject everything until [`Breaker::reset`]. `None` if already forced open.
     pub fn force_open(&mut self, now: Instant) -> Option<Transition> {
-        self.operator(BreakerState::ForcedOpen, OperatorAction::ForceOpen, now)
+        self.operator(BreakerPhase::ForcedOpen, OperatorAction::ForceOpen, now)
     }
 
     /// Operator: admit everything and record nothing. `None` if already disabled.
     pub fn disable(&mut self, now: Instant) -> Option<Transition> {
-        self.operator(BreakerState::Disabled, OperatorAction::Disable, now)
+        self.operator(BreakerPhase::Disabled, OperatorAction::Disable, now)
     }
 
     /// Operator: admit everything, record outcomes and report would-be trips. `None` if already in that mode.
     pub fn metrics_only(&mut self, now: Instant) -> Option<Transition> {
-        self.operator(BreakerState::MetricsOnly, OperatorAction::MetricsOnly, now)
+        self.operator(BreakerPhase::MetricsOnly, OperatorAction::MetricsOnly, now)
     }
 
     /// Operator: close with an empty window, no consecutive trips and the misconfigured flag cleared. Always a
@@ -450,7 +450,7 @@ impl Breaker {
     pub fn reset(&mut self, now: Instant) -> Transition {
         self.consecutive_opens = 0;
         self.misconfigured = false;
-        self.transition(BreakerState::Closed, TransitionReason::Operator(OperatorAction::Reset), now)
+        self.transition(BreakerPhase::Closed, TransitionReason::Operator(OperatorAction::Reset), now)
     }
 
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
@@ -464,12 +464,12 @@ impl Breaker {
             calls_in_window: totals.calls,
             consecutive_opens: self.consecutive_opens,
             open_remaining: match state {
-                BreakerState::Open { until } => Some(until.saturating_duration_since(now)),
+                BreakerPhase::Open { until } => Some(until.saturating_duration_since(now)),
                 _ => None,
             },
             misconfigured: self.misconfigured,
             half_open_in_flight: match state {
-                BreakerState::HalfOpen => self.probes.granted.saturating_sub(self.probes.succeeded),
+                BreakerPhase::HalfOpen => self.probes.granted.saturating_sub(self.probes.succeeded),
                 _ => 0,
             },
         }
@@ -546,7 +546,7 @@ impl Breaker {
                     return Some(self.trip(reason, now, unit));
                 }
                 self.consecutive_opens = 0;
-                Some(self.transition(BreakerState::Closed, TransitionReason::ProbesSucceeded, now))
+                Some(self.transition(BreakerPhase::Closed, TransitionReason::ProbesSucceeded, now))
             }
             Verdict::RateLimited(cooldown) => Some(self.cool_down(cooldown, now)),
             Verdict::Misconfigured => Some(self.misconfigured(now, unit)),
@@ -604,7 +604,7 @@ impl Breaker {
     /// A stale outcome changes nothing, except that a 429 may push a still-open deadline further out.
     fn on_stale(&mut self, verdict: Verdict, now: Instant) -> Option<Transition> {
         match (verdict, self.state) {
-            (Verdict::RateLimited(cooldown), BreakerState::Open { until })
+            (Verdict::RateLimited(cooldown), BreakerPhase::Open { until })
                 if now < until && deadline(now, cooldown) > until =>
             {
                 Some(self.cool_down(cooldown, now))
@@ -617,16 +617,16 @@ impl Breaker {
     fn trip(&mut self, reason: TransitionReason, now: Instant, unit: f64) -> Transition {
         self.consecutive_opens = self.consecutive_opens.saturating_add(1);
         let until = deadline(now, self.config.open_wait(self.consecutive_opens, unit));
-        self.transition(BreakerState::Open { until }, reason, now)
+        self.transition(BreakerPhase::Open { until }, reason, now)
     }
 
     /// Opens, or extends, a 429 cooldown; never shortens an open deadline and never counts as a trip.
     fn cool_down(&mut self, cooldown: Duration, now: Instant) -> Transition {
         let mut until = deadline(now, cooldown);
-        if let BreakerState::Open { until: current } = self.state {
+        if let BreakerPhase::Open { until: current } = self.state {
             until = until.max(current);
         }
-        self.transition(BreakerState::Open { until }, TransitionReason::RateLimited { cooldown }, now)
+        self.transition(BreakerPhase::Open { until }, TransitionReason::RateLimited { cooldown }, now)
     }
 
     /// Opens for the longest wait and raises the misconfigured flag.
@@ -634,10 +634,10 @@ impl Breaker {
         self.misconfigured = true;
         self.consecutive_opens = self.consecutive_opens.saturating_add(1);
         let until = deadline(now, jittered(self.config.open_wait.max, self.config.open_jitter, unit));
-        self.transition(BreakerState::Open { until }, TransitionReason::Misconfigured, now)
+        self.transition(BreakerPhase::Open { until }, TransitionReason::Misconfigured, now)
     }
 
-    fn operator(&mut self, to: BreakerState, action: OperatorAction, now: Instant) -> Option<Transition> {
+    fn operator(&mut self, to: BreakerPhase, action: OperatorAction, now: Instant) -> Option<Transition> {
         if self.state == to {
             return None;
         }
@@ -645,22 +645,22 @@ impl Breaker {
     }
 
     /// Moves to `to` and bumps the epoch; the only way the state changes, besides the lazy Open to HalfOpen step.
-    fn transition(&mut self, to: BreakerState, reason: TransitionReason, now: Instant) -> Transition {
+    fn transition(&mut self, to: BreakerPhase, reason: TransitionReason, now: Instant) -> Transition {
         let from = self.state(now);
         self.enter(to);
         self.epoch = self.epoch.saturating_add(1);
         let open_until = match to {
-            BreakerState::Open { until } => Some(until),
+            BreakerPhase::Open { until } => Some(until),
             _ => None,
         };
         Transition { from, to, epoch: self.epoch, open_until, reason, dry_run: false }
     }
 
-    fn enter(&mut self, to: BreakerState) {
+    fn enter(&mut self, to: BreakerPhase) {
         self.state = to;
         self.probes = Probes::default();
         self.dry_run_until = None;
-        if matches!(to, BreakerState::Closed | BreakerState::MetricsOnly) {
+        if matches!(to, BreakerPhase::Closed | BreakerPhase::MetricsOnly) {
             self.window.clear();
         }
     }

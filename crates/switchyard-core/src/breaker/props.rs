@@ -128,16 +128,16 @@ fn ignored(outcome: CallOutcome) -> bool {
 }
 
 /// The state as announced, seen at `now`.
-fn effective(model: BreakerState, now: Instant) -> BreakerState {
+fn effective(model: BreakerPhase, now: Instant) -> BreakerPhase {
     match model {
-        BreakerState::Open { until } if now >= until => BreakerState::HalfOpen,
+        BreakerPhase::Open { until } if now >= until => BreakerPhase::HalfOpen,
         state => state,
     }
 }
 
 struct Harness {
     breaker: Breaker,
-    model: BreakerState,
+    model: BreakerPhase,
     now: Instant,
     held: Vec<Permit>,
     /// `(epoch, count)` of the half-open permits granted and not given back, by the test's own count.
@@ -150,28 +150,28 @@ impl Harness {
         let granted = self.probes_granted();
         let result = self.breaker.try_acquire(self.now);
         match (&result, before) {
-            (Ok(_), BreakerState::Open { until }) => {
+            (Ok(_), BreakerPhase::Open { until }) => {
                 return Err(TestCaseError::fail(format!("admitted while open until {until:?}, at {:?}", self.now)));
             }
-            (Ok(_), BreakerState::ForcedOpen) => return Err(TestCaseError::fail("admitted while forced open")),
-            (Err(rejected), BreakerState::Closed | BreakerState::Disabled | BreakerState::MetricsOnly) => {
+            (Ok(_), BreakerPhase::ForcedOpen) => return Err(TestCaseError::fail("admitted while forced open")),
+            (Err(rejected), BreakerPhase::Closed | BreakerPhase::Disabled | BreakerPhase::MetricsOnly) => {
                 return Err(TestCaseError::fail(format!("rejected while {before:?}: {rejected:?}")));
             }
-            (Err(rejected), BreakerState::HalfOpen) => {
+            (Err(rejected), BreakerPhase::HalfOpen) => {
                 prop_assert_eq!(granted, self.breaker.config().half_open_permits, "rejected a free probe slot");
                 prop_assert_eq!(rejected.retry_after, HALF_OPEN_RETRY_AFTER);
             }
-            (Err(rejected), BreakerState::Open { until }) => {
+            (Err(rejected), BreakerPhase::Open { until }) => {
                 prop_assert_eq!(rejected.retry_after, until - self.now);
             }
             (Ok(permit), _) => {
                 prop_assert_eq!(permit.epoch(), self.breaker.epoch());
-                prop_assert_eq!(permit.is_half_open(), before == BreakerState::HalfOpen);
+                prop_assert_eq!(permit.is_half_open(), before == BreakerPhase::HalfOpen);
                 if permit.is_half_open() {
                     self.probes = (permit.epoch(), self.probes_granted() + 1);
                 }
             }
-            (Err(_), BreakerState::ForcedOpen) => {}
+            (Err(_), BreakerPhase::ForcedOpen) => {}
         }
         Ok(result.ok())
     }
@@ -197,7 +197,7 @@ impl Harness {
             // A stale outcome changes nothing, except a 429 pushing a running open deadline further out.
             match (transition, before.state, after.state) {
                 (None, _, _) => prop_assert_eq!(before, after, "a stale outcome changed the breaker"),
-                (Some(t), BreakerState::Open { until: old }, BreakerState::Open { until: new })
+                (Some(t), BreakerPhase::Open { until: old }, BreakerPhase::Open { until: new })
                     if matches!(t.reason, TransitionReason::RateLimited { .. }) =>
                 {
                     prop_assert!(new > old, "a stale 429 did not extend the deadline");
@@ -227,8 +227,8 @@ impl Harness {
             return Ok(());
         };
         if t.dry_run {
-            prop_assert_eq!(t.from, BreakerState::MetricsOnly);
-            prop_assert_eq!(t.to, BreakerState::MetricsOnly);
+            prop_assert_eq!(t.from, BreakerPhase::MetricsOnly);
+            prop_assert_eq!(t.to, BreakerPhase::MetricsOnly);
             prop_assert_eq!(t.epoch, epoch_before);
             prop_assert!(t.open_until.is_some());
             return Ok(());
@@ -236,8 +236,8 @@ impl Harness {
         prop_assert_eq!(t.epoch, epoch_before + 1, "a transition must bump the epoch by one");
         prop_assert_eq!(t.epoch, self.breaker.epoch());
         prop_assert_eq!(t.from, effective(self.model, self.now), "the transition started from an unannounced state");
-        prop_assert!(!(t.from == BreakerState::Closed && t.to == BreakerState::HalfOpen), "closed jumped to half-open");
-        prop_assert_ne!(t.to, BreakerState::HalfOpen, "only time makes a breaker half-open");
+        prop_assert!(!(t.from == BreakerPhase::Closed && t.to == BreakerPhase::HalfOpen), "closed jumped to half-open");
+        prop_assert_ne!(t.to, BreakerPhase::HalfOpen, "only time makes a breaker half-open");
         self.model = t.to;
         Ok(())
     }
@@ -281,8 +281,8 @@ impl Harness {
         let state_after = self.breaker.state(self.now);
         prop_assert_eq!(state_after, effective(self.model, self.now), "the state changed without an announcement");
         prop_assert!(self.breaker.epoch() >= epoch_before, "the epoch went backwards");
-        if state_before == BreakerState::Closed {
-            prop_assert_ne!(state_after, BreakerState::HalfOpen, "closed jumped to half-open");
+        if state_before == BreakerPhase::Closed {
+            prop_assert_ne!(state_after, BreakerPhase::HalfOpen, "closed jumped to half-open");
         }
         let permits = self.breaker.config().half_open_permits;
         prop_assert!(self.probes_in_flight() <= self.probes_granted(), "the test lost count of its probes");
@@ -298,7 +298,7 @@ proptest! {
     #[test]
     fn breaker_invariants_hold(config in breaker_config(), ops in prop::collection::vec(op(), 1..200)) {
         let breaker = Breaker::new(config).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let mut harness = Harness { breaker, model: BreakerState::Closed, now: Instant::now(), held: Vec::new(), probes: (0, 0) };
+        let mut harness = Harness { breaker, model: BreakerPhase::Closed, now: Instant::now(), held: Vec::new(), probes: (0, 0) };
         for op in ops {
             harness.step(op)?;
         }

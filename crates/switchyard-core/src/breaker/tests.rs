@@ -119,10 +119,10 @@ impl Run {
         format!("@{}", show(instant.saturating_duration_since(self.t0)))
     }
 
-    fn state(&self, state: BreakerState) -> String {
+    fn state(&self, state: BreakerPhase) -> String {
         match state {
-            BreakerState::Open { until } => format!("open until {}", self.at(until)),
-            other => other.as_str().to_owned(),
+            BreakerPhase::Open { until } => format!("open until {}", self.at(until)),
+            other => other.state().to_string(),
         }
     }
 
@@ -150,13 +150,13 @@ impl Run {
         let line = if t.dry_run {
             assert_eq!(
                 (t.from, t.to, t.epoch),
-                (BreakerState::MetricsOnly, BreakerState::MetricsOnly, self.breaker.epoch())
+                (BreakerPhase::MetricsOnly, BreakerPhase::MetricsOnly, self.breaker.epoch())
             );
             let until = t.open_until.map_or("?".to_owned(), |until| self.at(until));
             format!("{} would open until {until} ({reason})", self.at(self.now))
         } else {
             assert_eq!(t.epoch, self.breaker.epoch());
-            assert_eq!(t.open_until, if let BreakerState::Open { until } = t.to { Some(until) } else { None });
+            assert_eq!(t.open_until, if let BreakerPhase::Open { until } = t.to { Some(until) } else { None });
             format!("{} {} -> {} ({reason}) e{}", self.at(self.now), self.state(t.from), self.state(t.to), t.epoch)
         };
         self.trace.push(line);

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use switchyard_bus::{Bus, Message};
-use switchyard_core::ClusterPhase;
+use switchyard_core::BreakerState;
 use switchyard_protocol::admin::{
     ActorHealth, AdminAck, AdminRequest, BreakerBelief, BreakerCommand, NodeBreakers, NodeHealth, NodeStats,
     ProviderHealth, StoreView,
@@ -280,7 +280,7 @@ async fn breaker_command(args: &AdminArgs, message: &Message) -> Option<Bytes> {
             info!(provider, command = command.as_str(), %sender, state = %view.state, epoch = view.epoch,
                 "operator breaker command");
             let mut ack = AdminAck::new(&args.node, true, format!("{} {provider}", command.as_str()));
-            (ack.state, ack.epoch) = (Some(view.state.as_str().to_owned()), Some(view.epoch));
+            (ack.state, ack.epoch) = (Some(view.state), Some(view.epoch));
             // Applied here and announced to every node.
             let _ = breakers.sync.cast(StateSyncMsg::View { view, announce: true });
             ack
@@ -301,8 +301,8 @@ async fn breakers(args: &AdminArgs) -> NodeBreakers {
         .iter()
         .map(|p| BreakerBelief {
             provider: p.name.clone(),
-            local: Some(p.breaker.clone()),
-            cluster: p.cluster_breaker.clone(),
+            local: p.breaker,
+            cluster: p.cluster_breaker.unwrap_or(BreakerState::Closed),
             cluster_epoch: p.cluster_epoch,
             store: None,
         })
@@ -318,20 +318,16 @@ async fn breakers(args: &AdminArgs) -> NodeBreakers {
         }
         for belief in &mut out {
             if let Some((phase, epoch)) = breakers.gates.with(&belief.provider, |g| (g.phase(), g.epoch())) {
-                (belief.cluster, belief.cluster_epoch) = (phase_name(phase).to_owned(), epoch);
+                (belief.cluster, belief.cluster_epoch) = (phase.state(), epoch);
             }
         }
     }
     NodeBreakers { node: args.node.clone(), providers: out }
 }
 
-fn phase_name(phase: ClusterPhase) -> &'static str {
-    phase.as_str()
-}
-
 fn store_view(view: &ClusterView) -> StoreView {
     StoreView {
-        state: view.state.as_str().to_owned(),
+        state: view.state,
         epoch: view.epoch,
         open_remaining_ms: view.open_until_ms.map(|_| view.open_remaining.as_millis() as u64),
         probe_owner: view.probe.as_ref().filter(|l| l.until_ms > view.now_ms).map(|l| l.owner.clone()),

@@ -31,8 +31,8 @@ use tracing::{Instrument, debug, info, warn};
 
 use switchyard_bus::{Bus, Message};
 use switchyard_core::{
-    Breaker, BreakerConfig, BreakerState, CallOutcome, ClusterGate, ClusterPhase, FailureClass, GateDecision, Outcome,
-    Permit,
+    Breaker, BreakerConfig, BreakerPhase, BreakerState, CallOutcome, ClusterGate, ClusterPhase, FailureClass,
+    GateDecision, Outcome, Permit,
 };
 use switchyard_protocol::admin::ProviderHealth;
 use switchyard_protocol::client::StreamFrame;
@@ -170,7 +170,7 @@ impl Actor for ProviderActor {
         args: ProviderArgs,
     ) -> Result<ProviderState, ActorProcessingErr> {
         // A restarted actor starts with a fresh local breaker.
-        args.telemetry.metrics.breaker(args.provider.name(), "local", "closed");
+        args.telemetry.metrics.breaker(args.provider.name(), "local", BreakerState::Closed);
         Ok(ProviderState {
             node: args.node,
             provider: args.provider,
@@ -300,11 +300,11 @@ impl Actor for ProviderActor {
                     last_error_at_ms: stats.last_error.as_ref().map(|(_, at)| *at),
                     last_crash: None,
                     last_crash_at_ms: None,
-                    breaker: breaker.state.as_str().to_owned(),
+                    breaker: Some(breaker.state.state()),
                     breaker_epoch: breaker.epoch,
                     failure_rate: breaker.failure_rate,
                     misconfigured: breaker.misconfigured,
-                    cluster_breaker: cluster_phase.as_str().to_owned(),
+                    cluster_breaker: Some(cluster_phase.state()),
                     cluster_epoch,
                     cluster_open_remaining_ms,
                 });
@@ -363,10 +363,10 @@ impl ProviderState {
                 let call = CallOutcome { outcome, duration: latency };
                 if let Some(t) = self.breaker.on_outcome(permit, call, now, rand::random::<f64>()) {
                     let open_ms = t.open_until.map(|until| until.saturating_duration_since(now).as_millis() as u64);
-                    let (from, to) = (t.from.as_str(), t.to.as_str());
-                    info!(provider, from, to, epoch = t.epoch, open_ms, reason = ?t.reason, "breaker transition");
+                    let (from, to) = (t.from.state(), t.to.state());
+                    info!(provider, %from, %to, epoch = t.epoch, open_ms, reason = ?t.reason, "breaker transition");
                     self.telemetry.metrics.breaker(provider, "local", to);
-                    local_trip = matches!(t.to, BreakerState::Open { .. });
+                    local_trip = matches!(t.to, BreakerPhase::Open { .. });
                 }
                 epoch
             }
@@ -730,7 +730,11 @@ mod tests {
         }
         assert_eq!(in_flight.load(Ordering::Acquire), 0);
         let health = health(&actor).await;
-        assert_eq!((health.failures, health.breaker.as_str()), (0, "closed"), "a bug of ours is not the provider's");
+        assert_eq!(
+            (health.failures, health.breaker),
+            (0, Some(BreakerState::Closed)),
+            "a bug of ours is not the provider's"
+        );
         actor.stop(None);
     }
 

@@ -333,24 +333,26 @@ fn lease_left(view: &ClusterView, otherwise: Duration) -> Duration {
 
 /// The phase of a view on this node's clock.
 fn phase_of(view: &ClusterView, now: Instant) -> ClusterPhase {
-    match view.state {
+    phase_of_state(view.state, view.open_remaining, now)
+}
+
+/// A cluster state named `state`, with `open_remaining` left if open, on this node's clock. The cluster's breaker
+/// is never metrics-only (the store refuses it, and so does this node in an event); were it, it would object to
+/// nothing, as closed.
+fn phase_of_state(state: BreakerState, open_remaining: Duration, now: Instant) -> ClusterPhase {
+    match state {
         BreakerState::Closed => ClusterPhase::Closed,
-        BreakerState::Open => ClusterPhase::Open { until: now + view.open_remaining },
+        BreakerState::Open => ClusterPhase::Open { until: now + open_remaining },
         BreakerState::HalfOpen => ClusterPhase::HalfOpen,
         BreakerState::ForcedOpen => ClusterPhase::ForcedOpen,
         BreakerState::Disabled => ClusterPhase::Disabled,
+        BreakerState::MetricsOnly => ClusterPhase::Closed,
     }
 }
 
 fn phase_of_event(event: &BreakerEvent, now: Instant) -> Option<ClusterPhase> {
-    Some(match event.state.as_str() {
-        "closed" => ClusterPhase::Closed,
-        "open" => ClusterPhase::Open { until: now + Duration::from_millis(event.open_remaining_ms) },
-        "half_open" => ClusterPhase::HalfOpen,
-        "forced_open" => ClusterPhase::ForcedOpen,
-        "disabled" => ClusterPhase::Disabled,
-        _ => return None,
-    })
+    let open_remaining = Duration::from_millis(event.open_remaining_ms);
+    (event.state != BreakerState::MetricsOnly).then(|| phase_of_state(event.state, open_remaining, now))
 }
 
 impl StateSyncState {
@@ -515,7 +517,7 @@ impl StateSyncState {
         if announce {
             let event = BreakerEvent {
                 provider: view.provider.clone(),
-                state: view.state.as_str().to_owned(),
+                state: view.state,
                 epoch: view.epoch,
                 open_remaining_ms: view.open_remaining.as_millis() as u64,
                 origin: self.args.node.clone(),
@@ -587,7 +589,7 @@ impl StateSyncState {
         was_closed: bool,
     ) {
         self.pending.remove(provider);
-        self.args.telemetry.metrics.breaker(provider, "cluster", phase.as_str());
+        self.args.telemetry.metrics.breaker(provider, "cluster", phase.state());
         match phase {
             ClusterPhase::Open { until } => {
                 self.schedule_probe(myself, provider, epoch, until.saturating_duration_since(now()));
