@@ -410,9 +410,9 @@ fn field_named_in(text: &str) -> Option<String> {
 
 /// What a non-streaming client receives: an answer or a typed error (an object with an `error` field).
 ///
-/// Written as either payload, untagged. Read in one pass over the fields of both (see [`OutcomeFields`]): serde's
-/// own untagged reading buffers the whole payload into a tree and then tries each variant on it, which costs
-/// more than the rest of reading a reply, and every client reads one per query.
+/// Written as either payload, untagged. Read in one pass over the fields (see [`WireFields`]): serde's own untagged
+/// reading buffers the whole payload into a tree and then tries each variant on it, which costs more than the rest
+/// of reading a reply, and every client reads one per query.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum QueryOutcome {
@@ -420,10 +420,18 @@ pub enum QueryOutcome {
     Reply(QueryReply),
 }
 
-/// The fields of both payloads of a [`QueryOutcome`]; `error` tells them apart. Unknown fields are ignored, as
-/// by each payload on its own.
+/// The fields of every payload a client reads: a [`QueryOutcome`] (`error` tells a reply from an error) and a
+/// [`StreamFrame`] (`type` names the frame; a final frame carries a reply's or an error's fields beside its own).
+/// Read in one pass, without serde's buffering of untagged and internally tagged enums. Unknown fields are
+/// ignored, as by each payload on its own.
 #[derive(Deserialize)]
-struct OutcomeFields {
+struct WireFields {
+    #[serde(rename = "type")]
+    frame: Option<FrameType>,
+    attempt: Option<u32>,
+    seq: Option<u64>,
+    delta: Option<String>,
+    chunks: Option<u64>,
     error: Option<ErrorBody>,
     id: Option<String>,
     content: Option<String>,
@@ -437,28 +445,43 @@ struct OutcomeFields {
     trace: Option<Trace>,
 }
 
-impl<'de> Deserialize<'de> for QueryOutcome {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        fn required<T, E: serde::de::Error>(value: Option<T>, name: &'static str) -> Result<T, E> {
-            value.ok_or_else(|| E::missing_field(name))
-        }
-        let fields = OutcomeFields::deserialize(deserializer)?;
-        let OutcomeFields { error, id, trace, .. } = fields;
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FrameType {
+    Chunk,
+    Done,
+    Error,
+}
+
+fn required<T, E: serde::de::Error>(value: Option<T>, name: &'static str) -> Result<T, E> {
+    value.ok_or_else(|| E::missing_field(name))
+}
+
+impl WireFields {
+    /// The error these fields carry, or the reply they must then make up.
+    fn outcome<E: serde::de::Error>(self) -> Result<QueryOutcome, E> {
+        let WireFields { error, id, trace, .. } = self;
         if let Some(error) = error {
             return Ok(QueryOutcome::Error(ErrorReply { error, id, trace }));
         }
         Ok(QueryOutcome::Reply(QueryReply {
             id,
-            content: required(fields.content, "content")?,
-            model: required(fields.model, "model")?,
-            provider: required(fields.provider, "provider")?,
-            finish_reason: fields.finish_reason,
-            usage: required(fields.usage, "usage")?,
-            cost_usd: required(fields.cost_usd, "cost_usd")?,
-            latency_ms: required(fields.latency_ms, "latency_ms")?,
-            logprobs: fields.logprobs,
+            content: required(self.content, "content")?,
+            model: required(self.model, "model")?,
+            provider: required(self.provider, "provider")?,
+            finish_reason: self.finish_reason,
+            usage: required(self.usage, "usage")?,
+            cost_usd: required(self.cost_usd, "cost_usd")?,
+            latency_ms: required(self.latency_ms, "latency_ms")?,
+            logprobs: self.logprobs,
             trace: required(trace, "trace")?,
         }))
+    }
+}
+
+impl<'de> Deserialize<'de> for QueryOutcome {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        WireFields::deserialize(deserializer)?.outcome()
     }
 }
 
@@ -469,7 +492,9 @@ impl<'de> Deserialize<'de> for QueryOutcome {
 /// published before it, so a client can drop chunks of a superseded attempt (a hedge that lost), put reordered
 /// chunks back in order, and tell a gap from the end of the stream. NATS keeps the order of one publisher, but
 /// two attempts run on two publishers, possibly on two nodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Written internally tagged (`type`); read in one pass over the fields (see [`WireFields`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamFrame {
     Chunk {
@@ -490,6 +515,36 @@ pub enum StreamFrame {
         #[serde(flatten)]
         error: ErrorReply,
     },
+}
+
+impl<'de> Deserialize<'de> for StreamFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = WireFields::deserialize(deserializer)?;
+        let frame = required(fields.frame.take(), "type")?;
+        let attempt = required(fields.attempt, "attempt")?;
+        Ok(match frame {
+            FrameType::Chunk => StreamFrame::Chunk {
+                attempt,
+                seq: required(fields.seq, "seq")?,
+                delta: required(fields.delta.take(), "delta")?,
+            },
+            FrameType::Done => {
+                let chunks = required(fields.chunks, "chunks")?;
+                match fields.outcome()? {
+                    QueryOutcome::Reply(reply) => StreamFrame::Done { attempt, chunks, reply },
+                    QueryOutcome::Error(_) => return Err(D::Error::custom("a `done` frame carries an `error`")),
+                }
+            }
+            FrameType::Error => {
+                let chunks = required(fields.chunks, "chunks")?;
+                match fields.outcome()? {
+                    QueryOutcome::Error(error) => StreamFrame::Error { attempt, chunks, error },
+                    QueryOutcome::Reply(_) => return Err(D::Error::missing_field("error")),
+                }
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -602,6 +657,42 @@ mod tests {
         let error = serde_json::from_str::<QueryOutcome>(r#"{"error":{"type":"overloaded"}}"#).unwrap_err();
         assert!(error.to_string().contains("missing field"), "a malformed error is refused: {error}");
         assert!(serde_json::from_str::<QueryOutcome>("[1]").is_err());
+    }
+
+    #[test]
+    fn stream_frames_read_back_as_written_and_bad_ones_are_refused_by_name() {
+        let trace = Trace { node: "n1".into(), route: "r".into(), ..Trace::default() };
+        let reply = QueryReply {
+            id: Some("q-1".into()),
+            content: "four".into(),
+            model: "m".into(),
+            provider: "p".into(),
+            finish_reason: Some("stop".into()),
+            usage: Usage { input_tokens: 3, output_tokens: 1 },
+            cost_usd: 0.5,
+            latency_ms: 1.25,
+            logprobs: None,
+            trace: trace.clone(),
+        };
+        let error = ErrorReply::new(ErrorType::UpstreamError, "stream_interrupted", "cut").with_trace(trace);
+        for frame in [
+            StreamFrame::Chunk { attempt: 2, seq: 3, delta: "a \"quoted\" delta".into() },
+            StreamFrame::Done { attempt: 2, chunks: 4, reply },
+            StreamFrame::Error { attempt: 0, chunks: 0, error },
+        ] {
+            let json = serde_json::to_string(&frame).expect("json");
+            assert_eq!(serde_json::from_str::<StreamFrame>(&json).expect("reads"), frame, "{json}");
+        }
+        for (json, missing) in [
+            (r#"{"type":"chunk","attempt":1,"delta":"a"}"#, "missing field `seq`"),
+            (r#"{"attempt":1,"seq":0,"delta":"a"}"#, "missing field `type`"),
+            (r#"{"type":"error","attempt":1,"chunks":0}"#, "missing field"),
+            (r#"{"type":"done","attempt":1,"chunks":0,"content":"a"}"#, "missing field `model`"),
+            (r#"{"type":"nope","attempt":1}"#, "unknown variant"),
+        ] {
+            let error = serde_json::from_str::<StreamFrame>(json).unwrap_err().to_string();
+            assert!(error.contains(missing), "{json}: {error}");
+        }
     }
 
     #[test]
