@@ -616,8 +616,8 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint(), "metadata order does not matter");
     }
 
-    #[test]
-    fn outcomes_read_back_as_written() {
+    /// A reply with every field set but `logprobs`, and its trace.
+    fn full_reply() -> (QueryReply, Trace) {
         let trace = Trace { node: "n1".into(), route: "r".into(), ..Trace::default() };
         let reply = QueryReply {
             id: Some("q-1".into()),
@@ -628,9 +628,17 @@ mod tests {
             usage: Usage { input_tokens: 3, output_tokens: 1 },
             cost_usd: 0.5,
             latency_ms: 1.25,
-            logprobs: Some(vec![TokenLogprob { token: "four".into(), logprob: -0.1 }]),
+            logprobs: None,
             trace: trace.clone(),
         };
+        (reply, trace)
+    }
+
+    #[test]
+    fn outcomes_read_back_as_written() {
+        let (reply, trace) = full_reply();
+        let logprobs = Some(vec![TokenLogprob { token: "four".into(), logprob: -0.1 }]);
+        let reply = QueryReply { logprobs, ..reply };
         let error = ErrorReply::new(ErrorType::UpstreamError, "exhausted", "all failed")
             .with_id(Some("q-2".into()))
             .with_trace(trace);
@@ -661,19 +669,7 @@ mod tests {
 
     #[test]
     fn stream_frames_read_back_as_written_and_bad_ones_are_refused_by_name() {
-        let trace = Trace { node: "n1".into(), route: "r".into(), ..Trace::default() };
-        let reply = QueryReply {
-            id: Some("q-1".into()),
-            content: "four".into(),
-            model: "m".into(),
-            provider: "p".into(),
-            finish_reason: Some("stop".into()),
-            usage: Usage { input_tokens: 3, output_tokens: 1 },
-            cost_usd: 0.5,
-            latency_ms: 1.25,
-            logprobs: None,
-            trace: trace.clone(),
-        };
+        let (reply, trace) = full_reply();
         let error = ErrorReply::new(ErrorType::UpstreamError, "stream_interrupted", "cut").with_trace(trace);
         for frame in [
             StreamFrame::Chunk { attempt: 2, seq: 3, delta: "a \"quoted\" delta".into() },
