@@ -61,6 +61,25 @@ fn client(namespace: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// Starts `switchyard serve` on `config`, its log lines (uncoloured, at `level`) going to `log`, with `env` set.
+/// Runs the client with `args` until `done` accepts its output, for at most 20 s (`what` names the wait).
+async fn until_client(namespace: &str, what: &str, args: &[&str], done: fn(&std::process::Output) -> bool) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    eventually(what, Duration::from_secs(20), || {
+        let (ns, args) = (namespace.to_owned(), args.clone());
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                client(&ns, &args)
+            })
+            .await
+            .ok()?;
+            done(&out).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
+
 fn serve(config: &std::path::Path, log: &std::path::Path, level: &str, env: &[(&str, &str)]) -> std::process::Child {
     Command::new(BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
@@ -97,18 +116,10 @@ async fn serve_answers_the_cli_drains_on_sigterm_and_never_logs_the_key() {
     let log_path = temp_path("serve.log");
     let node = serve(&config_path, &log_path, "trace", &[]);
 
-    let ns = namespace.clone();
-    eventually("the node answers health", Duration::from_secs(20), || {
-        let ns = ns.clone();
-        async move {
-            let out = tokio::task::spawn_blocking(move || client(&ns, &["admin", "health", "--wait-ms", "300"]))
-                .await
-                .ok()?;
-            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("cli-node")).then_some(())
-        }
+    until_client(&namespace, "the node answers health", &["admin", "health", "--wait-ms", "300"], |out| {
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("cli-node")
     })
-    .await
-    .unwrap();
+    .await;
 
     let plain = client(&namespace, &["query", "--route", "chat", "--trace", "hello cli"]);
     assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
@@ -266,18 +277,10 @@ async fn serve_exports_a_querys_spans_over_otlp_while_logging_at_info() {
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let node = serve(&config_path, &log_path, "info", &env);
 
-    let ns = namespace.clone();
-    eventually("the node answers a query", Duration::from_secs(20), || {
-        let ns = ns.clone();
-        async move {
-            let out = tokio::task::spawn_blocking(move || client(&ns, &["query", "--route", "chat", "span me"]))
-                .await
-                .ok()?;
-            out.status.success().then_some(())
-        }
+    until_client(&namespace, "the node answers a query", &["query", "--route", "chat", "span me"], |out| {
+        out.status.success()
     })
-    .await
-    .unwrap();
+    .await;
     terminate(node).await;
 
     // The exporter flushes on its schedule and at exit: everything it sent is in by now.
