@@ -16,7 +16,7 @@ use serde_json::json;
 use switchyard_core::FailureClass;
 use switchyard_protocol::{ChatRequest, Completion, Role, Usage};
 
-use crate::http::Upstream;
+use crate::http::{HttpClient, Upstream};
 use crate::sse::{self, Decoder, Step};
 use crate::{CompletionStream, LlmProvider, ProviderError, ProviderSettings};
 
@@ -27,7 +27,7 @@ pub(crate) struct AnthropicProvider {
 }
 
 impl AnthropicProvider {
-    pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> AnthropicProvider {
+    pub(crate) fn new(settings: ProviderSettings, http: HttpClient) -> AnthropicProvider {
         AnthropicProvider {
             upstream: Arc::new(Upstream::new(settings, http, "/v1/messages", HeaderName::from_static("x-api-key"), "")),
         }
@@ -109,8 +109,9 @@ impl LlmProvider for AnthropicProvider {
     }
 
     async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, ProviderError> {
-        let response = self.upstream.post(self.headers(true)?, &self.body(request, true), true).await?;
-        sse::drive(self.upstream.clone(), response, StreamDecoder::default()).await
+        let deadline = self.upstream.deadline(true);
+        let response = self.upstream.post(self.headers(true)?, &self.body(request, true), deadline).await?;
+        sse::drive(self.upstream.clone(), response, StreamDecoder::default(), deadline).await
     }
 }
 

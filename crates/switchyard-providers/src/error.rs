@@ -33,12 +33,12 @@ impl std::fmt::Display for StatusSuffix {
     }
 }
 
-/// The shared HTTP client could not be built (for example, no TLS root certificates could be loaded).
+/// The shared HTTP client could not be built (the platform's certificate verifier could not be set up).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the http client: {source}")]
 pub struct HttpClientError {
     #[from]
-    source: reqwest::Error,
+    source: std::io::Error,
 }
 
 #[cfg(test)]

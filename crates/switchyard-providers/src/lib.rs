@@ -28,7 +28,7 @@ mod openai;
 mod secret;
 mod sse;
 
-pub use self::http::{CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT, http_client};
+pub use self::http::{CONNECT_TIMEOUT, HttpClient, POOL_IDLE_TIMEOUT, http_client};
 pub use classify::classify;
 pub use error::{HttpClientError, ProviderError};
 pub use secret::{ApiKeySource, KeyError, REDACTED, load_api_key};
@@ -146,7 +146,7 @@ impl ProviderSettings {
 }
 
 /// Builds the client for `settings.kind`, sharing `http` (see [`http_client`]) with every other provider.
-pub fn build(settings: ProviderSettings, http: reqwest::Client) -> Arc<dyn LlmProvider> {
+pub fn build(settings: ProviderSettings, http: HttpClient) -> Arc<dyn LlmProvider> {
     match settings.kind {
         ProviderKind::OpenAi => Arc::new(openai::OpenAiProvider::new(settings, http)),
         ProviderKind::Anthropic => Arc::new(anthropic::AnthropicProvider::new(settings, http)),

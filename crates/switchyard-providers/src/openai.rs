@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_core::FailureClass;
 use switchyard_protocol::{ChatRequest, Completion, Role, TokenLogprob, Usage};
 
-use crate::http::Upstream;
+use crate::http::{HttpClient, Upstream};
 use crate::sse::{self, Decoder, Step};
 use crate::{CompletionStream, LlmProvider, ProviderError, ProviderSettings};
 
@@ -25,7 +25,7 @@ pub(crate) struct OpenAiProvider {
 }
 
 impl OpenAiProvider {
-    pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> OpenAiProvider {
+    pub(crate) fn new(settings: ProviderSettings, http: HttpClient) -> OpenAiProvider {
         OpenAiProvider {
             upstream: Arc::new(Upstream::new(
                 settings,
@@ -131,9 +131,10 @@ impl LlmProvider for OpenAiProvider {
     }
 
     async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, ProviderError> {
-        let response = self.upstream.post(self.headers(true)?, &self.body(request, true), true).await?;
+        let deadline = self.upstream.deadline(true);
+        let response = self.upstream.post(self.headers(true)?, &self.body(request, true), deadline).await?;
         let decoder = StreamDecoder { answer: Answer::default() };
-        sse::drive(self.upstream.clone(), response, decoder).await
+        sse::drive(self.upstream.clone(), response, decoder, deadline).await
     }
 }
 

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::StreamExt;
+use http_body_util::BodyExt;
 use switchyard_core::FailureClass;
+use tokio::time::Instant;
 use tracing::{debug, trace};
 
-use crate::http::Upstream;
+use crate::http::{Response, Transport, Upstream, within};
 use crate::{CompletionStream, ProviderError, StreamEvent};
 
 /// What a decoder makes of one event.
@@ -37,37 +39,41 @@ pub(crate) trait Decoder: Send + 'static {
     fn on_event(&mut self, event: &Event, upstream: &Upstream) -> Step;
 }
 
-/// Turns a 2xx streaming response into a [`CompletionStream`].
+/// Turns a 2xx streaming response into a [`CompletionStream`] that must end before `deadline` (the provider's
+/// stream timeout), if there is one.
 ///
 /// A 2xx that is JSON rather than an event stream is an error object some servers send with a success status; it
 /// is classified like any other error body.
 pub(crate) async fn drive<D: Decoder>(
     upstream: Arc<Upstream>,
-    response: reqwest::Response,
+    response: Response,
     decoder: D,
+    deadline: Option<Instant>,
 ) -> Result<CompletionStream, ProviderError> {
     let is_json = response
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
+    let (head, body) = response.into_parts();
     if is_json {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.text().await.map_err(|err| upstream.transport_error(&err))?;
-        return Err(upstream.error_response(status, &headers, &body));
+        let body = upstream.read_body(body, deadline).await?;
+        return Err(upstream.error_response(head.status.as_u16(), &head.headers, &String::from_utf8_lossy(&body)));
     }
 
-    let state = State { events: Box::pin(response.bytes_stream().eventsource()), decoder, upstream, finished: false };
+    let events = Box::pin(body.into_data_stream().eventsource());
+    let state = State { events, decoder, upstream, deadline, finished: false };
     Ok(Box::pin(futures::stream::unfold(state, next_item)))
 }
 
-type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Event, EventStreamError<hyper::Error>>> + Send>>;
 
 struct State<D> {
     events: Events,
     decoder: D,
     upstream: Arc<Upstream>,
+    /// When the whole stream must have ended.
+    deadline: Option<Instant>,
     finished: bool,
 }
 
@@ -76,19 +82,22 @@ async fn next_item<D: Decoder>(mut state: State<D>) -> Option<(Result<StreamEven
         return None;
     }
     let item = loop {
-        let step = match state.events.next().await {
-            None => Step::Fail(state.upstream.error(
+        let step = match within(state.deadline, state.events.next()).await {
+            None => Step::Fail(state.upstream.transport_error(Transport::TimedOut)),
+            Some(None) => Step::Fail(state.upstream.error(
                 FailureClass::Retryable,
                 None,
                 &format!("stream ended before {}", D::TERMINATOR),
             )),
-            Some(Err(EventStreamError::Transport(err))) => Step::Fail(state.upstream.transport_error(&err)),
-            Some(Err(err)) => Step::Fail(state.upstream.error(
+            Some(Some(Err(EventStreamError::Transport(err)))) => {
+                Step::Fail(state.upstream.transport_error(Transport::Body(&err)))
+            }
+            Some(Some(Err(err))) => Step::Fail(state.upstream.error(
                 FailureClass::Retryable,
                 None,
                 &format!("malformed event stream: {err}"),
             )),
-            Some(Ok(event)) => {
+            Some(Some(Ok(event))) => {
                 trace!(provider = %state.upstream.settings.name, event = %event.event, "stream event");
                 state.decoder.on_event(&event, &state.upstream)
             }
