@@ -1,4 +1,8 @@
-//! Bearer keys: which key a request carries, and what that key may do.
+//! API keys: which key a request carries, and what that key may do.
+//!
+//! OpenAI clients send a key as `Authorization: Bearer <key>`; Anthropic clients send it in `x-api-key` (or, with
+//! an auth token, as a bearer key), so `/v1/messages` reads `x-api-key` when present and the bearer key otherwise.
+//! Both are checked against the same configured keys.
 //!
 //! Keys are read once at start-up from where the configuration says ([`switchyard_runtime::secrets::http_key`])
 //! and kept as [`SecretString`]s. A presented key is compared with every configured key through SHA-256 digests
@@ -63,8 +67,20 @@ impl Keys {
 
     /// The key of a request's `Authorization: Bearer <key>` header, if it is one of ours.
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<&Key> {
-        let presented = headers.get(AUTHORIZATION)?.to_str().ok()?;
-        let token = presented.strip_prefix("Bearer ").or_else(|| presented.strip_prefix("bearer "))?.trim();
+        self.find(bearer(headers)?)
+    }
+
+    /// The key of a request's `x-api-key` header, or of its bearer key when it has no `x-api-key` (Anthropic's
+    /// clients send one or the other), if it is one of ours.
+    pub fn authenticate_api_key(&self, headers: &HeaderMap) -> Option<&Key> {
+        match headers.get(X_API_KEY) {
+            Some(presented) => self.find(presented.to_str().ok()?.trim()),
+            None => self.authenticate(headers),
+        }
+    }
+
+    /// The configured key `token` is.
+    fn find(&self, token: &str) -> Option<&Key> {
         let presented = digest(&SecretString::from(token));
         // Every key is compared, whichever matches.
         let mut found = None;
@@ -75,6 +91,14 @@ impl Keys {
         }
         found
     }
+}
+
+/// The header Anthropic's clients send their key in.
+const X_API_KEY: &str = "x-api-key";
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let presented = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    Some(presented.strip_prefix("Bearer ").or_else(|| presented.strip_prefix("bearer "))?.trim())
 }
 
 fn digest(secret: &SecretString) -> [u8; 32] {
@@ -114,6 +138,20 @@ mod tests {
         assert!(keys.authenticate(&headers("Bearer sk-door-SECRE")).is_none());
         assert!(keys.authenticate(&headers("sk-door-SECRET")).is_none(), "the scheme is needed");
         assert!(keys.authenticate(&HeaderMap::new()).is_none());
+        let api_key = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(X_API_KEY, value.parse().unwrap());
+            headers
+        };
+        let name = |key: Option<&Key>| key.map(|k| k.name.clone());
+        assert_eq!(name(keys.authenticate_api_key(&api_key("sk-door-SECRET"))), Some("team".into()));
+        assert_eq!(name(keys.authenticate_api_key(&headers("Bearer sk-door-SECRET"))), Some("team".into()));
+        assert!(keys.authenticate_api_key(&api_key("sk-door-SECRE")).is_none());
+        assert!(keys.authenticate(&api_key("sk-door-SECRET")).is_none(), "x-api-key is for /v1/messages only");
+        let mut both = api_key("sk-wrong");
+        both.insert(AUTHORIZATION, "Bearer sk-door-SECRET".parse().unwrap());
+        assert!(keys.authenticate_api_key(&both).is_none(), "x-api-key, when sent, is the key");
+        assert!(keys.authenticate_api_key(&HeaderMap::new()).is_none());
         assert!(!format!("{keys:?}").contains("SECRET"));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,10 +1,17 @@
 //! The door's errors: [`HttpError`] for starting it, [`ApiError`] for what a request receives.
 //!
-//! An [`ApiError`] is written in OpenAI's format (`{"error": {"message", "type", "param", "code"}}`) with the
-//! status the official SDKs map to their exception classes: 400 invalid, 401 bad key, 403 model not allowed for
-//! the key, 404 unknown model, 409 idempotency conflict, 413 too large, 429 overloaded (with `Retry-After` and
-//! `retry-after-ms`), 502 upstream failure, 503 no provider or no router, 504 deadline. Errors a retry cannot
-//! fix say so with `x-should-retry: false`, which the SDKs honour. Messages never carry a key.
+//! An [`ApiError`] is one error, written in the [`Wire`] format of the endpoint that answers it. OpenAI's format
+//! is `{"error": {"message", "type", "param", "code"}}` with the status the official SDKs map to their exception
+//! classes: 400 invalid, 401 bad key, 403 model not allowed for the key, 404 unknown model, 409 idempotency
+//! conflict, 413 too large, 429 overloaded (with `Retry-After` and `retry-after-ms`), 502 upstream failure, 503 no
+//! provider or no router, 504 deadline. Anthropic's format is `{"type": "error", "error": {"type", "message",
+//! "details": {"error_code"}}}` (the SDK reads `details.error_code` as the exception's `error_code`; the message
+//! names the field) with the same statuses but one: the node being overloaded is Anthropic's own 529
+//! `overloaded_error`, as Anthropic answers when it is short of capacity (its 429 means an account's rate limit,
+//! which the door has none of). The Anthropic types follow the status: `invalid_request_error` (400, 409),
+//! `authentication_error`, `permission_error`, `not_found_error`, `request_too_large`, `overloaded_error`,
+//! `api_error` (502, 503), `timeout_error` (504). Errors a retry cannot fix say so with `x-should-retry: false`,
+//! which both SDKs honour. Messages never carry a key.
 
 use std::net::SocketAddr;
 
@@ -26,9 +33,19 @@ pub enum HttpError {
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
-/// An error answer in OpenAI's format.
+/// The wire format an answer is written in: the one of the endpoint that answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// `/v1/chat/completions`, `/v1/models`, and anything else.
+    OpenAi,
+    /// `/v1/messages`.
+    Anthropic,
+}
+
+/// An error answer, written in either wire format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
+    /// The status in OpenAI's format ([`ApiError::status_in`] gives each format's).
     pub status: StatusCode,
     pub message: String,
     /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, `rate_limit_error`, `api_error`, ...
@@ -42,6 +59,27 @@ pub struct ApiError {
 #[derive(Serialize)]
 struct Body<'a> {
     error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicInner<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicInner<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Details<'a>>,
+}
+
+#[derive(Serialize)]
+struct Details<'a> {
+    error_code: &'a str,
 }
 
 #[derive(Serialize)]
@@ -78,8 +116,15 @@ impl ApiError {
         self
     }
 
-    pub fn unauthorized() -> Self {
-        let message = "invalid API key: send `Authorization: Bearer <key>` with a key this gateway knows";
+    /// A missing or unknown key; the message says how `wire`'s clients send one.
+    pub fn unauthorized(wire: Wire) -> Self {
+        let message = match wire {
+            Wire::OpenAi => "invalid API key: send `Authorization: Bearer <key>` with a key this gateway knows",
+            Wire::Anthropic => {
+                "invalid x-api-key: send `x-api-key: <key>` (or `Authorization: Bearer <key>`) with a key this \
+                 gateway knows"
+            }
+        };
         Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message).with_code("invalid_api_key")
     }
 
@@ -97,17 +142,63 @@ impl ApiError {
             .with_code("model_not_allowed")
     }
 
-    /// The body, as JSON text (also an SSE `data:` line of a stream that failed after it started).
-    pub fn body(&self) -> String {
-        let body = Body {
-            error: Inner {
-                message: &self.message,
-                kind: self.kind,
-                param: self.param.as_deref(),
-                code: self.code.as_deref(),
+    /// The status and the error `type` in `wire`'s format.
+    pub fn status_in(&self, wire: Wire) -> (StatusCode, &'static str) {
+        match wire {
+            Wire::OpenAi => (self.status, self.kind),
+            Wire::Anthropic => match self.status.as_u16() {
+                401 => (self.status, "authentication_error"),
+                403 => (self.status, "permission_error"),
+                404 => (self.status, "not_found_error"),
+                413 => (self.status, "request_too_large"),
+                // The door's only 429 is the node's admission gate: Anthropic's "overloaded".
+                429 => (StatusCode::from_u16(529).unwrap_or(self.status), "overloaded_error"),
+                504 => (self.status, "timeout_error"),
+                status if status >= 500 => (self.status, "api_error"),
+                _ => (self.status, "invalid_request_error"),
             },
+        }
+    }
+
+    /// The body in `wire`'s format, as JSON text (also the data of the SSE event that ends a stream that failed
+    /// after it started).
+    pub fn body(&self, wire: Wire) -> String {
+        let json = match wire {
+            Wire::OpenAi => serde_json::to_string(&Body {
+                error: Inner {
+                    message: &self.message,
+                    kind: self.kind,
+                    param: self.param.as_deref(),
+                    code: self.code.as_deref(),
+                },
+            }),
+            Wire::Anthropic => serde_json::to_string(&AnthropicBody {
+                kind: "error",
+                error: AnthropicInner {
+                    kind: self.status_in(wire).1,
+                    message: &self.message,
+                    details: self.code.as_deref().map(|error_code| Details { error_code }),
+                },
+            }),
         };
-        serde_json::to_string(&body).unwrap_or_default()
+        json.unwrap_or_default()
+    }
+
+    /// The HTTP response in `wire`'s format.
+    pub fn into_response_in(self, wire: Wire) -> Response {
+        let status = self.status_in(wire).0;
+        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], self.body(wire)).into_response();
+        let headers = response.headers_mut();
+        if let Some(ms) = self.retry_after_ms {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000).max(1)));
+            headers.insert(HeaderName::from_static("retry-after-ms"), HeaderValue::from(ms));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        let retry = if self.retryable() { "true" } else { "false" };
+        headers.insert(HeaderName::from_static("x-should-retry"), HeaderValue::from_static(retry));
+        response
     }
 
     /// Whether a retry of the same request may succeed.
@@ -174,20 +265,10 @@ impl From<&ClientError> for ApiError {
     }
 }
 
+/// OpenAI's format, the door's default.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], self.body()).into_response();
-        let headers = response.headers_mut();
-        if let Some(ms) = self.retry_after_ms {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000).max(1)));
-            headers.insert(HeaderName::from_static("retry-after-ms"), HeaderValue::from(ms));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        let retry = if self.retryable() { "true" } else { "false" };
-        headers.insert(HeaderName::from_static("x-should-retry"), HeaderValue::from_static(retry));
-        response
+        self.into_response_in(Wire::OpenAi)
     }
 }
 
@@ -210,6 +291,55 @@ mod tests {
         check(ErrorType::UpstreamError, "all_providers_failed", 502);
         check(ErrorType::NoProviderAvailable, "no_provider_available", 503);
         check(ErrorType::DeadlineExceeded, "deadline_exceeded", 504);
+    }
+
+    fn check_anthropic(kind: ErrorType, code: &str, status: u16, anthropic_type: &str) {
+        let api = ApiError::from(&ErrorReply::new(kind, code, "m"));
+        assert_eq!(api.status_in(Wire::Anthropic), (StatusCode::from_u16(status).unwrap(), anthropic_type), "{code}");
+    }
+
+    #[test]
+    fn switchyard_errors_get_anthropic_statuses_and_types() {
+        check_anthropic(ErrorType::InvalidRequest, "invalid_field", 400, "invalid_request_error");
+        check_anthropic(ErrorType::InvalidRequest, "unknown_route", 404, "not_found_error");
+        check_anthropic(ErrorType::InvalidRequest, "idempotency_conflict", 409, "invalid_request_error");
+        check_anthropic(ErrorType::InvalidRequest, "payload_too_large", 413, "request_too_large");
+        check_anthropic(ErrorType::Overloaded, "overloaded", 529, "overloaded_error");
+        check_anthropic(ErrorType::UpstreamError, "all_providers_failed", 502, "api_error");
+        check_anthropic(ErrorType::NoProviderAvailable, "no_provider_available", 503, "api_error");
+        check_anthropic(ErrorType::DeadlineExceeded, "deadline_exceeded", 504, "timeout_error");
+        assert_eq!(ApiError::unauthorized(Wire::Anthropic).status_in(Wire::Anthropic).1, "authentication_error");
+        assert_eq!(ApiError::model_not_allowed("m").status_in(Wire::Anthropic).1, "permission_error");
+    }
+
+    #[test]
+    fn bodies_in_both_formats() {
+        let api = ApiError::invalid("top_k is not supported", "top_k");
+        let openai: serde_json::Value = serde_json::from_str(&api.body(Wire::OpenAi)).unwrap();
+        assert_eq!(
+            openai,
+            serde_json::json!({"error": {"message": "top_k is not supported", "type": "invalid_request_error",
+                "param": "top_k", "code": "invalid_request"}})
+        );
+        let anthropic: serde_json::Value = serde_json::from_str(&api.body(Wire::Anthropic)).unwrap();
+        assert_eq!(
+            anthropic,
+            serde_json::json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": "top_k is not supported", "details": {"error_code": "invalid_request"}}})
+        );
+        let bare = ApiError::new(StatusCode::BAD_GATEWAY, "api_error", "x");
+        assert!(!bare.body(Wire::Anthropic).contains("details"), "no code, no details");
+    }
+
+    #[test]
+    fn overloaded_is_529_with_retry_headers_for_anthropic() {
+        let reply = ErrorReply::new(ErrorType::Overloaded, "overloaded", "busy").with_retry_after_ms(1500);
+        let response = ApiError::from(&reply).into_response_in(Wire::Anthropic);
+        assert_eq!(response.status().as_u16(), 529);
+        assert_eq!(response.headers()["retry-after-ms"], "1500");
+        assert_eq!(response.headers()["x-should-retry"], "true");
+        let response = ApiError::invalid("x", "y").into_response_in(Wire::Anthropic);
+        assert_eq!(response.headers()["x-should-retry"], "false");
     }
 
     #[test]

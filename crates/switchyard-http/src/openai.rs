@@ -14,6 +14,7 @@ use switchyard_protocol::client::{QueryReply, QueryRequest};
 use switchyard_protocol::{ChatMessage, Role, Usage};
 
 use crate::error::ApiError;
+use crate::fields;
 
 /// A chat completion request, read.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,11 +30,7 @@ pub struct ChatCompletionRequest {
 
 /// Reads a request body.
 pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::malformed(format!("we could not parse the JSON body of your request: {e}")))?;
-    let Value::Object(fields) = value else {
-        return Err(ApiError::malformed("the request body must be a JSON object"));
-    };
+    let fields = fields::object(body)?;
     let mut model = None;
     let mut messages = None;
     let mut query = QueryRequest::new(Vec::new());
@@ -45,28 +42,24 @@ pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
             continue;
         }
         match name.as_str() {
-            "model" => model = Some(string(name, value)?),
+            "model" => model = Some(fields::string(name, value)?),
             "messages" => messages = Some(parse_messages(value)?),
-            "max_tokens" => max_tokens = Some(positive(name, value)?),
-            "max_completion_tokens" => max_completion_tokens = Some(positive(name, value)?),
-            "temperature" => {
-                let t = value.as_f64().filter(|t| (0.0..=2.0).contains(t));
-                let t = t.ok_or_else(|| ApiError::invalid("temperature must be a number between 0 and 2", name))?;
-                query.temperature = Some(t as f32);
-            }
-            "stream" => stream = boolean(name, value)?,
+            "max_tokens" => max_tokens = Some(fields::positive(name, value)?),
+            "max_completion_tokens" => max_completion_tokens = Some(fields::positive(name, value)?),
+            "temperature" => query.temperature = Some(fields::temperature(name, value, 2.0)?),
+            "stream" => stream = fields::boolean(name, value)?,
             "stream_options" => include_usage = parse_stream_options(value)?,
             "metadata" => query.metadata = parse_metadata(value)?,
-            "logprobs" => query.logprobs = boolean(name, value)?,
-            "n" => neutral(name, value, &Value::from(1))?,
-            "top_p" => neutral_number(name, value, 1.0)?,
-            "presence_penalty" | "frequency_penalty" => neutral_number(name, value, 0.0)?,
-            "top_logprobs" => neutral(name, value, &Value::from(0))?,
+            "logprobs" => query.logprobs = fields::boolean(name, value)?,
+            "n" => fields::neutral(name, value, &Value::from(1))?,
+            "top_p" => fields::neutral_number(name, value, 1.0)?,
+            "presence_penalty" | "frequency_penalty" => fields::neutral_number(name, value, 0.0)?,
+            "top_logprobs" => fields::neutral(name, value, &Value::from(0))?,
             "logit_bias" if value.as_object().is_some_and(Map::is_empty) => {}
-            "tools" | "functions" if value.as_array().is_some_and(Vec::is_empty) => {}
+            "tools" | "functions" if fields::is_empty_array(value) => {}
             "tool_choice" | "function_call" if value == "none" => {}
             "response_format" if value.get("type").is_some_and(|t| t == "text") => {}
-            "stop" if value.as_array().is_some_and(Vec::is_empty) => {}
+            "stop" if fields::is_empty_array(value) => {}
             // Harmless: they change neither the answer nor its form.
             "user" | "seed" | "store" | "parallel_tool_calls" | "service_tier" => {}
             "tools" | "functions" | "tool_choice" | "function_call" => {
@@ -90,34 +83,6 @@ pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
         return Err(ApiError::invalid("stream_options is only allowed when stream is true", "stream_options"));
     }
     Ok(ChatCompletionRequest { model, query, stream, include_usage })
-}
-
-fn string(name: &str, value: &Value) -> Result<String, ApiError> {
-    value.as_str().map(str::to_owned).ok_or_else(|| ApiError::invalid(format!("{name} must be a string"), name))
-}
-
-fn boolean(name: &str, value: &Value) -> Result<bool, ApiError> {
-    value.as_bool().ok_or_else(|| ApiError::invalid(format!("{name} must be a boolean"), name))
-}
-
-fn positive(name: &str, value: &Value) -> Result<u32, ApiError> {
-    let n = value.as_u64().filter(|n| *n > 0).and_then(|n| u32::try_from(n).ok());
-    n.ok_or_else(|| ApiError::invalid(format!("{name} must be a positive integer"), name))
-}
-
-/// Accepts `value` only when it equals the neutral `expected`.
-fn neutral(name: &str, value: &Value, expected: &Value) -> Result<(), ApiError> {
-    match value == expected {
-        true => Ok(()),
-        false => Err(ApiError::invalid(format!("only {name} = {expected} is supported by this gateway"), name)),
-    }
-}
-
-fn neutral_number(name: &str, value: &Value, expected: f64) -> Result<(), ApiError> {
-    match value.as_f64() == Some(expected) {
-        true => Ok(()),
-        false => Err(ApiError::invalid(format!("only {name} = {expected} is supported by this gateway"), name)),
-    }
 }
 
 fn parse_stream_options(value: &Value) -> Result<bool, ApiError> {

@@ -1,39 +1,37 @@
-//! The door's HTTP server (axum): routes, authentication, and the OpenAI replies, whole or streamed (SSE).
+//! The door's HTTP server (axum): routes, authentication, and the steps both query endpoints share.
 //!
-//! A request is checked in the order that tells a client the most without leaking anything: the key (401), the
-//! body (413, 400), the model (404, then 403 when the key may not use it). Only then is the query handed over.
-//! A streaming request is answered with an HTTP error, not a stream, when the query fails before its first
-//! event (unknown route, overloaded, no provider): the response starts with the first event. After that, a
-//! failure is an SSE `data: {"error": ...}` event, which the SDKs raise as an API error.
+//! `POST /v1/chat/completions` (OpenAI) and `POST /v1/messages` (Anthropic) differ only in how they read a
+//! request (`openai`, `anthropic`), which key headers they take, and how they write the answer and its errors
+//! (`reply`, [`Wire`]). A request is checked in the order that tells a client the most without leaking anything:
+//! the key (401), the body (413, 400), the model (404, then 403 when the key may not use it), the
+//! `Idempotency-Key` (400). Only then is the query handed over ([`ask`]).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::{Stream, StreamExt};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
-use switchyard_client::{ClientError, QueryStream, StreamEvent};
-use switchyard_protocol::client::{MAX_ID_LEN, QueryReply};
+use switchyard_protocol::client::{MAX_ID_LEN, QueryRequest};
 use switchyard_runtime::config::HttpSection;
 use switchyard_runtime::{ConfigError, NodeConfig};
 
+use crate::anthropic::{self, MessageStream};
 use crate::auth::{Key, Keys};
 use crate::dispatch::Dispatch;
-use crate::error::{ApiError, HttpError};
-use crate::openai::{ChatCompletion, ChunkHeader, Delta, finish_reason, parse_request};
+use crate::error::{ApiError, HttpError, Wire};
+use crate::openai::{self, ChunkHeader};
+use crate::reply::{self, Writer};
 
 /// The header whose value becomes the query's idempotency key (`id`).
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -135,13 +133,14 @@ pub async fn serve(config: DoorConfig, dispatch: Arc<dyn Dispatch>) -> Result<Ht
             warn!(%error, "the http door stopped");
         }
     });
-    info!(%addr, dispatch = kind, "serving the OpenAI-compatible http door");
+    info!(%addr, dispatch = kind, "serving the OpenAI- and Anthropic-compatible http door");
     Ok(HttpServer { addr, state, stop, task })
 }
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/v1/models/{model}", get(model))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
@@ -162,7 +161,7 @@ fn model_object(route: &str) -> serde_json::Value {
 }
 
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let key = state.keys.authenticate(&headers).ok_or_else(ApiError::unauthorized)?;
+    let key = state.keys.authenticate(&headers).ok_or_else(|| ApiError::unauthorized(Wire::OpenAi))?;
     let data: Vec<_> = state.routes.iter().filter(|r| key.allows(r)).map(|r| model_object(r)).collect();
     Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
 }
@@ -172,7 +171,7 @@ async fn model(
     Path(model): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = state.keys.authenticate(&headers).ok_or_else(ApiError::unauthorized)?;
+    let key = state.keys.authenticate(&headers).ok_or_else(|| ApiError::unauthorized(Wire::OpenAi))?;
     check_model(&state, key, &model)?;
     Ok(axum::Json(model_object(&model)).into_response())
 }
@@ -191,41 +190,84 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The body, up to the payload limit (413 beyond it).
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| {
+        let message = format!("the request body exceeds {} bytes", state.max_body_bytes);
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", message).with_code("payload_too_large")
+    })
+}
+
+/// The query id of the request's `Idempotency-Key`, if it has one.
+fn idempotency_id(key: &Key, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(id) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let id = id.to_str().ok().filter(|id| !id.is_empty() && id.len() <= MAX_IDEMPOTENCY_KEY_LEN);
+    let id = id.ok_or_else(|| {
+        ApiError::invalid("Idempotency-Key must be 1 to 256 visible ASCII characters", "Idempotency-Key")
+    })?;
+    Ok(Some(query_id(&key.name, id)))
+}
+
 async fn chat_completions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = state.keys.authenticate(&headers).ok_or_else(ApiError::unauthorized)?;
-    let body = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| {
-        let message = format!("the request body exceeds {} bytes", state.max_body_bytes);
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", message).with_code("payload_too_large")
-    })?;
-    let mut request = parse_request(&body)?;
-    check_model(&state, key, &request.model)?;
-    if let Some(id) = headers.get(IDEMPOTENCY_HEADER) {
-        let id = id.to_str().ok().filter(|id| !id.is_empty() && id.len() <= MAX_IDEMPOTENCY_KEY_LEN);
-        let id = id.ok_or_else(|| {
-            ApiError::invalid("Idempotency-Key must be 1 to 256 visible ASCII characters", "Idempotency-Key")
-        })?;
-        request.query.id = Some(query_id(&key.name, id));
-    }
-    // The key's metadata wins over the request's: routing rules can trust it.
-    request.query.metadata.extend(key.metadata().iter().map(|(k, v)| (k.clone(), v.clone())));
-    let span = debug_span!("http_query", route = %request.model, key = %key.name, stream = request.stream);
-    let header = ChunkHeader {
+    let key = state.keys.authenticate(&headers).ok_or_else(|| ApiError::unauthorized(Wire::OpenAi))?;
+    let body = read_body(&state, body).await?;
+    let request = openai::parse_request(&body)?;
+    let writer = ChunkHeader {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: now_secs(),
         model: request.model.clone(),
         include_usage: request.include_usage,
     };
+    ask(&state, key, &headers, request.model, request.query, body.len(), writer).await
+}
+
+/// `POST /v1/messages`: errors in Anthropic's format.
+async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    match create_message(&state, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response_in(Wire::Anthropic),
+    }
+}
+
+async fn create_message(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let key = state.keys.authenticate_api_key(headers).ok_or_else(|| ApiError::unauthorized(Wire::Anthropic))?;
+    let body = read_body(state, body).await?;
+    let request = anthropic::parse_request(&body)?;
+    let writer = MessageStream::new(request.model.clone());
+    ask(state, key, headers, request.model, request.query, body.len(), writer).await
+}
+
+/// What both query endpoints do with a request they have read: check the model, give the query its id
+/// (`Idempotency-Key`) and the key's metadata, hand it over, and write the answer (or its stream) with `writer`.
+async fn ask<W: Writer>(
+    state: &AppState,
+    key: &Key,
+    headers: &HeaderMap,
+    route: String,
+    mut query: QueryRequest,
+    size: usize,
+    writer: W,
+) -> Result<Response, ApiError> {
+    check_model(state, key, &route)?;
+    if let Some(id) = idempotency_id(key, headers)? {
+        query.id = Some(id);
+    }
+    // The key's metadata wins over the request's: routing rules can trust it.
+    query.metadata.extend(key.metadata().iter().map(|(k, v)| (k.clone(), v.clone())));
+    let stream = query.stream;
+    let span = debug_span!("http_query", %route, key = %key.name, stream, wire = ?W::WIRE);
     let dispatch = state.dispatch.clone();
     async move {
-        let (route, query, size) = (request.model, request.query, body.len());
-        let answer = match request.stream {
-            false => dispatch.query(&route, query, size).await.map(|reply| completion(&header, &reply)),
+        let answer = match stream {
+            false => dispatch.query(&route, query, size).await.map(|reply| reply::whole(&writer, &reply)),
             true => match dispatch.stream(&route, query, size).await {
-                Ok(stream) => start_stream(header, stream).await,
+                Ok(stream) => reply::stream(writer, stream).await,
                 Err(error) => Err(error),
             },
         };
@@ -240,108 +282,6 @@ async fn chat_completions(
     }
     .instrument(span)
     .await
-}
-
-/// A `chat.completion` response, with the provider that answered in `x-switchyard-provider`.
-fn completion(header: &ChunkHeader, reply: &QueryReply) -> Response {
-    let body = ChatCompletion::new(&header.id, header.created, &header.model, reply);
-    let mut response = axum::Json(body).into_response();
-    if let Ok(provider) = HeaderValue::from_str(&reply.provider) {
-        response.headers_mut().insert("x-switchyard-provider", provider);
-    }
-    response
-}
-
-/// Waits for the stream's first event, so a query refused before it answers with an HTTP error; then streams.
-async fn start_stream(header: ChunkHeader, mut stream: QueryStream) -> Result<Response, ClientError> {
-    let first = match stream.next().await {
-        Some(Ok(event)) => event,
-        Some(Err(error)) => return Err(error),
-        None => return Err(ClientError::Closed { id: stream.id().to_owned() }),
-    };
-    let sse = Sse::new(events(header, first, stream)).keep_alive(KeepAlive::default());
-    Ok(sse.into_response())
-}
-
-/// Where a stream is.
-struct Streaming {
-    header: ChunkHeader,
-    stream: QueryStream,
-    /// The first event, taken before the response started.
-    first: Option<StreamEvent>,
-    /// Text was sent: a restart cannot be honoured any more.
-    sent_text: bool,
-    done: bool,
-}
-
-/// The SSE events of a stream: a role chunk, content chunks, a finish chunk, the usage if asked, `[DONE]`.
-fn events(
-    header: ChunkHeader,
-    first: StreamEvent,
-    stream: QueryStream,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let role = data(&header.delta(Delta { role: Some("assistant"), content: Some("") }, None));
-    let state = Streaming { header, stream, first: Some(first), sent_text: false, done: false };
-    let rest = futures::stream::unfold(state, |mut state| async move {
-        if state.done {
-            return None;
-        }
-        let item = match state.first.take() {
-            Some(event) => Some(Ok(event)),
-            None => state.stream.next().await,
-        };
-        let events = state.translate(item);
-        Some((events, state))
-    });
-    futures::stream::iter([role]).chain(rest.flat_map(futures::stream::iter)).map(Ok)
-}
-
-impl Streaming {
-    fn translate(&mut self, item: Option<Result<StreamEvent, ClientError>>) -> Vec<Event> {
-        match item {
-            Some(Ok(StreamEvent::Delta { text, .. })) if text.is_empty() => Vec::new(),
-            Some(Ok(StreamEvent::Delta { text, .. })) => {
-                self.sent_text = true;
-                vec![data(&self.header.delta(Delta { role: None, content: Some(&text) }, None))]
-            }
-            Some(Ok(StreamEvent::Restart { .. })) if !self.sent_text => Vec::new(),
-            Some(Ok(StreamEvent::Restart { attempt })) => {
-                // The text sent belongs to an attempt that did not answer, and an OpenAI stream cannot take text
-                // back: the client is told to retry instead of being left with a wrong text.
-                warn!(attempt, "the answering attempt is not the one streamed; stream ended with an error");
-                let error = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "api_error",
-                    "the stream was superseded by another attempt; retry",
-                )
-                .with_code("stream_restarted");
-                self.error(error)
-            }
-            Some(Ok(StreamEvent::Done(done))) => {
-                self.done = true;
-                let reply = &done.reply;
-                let finish = finish_reason(reply.finish_reason.as_deref());
-                let mut events = vec![data(&self.header.delta(Delta::default(), Some(finish)))];
-                if self.header.include_usage {
-                    events.push(data(&self.header.usage(reply.usage)));
-                }
-                events.push(Event::default().data("[DONE]"));
-                events
-            }
-            Some(Err(error)) => self.error(ApiError::from(&error)),
-            None => self.error(ApiError::from(&ClientError::Closed { id: self.stream.id().to_owned() })),
-        }
-    }
-
-    fn error(&mut self, error: ApiError) -> Vec<Event> {
-        self.done = true;
-        debug!(code = ?error.code, "stream ended with an error");
-        vec![Event::default().data(error.body())]
-    }
-}
-
-fn data(value: &impl serde::Serialize) -> Event {
-    Event::default().data(serde_json::to_string(value).unwrap_or_default())
 }
 
 #[cfg(test)]
