@@ -1,5 +1,5 @@
-//! A node with the http role for the door's end-to-end tests: a one-node [`TestCluster`] and the OpenAI-compatible
-//! door in front of it, handing queries over in process or over NATS.
+//! A node with the http role for the door's end-to-end tests: a one-node [`TestCluster`] and the OpenAI- and
+//! Anthropic-compatible door in front of it, handing queries over in process or over NATS.
 
 use std::sync::Arc;
 
@@ -101,6 +101,16 @@ impl Door {
         let mut request = self.http.post(format!("{}/v1/chat/completions", self.base)).json(&body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// Posts `body` to `/v1/messages` as Anthropic's clients do, with `key` in `x-api-key` when given.
+    pub async fn post_messages(&self, key: Option<&str>, body: Value) -> anyhow::Result<reqwest::Response> {
+        let mut request =
+            self.http.post(format!("{}/v1/messages", self.base)).header("anthropic-version", "2023-06-01").json(&body);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
         }
         Ok(request.send().await?)
     }
