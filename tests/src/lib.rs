@@ -8,6 +8,7 @@
 //! idempotency) run both ways through [`local_and_over_nats!`] and [`Calls`].
 
 pub mod door;
+pub mod python;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,12 +7,15 @@
 //!   as a system message before the conversation), `temperature` (Anthropic's range, 0 to 1), `stream`, and
 //!   `metadata.user_id`, which becomes the query's metadata `user_id` (routing rules may use it; the key's own
 //!   metadata wins, as for OpenAI's `metadata`);
-//! - accepted because they change neither the answer nor its form: `service_tier`, a text block's
-//!   `cache_control` and `citations`, and neutral values (`tools: []`, `stop_sequences: []`, `tool_choice` of type
-//!   `auto` or `none`, `thinking` of type `disabled`, `top_p: 1`);
+//! - accepted because they change neither the answer nor its form: `service_tier`, `speed`, `cache_control` (also
+//!   a text block's), `diagnostics`, `user_profile_id`, `workspace_id`, a text block's `citations`, and neutral
+//!   values (`tools: []`, `stop_sequences: []`, `tool_choice` of type `auto` or `none`, `thinking` of type
+//!   `disabled`, `top_p: 1`, an `output_config` whose settings are all null);
 //! - refused with a 400 naming the field: anything that would change the answer without being honoured (tools,
 //!   `tool_use`/`tool_result`/image/document/thinking blocks, `stop_sequences`, `top_p`, `top_k`, `thinking`,
-//!   a final `assistant` message, which Anthropic reads as a prefill to continue) and unknown fields.
+//!   `output_config` (effort, structured output), a final `assistant` message, which Anthropic reads as a prefill
+//!   to continue, `max_tokens: 0`, Anthropic's prompt-cache pre-warming), a constraint it cannot keep
+//!   (`inference_geo`), and unknown fields.
 //!
 //! Messages name the field the way Anthropic's do (`messages.1.content.0.type: ...`): Anthropic's error object has
 //! no `param`.
@@ -59,14 +62,16 @@ pub fn parse_request(body: &[u8]) -> Result<MessagesRequest, ApiError> {
             "tools" | "stop_sequences" if fields::is_empty_array(value) => {}
             "tool_choice" if matches!(kind(value), Some("auto" | "none")) => {}
             "thinking" if kind(value) == Some("disabled") => {}
-            // Harmless: it changes neither the answer nor its form.
-            "service_tier" => {}
+            "output_config" if value.as_object().is_some_and(|config| config.values().all(Value::is_null)) => {}
+            // Harmless: they change neither the answer nor its form (`diagnostics` only asks for a report on the
+            // prompt cache, which this gateway does not give).
+            "service_tier" | "speed" | "cache_control" | "diagnostics" | "user_profile_id" | "workspace_id" => {}
             "tools" | "tool_choice" => {
                 let message = format!("{name}: tools and tool use are not supported by this gateway");
                 return Err(ApiError::invalid(message, name));
             }
-            "stop_sequences" | "top_k" | "thinking" | "container" | "mcp_servers" | "context_management"
-            | "output_format" => {
+            "stop_sequences" | "top_k" | "thinking" | "output_config" | "inference_geo" | "container"
+            | "mcp_servers" | "context_management" | "output_format" => {
                 return Err(ApiError::invalid(format!("`{name}` is not supported by this gateway"), name));
             }
             _ => return Err(ApiError::invalid(format!("{name}: extra inputs are not permitted"), name)),
@@ -407,7 +412,8 @@ mod tests {
             "messages":[{"role":"user","content":"one"},
                         {"role":"assistant","content":[{"type":"text","text":"two"}]},
                         {"role":"user","content":"three"}],
-            "metadata":{"user_id":"u-42"},"service_tier":"auto","tools":[],"stop_sequences":[],
+            "metadata":{"user_id":"u-42"},"service_tier":"auto","speed":"standard","cache_control":{"type":"ephemeral"},
+            "output_config":{"effort":null},"tools":[],"stop_sequences":[],
             "tool_choice":{"type":"auto"},"thinking":{"type":"disabled"},"top_p":1,"top_k":null}"#;
         let request = valid(body);
         assert_eq!(request.model, "chat");
@@ -457,6 +463,8 @@ mod tests {
             ("top_p", "0.5"),
             ("top_k", "5"),
             ("thinking", r#"{"type":"enabled","budget_tokens":1024}"#),
+            ("output_config", r#"{"effort":"low"}"#),
+            ("inference_geo", r#""eu""#),
             ("temperature", "1.5"),
             ("stream", r#""yes""#),
             ("bogus", "1"),
