@@ -122,6 +122,14 @@ impl Assembler {
         Ok(events)
     }
 
+    /// What is missing of the followed attempt when it failed after publishing `chunks` chunks: the chunks that
+    /// went out before its error are still shown, so the error waits for them. `None` when they were all emitted,
+    /// or when another attempt is the one shown (the failed one's chunks would never be).
+    pub fn missing_before_error(&self, attempt: u32, chunks: u64) -> Option<Missing> {
+        (attempt != 0 && self.followed.is_none_or(|followed| followed == attempt) && self.next_seq < chunks)
+            .then_some(Missing { attempt, expected: chunks, got: self.next_seq })
+    }
+
     /// An answer without chunks: its content is the text. What was already emitted stays when it is a prefix of
     /// the content (the same words, whoever streamed them); otherwise the consumer is told to restart.
     fn finish_from_content(&mut self, attempt: u32, reply: &QueryReply) -> Vec<StreamEvent> {

@@ -22,9 +22,17 @@ use crate::flight::{Flight, is_copy_refusal};
 struct Trailing {
     attempt: u32,
     chunks: u64,
-    reply: QueryReply,
+    end: End,
     until: Instant,
     missing: Missing,
+}
+
+/// How a stream ends once its trailing chunks are in.
+enum End {
+    /// The answer (a `Done` frame).
+    Answer(QueryReply),
+    /// The query failed after the followed attempt had published some chunks: they are shown, then the error.
+    Failed(Box<ErrorReply>),
 }
 
 /// A streaming query in flight. Yields deltas, possibly a restart, then one `Done` or an error, then ends.
@@ -32,6 +40,8 @@ pub struct QueryStream {
     flight: Flight,
     assembler: Assembler,
     ready: VecDeque<StreamEvent>,
+    /// The error that ends the stream once `ready` is drained.
+    failure: Option<ClientError>,
     trailing: Option<Trailing>,
     gap_grace: Duration,
     finished: bool,
@@ -43,6 +53,7 @@ impl QueryStream {
             flight,
             assembler: Assembler::default(),
             ready: VecDeque::new(),
+            failure: None,
             trailing: None,
             gap_grace,
             finished: false,
@@ -63,6 +74,10 @@ impl QueryStream {
                     self.ready.clear();
                 }
                 return Some(Ok(event));
+            }
+            if let Some(error) = self.failure.take() {
+                self.finished = true;
+                return Some(Err(error));
             }
             if self.finished {
                 return None;
@@ -93,13 +108,15 @@ impl QueryStream {
 
     fn gap(&mut self) -> ClientError {
         match self.trailing.take() {
-            Some(Trailing { missing, reply, .. }) => ClientError::Gap {
+            Some(Trailing { missing, end: End::Answer(reply), .. }) => ClientError::Gap {
                 id: self.flight.id.clone(),
                 attempt: missing.attempt,
                 expected: missing.expected,
                 got: missing.got,
                 reply: Box::new(reply),
             },
+            // The query failed anyway: its error says more than the chunks that did not come.
+            Some(Trailing { end: End::Failed(reply), .. }) => ClientError::Server { reply },
             None => ClientError::Closed { id: self.flight.id.clone() },
         }
     }
@@ -125,7 +142,7 @@ impl QueryStream {
                 self.flight.stop_resending();
                 self.ready.extend(self.assembler.chunk(attempt, seq, delta));
                 if let Some(trailing) = self.trailing.take() {
-                    self.finish(trailing.attempt, trailing.chunks, trailing.reply, Some(trailing.until));
+                    self.finish(trailing.attempt, trailing.chunks, trailing.end, Some(trailing.until));
                 }
             }
             StreamFrame::Done { attempt, chunks, reply } => {
@@ -133,32 +150,41 @@ impl QueryStream {
                 if self.trailing.is_some() {
                     debug!(id = %self.flight.id, attempt, "second final frame ignored");
                 } else {
-                    self.finish(attempt, chunks, reply, None);
+                    self.finish(attempt, chunks, End::Answer(reply), None);
                 }
             }
-            StreamFrame::Error { error, .. } => {
+            StreamFrame::Error { attempt, chunks, error } => {
                 if self.trailing.is_some() {
                     debug!(id = %self.flight.id, code = %error.error.code, "error after the final frame ignored");
                 } else if is_copy_refusal(&error) && !self.flight.refused() {
                     debug!(id = %self.flight.id, code = %error.error.code, "a copy was refused, waiting for the others");
                 } else {
-                    return Err(ClientError::Server { reply: Box::new(error) });
+                    // Chunks and the error can travel different ways (a node answering in process, chunks over
+                    // the bus): the chunks published before the error are shown first.
+                    self.finish(attempt, chunks, End::Failed(Box::new(error)), None);
                 }
             }
         }
         Ok(())
     }
 
-    /// Tries to end the stream on a final frame; keeps waiting (until `until`, or a fresh grace) when chunks of
-    /// the winner are missing.
-    fn finish(&mut self, attempt: u32, chunks: u64, reply: QueryReply, until: Option<Instant>) {
-        match self.assembler.finish(attempt, chunks, &reply) {
-            Ok(events) => self.ready.extend(events),
-            Err(missing) => {
-                let until = until.unwrap_or_else(|| Instant::now() + self.gap_grace);
-                debug!(id = %self.flight.id, attempt, expected = missing.expected, got = missing.got, "waiting for late chunks");
-                self.trailing = Some(Trailing { attempt, chunks, reply, until, missing });
+    /// Tries to end the stream on a final frame or an error; keeps waiting (until `until`, or a fresh grace)
+    /// when chunks of the winner, or of the failed attempt shown so far, are missing.
+    fn finish(&mut self, attempt: u32, chunks: u64, end: End, until: Option<Instant>) {
+        let missing = match &end {
+            End::Answer(reply) => {
+                self.assembler.finish(attempt, chunks, reply).map(|events| self.ready.extend(events)).err()
             }
-        }
+            End::Failed(_) => self.assembler.missing_before_error(attempt, chunks),
+        };
+        let Some(missing) = missing else {
+            if let End::Failed(reply) = end {
+                self.failure = Some(ClientError::Server { reply });
+            }
+            return;
+        };
+        let until = until.unwrap_or_else(|| Instant::now() + self.gap_grace);
+        debug!(id = %self.flight.id, attempt, expected = missing.expected, got = missing.got, "waiting for late chunks");
+        self.trailing = Some(Trailing { attempt, chunks, end, until, missing });
     }
 }

@@ -333,6 +333,40 @@ async fn a_typed_error_ends_a_stream() {
         other => panic!("expected the typed error, got {other:?}"),
     }
 
+    // The error can overtake the chunks published before it (they travel another way when the node answers in
+    // process): the stream shows them, then ends with the error.
+    let streaming = tokio::spawn({
+        let client = client.clone();
+        async move { drain(&client, ask("overtaken")).await }
+    });
+    let (_, copy, _) = fake.copy().await;
+    let cut = ErrorReply::new(ErrorType::UpstreamError, "stream_interrupted", "cut");
+    fake.answer(&copy, StreamFrame::Error { attempt: 1, chunks: 3, error: cut.clone() }).await;
+    fake.chunk(&copy, 1, 0, "a").await;
+    fake.chunk(&copy, 1, 2, "c").await;
+    fake.chunk(&copy, 1, 1, "b").await;
+    let (events, error) = streaming.await.unwrap();
+    assert_eq!(events, [delta(1, "a"), delta(1, "b"), delta(1, "c")]);
+    assert!(
+        matches!(&error, Some(ClientError::Server { reply }) if reply.error.code == "stream_interrupted"),
+        "{error:?}"
+    );
+
+    // Chunks that never come delay the error by the grace only.
+    let streaming = tokio::spawn({
+        let client = client.clone();
+        async move { drain(&client, ask("lost")).await }
+    });
+    let (_, copy, _) = fake.copy().await;
+    fake.chunk(&copy, 1, 0, "a").await;
+    fake.answer(&copy, StreamFrame::Error { attempt: 1, chunks: 2, error: cut }).await;
+    let (events, error) = streaming.await.unwrap();
+    assert_eq!(events, [delta(1, "a")]);
+    assert!(
+        matches!(&error, Some(ClientError::Server { reply }) if reply.error.code == "stream_interrupted"),
+        "{error:?}"
+    );
+
     // A query refused before the node knew it streams gets a plain error, not a frame.
     let streaming = tokio::spawn(async move { drain(&client, ask("refused")).await });
     let (_, copy, _) = fake.copy().await;
