@@ -30,7 +30,7 @@ struct Trailing {
 /// How a stream ends once its trailing chunks are in.
 enum End {
     /// The answer (a `Done` frame).
-    Answer(QueryReply),
+    Answer(Box<QueryReply>),
     /// The query failed after the followed attempt had published some chunks: they are shown, then the error.
     Failed(Box<ErrorReply>),
 }
@@ -113,7 +113,7 @@ impl QueryStream {
                 attempt: missing.attempt,
                 expected: missing.expected,
                 got: missing.got,
-                reply: Box::new(reply),
+                reply,
             },
             // The query failed anyway: its error says more than the chunks that did not come.
             Some(Trailing { end: End::Failed(reply), .. }) => ClientError::Server { reply },
@@ -150,7 +150,7 @@ impl QueryStream {
                 if self.trailing.is_some() {
                     debug!(id = %self.flight.id, attempt, "second final frame ignored");
                 } else {
-                    self.finish(attempt, chunks, End::Answer(reply), None);
+                    self.finish(attempt, chunks, End::Answer(Box::new(reply)), None);
                 }
             }
             StreamFrame::Error { attempt, chunks, error } => {
