@@ -37,6 +37,10 @@
 //! - If chunks of the winner are missing at the final frame, the client waits [`ClientOptions::gap_grace`] for
 //!   them (chunks and the final frame may come from different nodes), then ends with [`ClientError::Gap`], which
 //!   carries the final reply: its `content` is the full text, for recovery.
+//! - An error frame names the attempt that failed and how many chunks it published. When that attempt is the one
+//!   shown (or none is yet) and some of its chunks have not arrived, the client waits the same grace for them
+//!   (in process the error comes on a channel while chunks come over the bus, so it can overtake them): the
+//!   text that went out is shown, then the error.
 //! - The first final frame ends the stream; a later one (from another copy) is ignored.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
