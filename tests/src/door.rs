@@ -1,7 +1,9 @@
 //! A node with the http role for the door's end-to-end tests: a one-node [`TestCluster`] and the OpenAI- and
 //! Anthropic-compatible door in front of it, handing queries over in process or over NATS.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -11,7 +13,10 @@ use switchyard_http::{Dispatch, DoorConfig, HttpServer, LocalDispatch, NatsDispa
 use switchyard_runtime::config::{HttpKeySection, HttpSection};
 use switchyard_runtime::{NodeConfig, Role};
 
-use crate::{TestCluster, cluster_config, connect};
+use switchyard_mock::Behavior;
+use switchyard_testkit::eventually;
+
+use crate::{PRIMARY_MODEL, TestCluster, cluster_config, connect};
 
 /// A key allowed every route.
 pub const KEY: &str = "sk-door-e2e-0123456789";
@@ -113,6 +118,39 @@ impl Door {
             request = request.header("x-api-key", key);
         }
         Ok(request.send().await?)
+    }
+
+    /// A door whose node holds one query at a time, its provider answering after a second: a second query
+    /// while the first is held is overloaded.
+    pub async fn start_holding_one(mode: Mode) -> anyhow::Result<Door> {
+        let door = Door::start_with(mode, |mut config| {
+            config.node.max_in_flight_queries = 1;
+            config
+        })
+        .await?;
+        door.cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::answering("slow answer").with_latency_ms(1_000));
+        Ok(door)
+    }
+
+    /// Sends `first` and, once it holds the node (it reached the provider), runs `second`; then `first`'s
+    /// response.
+    pub async fn while_one_is_held(
+        &self,
+        first: impl Future<Output = anyhow::Result<reqwest::Response>>,
+        second: impl Future<Output = ()>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let held = async {
+            let mock = &self.cluster.mock;
+            eventually("the first query reached the provider", Duration::from_secs(5), || async {
+                (mock.calls(PRIMARY_MODEL) == 1).then_some(())
+            })
+            .await?;
+            second.await;
+            anyhow::Ok(())
+        };
+        let (first, held) = tokio::join!(first, held);
+        held?;
+        first
     }
 
     pub async fn shutdown(self) {

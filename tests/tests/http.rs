@@ -5,15 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use switchyard_e2e::door::{Door, KEY, LIMITED_KEY, Mode};
 use switchyard_e2e::{PRIMARY_KEY, PRIMARY_MODEL};
 use switchyard_mock::{Behavior, MockError};
-use switchyard_testkit::eventually;
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
@@ -152,24 +149,13 @@ async fn errors_in_openai_format_over_nats() {
 
 /// A node holding as many queries as it may gets `overloaded`: a 429 with `Retry-After`.
 async fn check_overloaded(mode: Mode) {
-    let door = Door::start_with(mode, |mut config| {
-        config.node.max_in_flight_queries = 1;
-        config
-    })
-    .await
-    .unwrap();
-    door.cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::answering("slow answer").with_latency_ms(1_000));
-    let first = door.post(Some(KEY), chat("solo", "first"));
-    let second = async {
-        let mock = &door.cluster.mock;
-        eventually("the first query reached the provider", Duration::from_secs(5), || async {
-            (mock.calls(PRIMARY_MODEL) == 1).then_some(())
-        })
-        .await
-        .unwrap();
-        check_error(&door, Some(KEY), chat("solo", "second"), 429, "overloaded", None).await;
-    };
-    let (first, ()) = tokio::join!(first, second);
+    let door = Door::start_holding_one(mode).await.unwrap();
+    let first = door
+        .while_one_is_held(
+            door.post(Some(KEY), chat("solo", "first")),
+            check_error(&door, Some(KEY), chat("solo", "second"), 429, "overloaded", None),
+        )
+        .await;
     assert_eq!(first.unwrap().status(), StatusCode::OK, "{mode:?}: the query holding the node is answered");
     door.shutdown().await;
 }

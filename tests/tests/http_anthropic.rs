@@ -7,15 +7,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use switchyard_e2e::door::{Door, KEY, LIMITED_KEY, Mode};
 use switchyard_e2e::{PRIMARY_KEY, PRIMARY_MODEL};
 use switchyard_mock::{Behavior, MockError};
-use switchyard_testkit::eventually;
 
 fn message(model: &str, text: &str) -> Value {
     json!({"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}]})
@@ -219,24 +216,13 @@ async fn errors_in_anthropic_format_over_nats() {
 /// A node holding as many queries as it may is overloaded: Anthropic's 529 `overloaded_error`, with
 /// `Retry-After`.
 async fn check_overloaded(mode: Mode) {
-    let door = Door::start_with(mode, |mut config| {
-        config.node.max_in_flight_queries = 1;
-        config
-    })
-    .await
-    .unwrap();
-    door.cluster.mock.set_behavior(PRIMARY_MODEL, Behavior::answering("slow answer").with_latency_ms(1_000));
-    let first = door.post_messages(Some(KEY), message("solo", "first"));
-    let second = async {
-        let mock = &door.cluster.mock;
-        eventually("the first query reached the provider", Duration::from_secs(5), || async {
-            (mock.calls(PRIMARY_MODEL) == 1).then_some(())
-        })
-        .await
-        .unwrap();
-        check_error(&door, Some(KEY), message("solo", "second"), 529, "overloaded_error", "overloaded", "").await;
-    };
-    let (first, ()) = tokio::join!(first, second);
+    let door = Door::start_holding_one(mode).await.unwrap();
+    let first = door
+        .while_one_is_held(
+            door.post_messages(Some(KEY), message("solo", "first")),
+            check_error(&door, Some(KEY), message("solo", "second"), 529, "overloaded_error", "overloaded", ""),
+        )
+        .await;
     assert_eq!(first.unwrap().status(), StatusCode::OK, "{mode:?}: the query holding the node is answered");
     door.shutdown().await;
 }
