@@ -271,6 +271,35 @@ async fn a_refused_connection_is_retryable() {
 }
 
 #[tokio::test]
+async fn a_server_certificate_no_trusted_root_issued_is_refused() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    // A TLS server whose certificate a private CA issued: the platform's verifier does not know that CA.
+    let pki = switchyard_testkit::pki::TestPki::generate().unwrap();
+    let certs: Vec<_> = CertificateDer::pem_file_iter(pki.server_cert()).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(pki.server_key()).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://127.0.0.1:{}/v1", listener.local_addr().unwrap().port());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        acceptor.accept(tcp).await.is_ok()
+    });
+    let err = provider(settings(ProviderKind::OpenAi, &base, Some(KEY))).complete(&request()).await.unwrap_err();
+    assert_eq!(err.class, FailureClass::Retryable, "{err}");
+    assert!(err.message.contains("certificate"), "the refusal names the certificate: {err}");
+    assert!(!err.message.contains(KEY), "{err}");
+    assert!(!server.await.unwrap(), "no TLS session was established");
+}
+
+#[tokio::test]
 async fn a_malformed_base_url_is_fatal() {
     let err = provider(settings(ProviderKind::OpenAi, "not a url", Some(KEY))).complete(&request()).await.unwrap_err();
     assert_eq!(err.class, FailureClass::Fatal { auth: false }, "{err}");
