@@ -324,7 +324,7 @@ async fn redis_acl_user_over_rediss_with_a_client_certificate() {
     let redis_section = |password: &str| {
         format!(
             "[redis]\nurl = \"{}\"\ntls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\
-             [nats]\nurl = \"{}\"",
+             call_timeout_ms = 2000\n[nats]\nurl = \"{}\"",
             redis.url("switchyard", password),
             path(&pki.ca()),
             path(&pki.client_cert()),
@@ -332,6 +332,8 @@ async fn redis_acl_user_over_rediss_with_a_client_certificate() {
             switchyard_testkit::nats_url(),
         )
     };
+    // The calls get the 2 s bound of the test's own store: this test is about credentials, and on a busy CI machine
+    // a TLS round trip can outlast the default 50 ms, which would rightly mark the node degraded.
     let served = Served::start(&node_toml(&mock, &redis_section(right))).await;
     assert_eq!(served.ask("before the trip").await.provider, "primary");
 
