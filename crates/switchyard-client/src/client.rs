@@ -80,22 +80,12 @@ impl Client {
 }
 
 /// How errors name a query sent without an idempotency key.
-const NO_ID: &str = "(no id)";
+pub const NO_ID: &str = "(no id)";
 
-/// Reads the reply to a query that reached a node by other means than a publish (handed over in process, as
-/// `switchyard_runtime::local::LocalDispatcher` does), from `replies`, which yields what a reply inbox would.
-/// Nothing is ever re-sent; `deadline` is the query's, and the wait ends `options.deadline_slack` after it.
-pub async fn read_reply_on(
-    id: Option<String>,
-    replies: Subscription,
-    deadline: Duration,
-    options: &ClientOptions,
-) -> Result<QueryReply, ClientError> {
-    let mut flight = Flight::attached(id.unwrap_or_else(|| NO_ID.to_owned()), replies, deadline, options);
-    read_reply(&mut flight).await
-}
-
-/// [`read_reply_on`] for a streaming query: its frames, assembled as [`Client::stream`] assembles them.
+/// Reads the frames of a streaming query that reached a node by other means than a publish (handed over in
+/// process, as `switchyard_runtime::local::LocalDispatcher` does), from `replies`, which yields what a reply inbox
+/// would, and assembles them as [`Client::stream`] does. Nothing is ever re-sent; `deadline` is the query's, and
+/// the wait ends `options.deadline_slack` after it.
 pub fn read_stream_on(
     id: Option<String>,
     replies: Subscription,

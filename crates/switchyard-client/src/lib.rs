@@ -55,7 +55,7 @@ mod stream;
 mod tests;
 
 pub use assemble::{StreamDone, StreamEvent};
-pub use client::{Client, read_reply_on, read_stream_on};
+pub use client::{Client, NO_ID, read_stream_on};
 pub use error::ClientError;
 pub use flight::{COPY_REFUSAL_CODES, is_copy_refusal};
 pub use options::ClientOptions;

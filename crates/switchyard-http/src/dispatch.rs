@@ -5,17 +5,19 @@
 //!   the client library does; one without is sent once (the door gives it no id, so it costs no claim in the
 //!   shared store).
 //! - [`LocalDispatch`] hands it to the router of the same node ([`LocalDispatcher`]): no bus hop for the query
-//!   or its answer, the same admission, de-duplication and query task as a query from the bus.
+//!   or its answer, the same admission, de-duplication and query task as a query from the bus. A plain answer
+//!   comes back typed; a stream is read by the client library, as over the bus.
 //!
-//! Both answer with the client library's types, so the door treats them alike.
+//! Both answer with the client library's types and errors, so the door treats them alike.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use switchyard_bus::Bus;
-use switchyard_client::{Client, ClientError, ClientOptions, QueryStream, read_reply_on, read_stream_on};
+use switchyard_client::{Client, ClientError, ClientOptions, NO_ID, QueryStream, read_stream_on};
 use switchyard_protocol::client::{QueryReply, QueryRequest};
 use switchyard_protocol::subjects::Subjects;
-use switchyard_runtime::local::LocalDispatcher;
+use switchyard_runtime::local::{Asked, LocalDispatcher};
 use switchyard_runtime::{Node, NodeConfig};
 
 /// Hands queries to the cluster.
@@ -89,15 +91,20 @@ impl LocalDispatch {
 
 #[async_trait::async_trait]
 impl Dispatch for LocalDispatch {
-    async fn query(&self, route: &str, mut request: QueryRequest, size: usize) -> Result<QueryReply, ClientError> {
-        request.stream = false;
-        let (id, deadline) = (request.id.clone(), self.deadline(&request));
-        let replies = self.dispatcher.submit(route, request, size).await?;
-        read_reply_on(id, replies, deadline, &self.options).await
+    async fn query(&self, route: &str, request: QueryRequest, size: usize) -> Result<QueryReply, ClientError> {
+        let started = Instant::now();
+        let wait = self.deadline(&request) + self.options.deadline_slack;
+        let id = request.id.clone();
+        let id = move || id.unwrap_or_else(|| NO_ID.to_owned());
+        match self.dispatcher.ask(route, request, size, wait).await {
+            Asked::Answered(Ok(reply)) => Ok(reply),
+            Asked::Answered(Err(reply)) => Err(ClientError::Server { reply: Box::new(reply) }),
+            Asked::TimedOut => Err(ClientError::DeadlineExceeded { id: id(), waited: started.elapsed() }),
+            Asked::Dropped => Err(ClientError::Closed { id: id() }),
+        }
     }
 
-    async fn stream(&self, route: &str, mut request: QueryRequest, size: usize) -> Result<QueryStream, ClientError> {
-        request.stream = true;
+    async fn stream(&self, route: &str, request: QueryRequest, size: usize) -> Result<QueryStream, ClientError> {
         let (id, deadline) = (request.id.clone(), self.deadline(&request));
         let replies = self.dispatcher.submit(route, request, size).await?;
         Ok(read_stream_on(id, replies, deadline, &self.options))

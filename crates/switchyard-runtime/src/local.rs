@@ -3,10 +3,14 @@
 //! Over the bus, a query costs a publish to the routers' queue group and a publish of its answer back. A
 //! [`LocalDispatcher`] skips both: it gives the typed request to the router's intake ([`Intake::submit`]), which
 //! admits it exactly as it admits a query from the bus (payload limit, gate, route, validation, de-duplication
-//! by id, the same query task), and the final answer comes back on a channel. Streamed chunks still arrive on a
-//! bus inbox, because provider actors publish them on the bus wherever they run. [`LocalDispatcher::submit`]
-//! merges both into one [`Subscription`] that reads like a bus client's reply inbox, so the client library's
-//! reply and stream handling (`switchyard-client`) apply unchanged.
+//! by id, the same query task), and the final answer comes back on a channel.
+//!
+//! - A plain query ([`LocalDispatcher::ask`]) gets its answer typed: the reply or the refusal the router would
+//!   have encoded for a bus client, without the encoding and the parsing.
+//! - A streaming one ([`LocalDispatcher::submit`]) still has its chunks arrive on a bus inbox, because provider
+//!   actors publish them on the bus wherever they run. The final frame comes on the channel as the bytes a bus
+//!   client would receive, and the two are merged into one [`Subscription`] that reads like a bus client's reply
+//!   inbox, so the client library's stream handling (`switchyard-client`) applies unchanged.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,9 +25,7 @@ use switchyard_bus::{Bus, BusError, Message, Subscription, SubscriptionBackend};
 use switchyard_protocol::client::QueryRequest;
 
 use crate::actors::router::{Intake, ReplyTo};
-
-/// The subject a non-streaming local query's replies appear to come from (nothing is published on it).
-const LOCAL_SUBJECT: &str = "_LOCAL";
+use crate::query::Answer;
 
 /// Hands queries to the router of this node without the bus. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +33,17 @@ pub struct LocalDispatcher {
     intake: Arc<Intake>,
     bus: Arc<dyn Bus>,
     default_deadline: Duration,
+}
+
+/// How a plain query handed over in process ended.
+#[derive(Debug)]
+pub enum Asked {
+    /// The router's answer: a reply, or the refusal or failure a bus client would have received.
+    Answered(Answer),
+    /// No answer within the wait (the query's deadline plus the caller's slack).
+    TimedOut,
+    /// The router dropped the query without answering (it stopped).
+    Dropped,
 }
 
 impl LocalDispatcher {
@@ -48,23 +61,31 @@ impl LocalDispatcher {
         self.bus.is_connected()
     }
 
-    /// Submits `request` to `route`; `size` is the size of its encoded form (the gate and the payload limit
-    /// count it). The returned subscription yields exactly what a bus client's inbox would: for a streaming
-    /// query its chunks and final frame, otherwise the reply; a refusal in either case. Fails only when the
-    /// chunk inbox of a streaming query cannot be subscribed.
-    pub async fn submit(&self, route: &str, request: QueryRequest, size: usize) -> Result<Subscription, BusError> {
+    /// Asks `route` for a plain (not streamed) answer to `request` and waits for it, at most `wait`; `size` is
+    /// the size of the query's encoded form (the gate and the payload limit count it).
+    pub async fn ask(&self, route: &str, mut request: QueryRequest, size: usize, wait: Duration) -> Asked {
+        request.stream = false;
+        let (answers, mut received) = mpsc::unbounded_channel();
+        self.intake.submit(route, request, size, ReplyTo::Typed(answers)).await;
+        match tokio::time::timeout(wait, received.recv()).await {
+            // Usually the only holder left: the router's book-keeping of a query without an id drops its copy.
+            Ok(Some(answer)) => Asked::Answered(Arc::try_unwrap(answer).unwrap_or_else(|shared| (*shared).clone())),
+            Ok(None) => Asked::Dropped,
+            Err(_) => Asked::TimedOut,
+        }
+    }
+
+    /// Submits a streaming `request` to `route`; `size` is the size of its encoded form. The returned
+    /// subscription yields exactly what a bus client's inbox would: the query's chunks and final frame, or a
+    /// refusal. Fails only when the chunk inbox cannot be subscribed.
+    pub async fn submit(&self, route: &str, mut request: QueryRequest, size: usize) -> Result<Subscription, BusError> {
+        request.stream = true;
         let (answers, received) = mpsc::unbounded_channel();
-        let (subject, chunks) = match request.stream {
-            true => {
-                let inbox = self.bus.new_inbox();
-                let chunks = self.bus.subscribe(&inbox).await?;
-                (inbox, Some(chunks))
-            }
-            false => (LOCAL_SUBJECT.to_owned(), None),
-        };
+        let subject = self.bus.new_inbox();
+        let chunks = self.bus.subscribe(&subject).await?;
         let reply_to = ReplyTo::Local { subject: subject.clone(), answers };
         self.intake.submit(route, request, size, reply_to).await;
-        Ok(Subscription::new(subject.clone(), None, LocalInbox { subject, answers: received, chunks }))
+        Ok(Subscription::new(subject.clone(), None, LocalInbox { subject, answers: received, chunks: Some(chunks) }))
     }
 }
 

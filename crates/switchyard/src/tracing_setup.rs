@@ -36,6 +36,7 @@ impl Drop for OtelGuard {
 /// Installs the global subscriber: `RUST_LOG` (else `default_level`) filters, lines go to stderr as `format`.
 pub fn init(format: LogFormat, default_level: &str) -> OtelGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = quiet_actor_spans(filter);
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
@@ -62,6 +63,18 @@ pub fn init(format: LogFormat, default_level: &str) -> OtelGuard {
     }
     tracing_subscriber::registry().with(lines.with_filter(filter)).with(spans).init();
     OtelGuard(provider)
+}
+
+/// ractor wraps every actor's message loop and every message in an info-level `Actor` span: entered and left on
+/// each poll, and attached to each message sent from inside an actor, at about 2 % of a node's CPU per query. Our
+/// own events name their actor (provider, router) themselves, so those spans are off unless `RUST_LOG` mentions
+/// `ractor` (then it decides).
+fn quiet_actor_spans(filter: EnvFilter) -> EnvFilter {
+    let named = std::env::var("RUST_LOG").is_ok_and(|spec| spec.contains("ractor"));
+    match named {
+        true => filter,
+        false => filter.add_directive("ractor=warn".parse().expect("a valid directive")),
+    }
 }
 
 /// What the span exporter takes: every span of Switchyard's crates (a query's spans are at debug level), and

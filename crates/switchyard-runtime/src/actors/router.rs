@@ -106,28 +106,50 @@ impl Drop for Permit {
 ///
 /// A query from the bus names a reply subject, and everything it receives (stream chunks, the final frame or
 /// reply, refusals) is published there. A query handed over in process ([`Intake::submit`]) receives its final
-/// answer and any refusal on a local channel instead, as the very bytes a bus client would receive; its stream
-/// chunks still come on `subject`, because provider actors, on this node or another, publish them on the bus.
+/// answer and any refusal on a local channel instead: a streaming one as the very frames a bus client would
+/// receive (its chunks still come on `subject`, because provider actors, on this node or another, publish them on
+/// the bus), a plain one as the typed answer itself, which nobody encodes or parses.
 #[derive(Debug, Clone)]
 pub enum ReplyTo {
     Subject(String),
+    /// A streaming query handed over in process.
     Local {
         /// Where stream chunks are published (a bus inbox the local client subscribed to).
         subject: String,
-        /// Where the final answer and refusals go.
+        /// Where the final frame and refusals go.
         answers: mpsc::UnboundedSender<Bytes>,
     },
+    /// A plain query handed over in process: its answer, or its refusal, typed.
+    Typed(mpsc::UnboundedSender<Arc<Answer>>),
 }
+
+/// The subject a plain query handed over in process appears to be answered on (nothing is published on it: a
+/// plain query has no chunks).
+pub const TYPED_SUBJECT: &str = "_LOCAL";
 
 impl ReplyTo {
     /// The subject stream chunks are published on.
     pub fn subject(&self) -> &str {
         match self {
             ReplyTo::Subject(subject) | ReplyTo::Local { subject, .. } => subject,
+            ReplyTo::Typed(_) => TYPED_SUBJECT,
         }
     }
 
-    /// Sends a reply, a refusal or a final stream frame.
+    /// Sends an answer or a refusal: rendered as a reply (or for a streaming client, given `stream`, as the final
+    /// frame), except to a typed receiver, which takes it as it is.
+    async fn answer(&self, bus: &dyn Bus, answer: &Arc<Answer>, stream: Option<StreamEnd>) {
+        match self {
+            ReplyTo::Typed(answers) => {
+                if answers.send(answer.clone()).is_err() {
+                    debug!("the local client is gone, reply dropped");
+                }
+            }
+            _ => self.send(bus, render(answer, stream)).await,
+        }
+    }
+
+    /// Sends an encoded reply, refusal or stream frame.
     async fn send(&self, bus: &dyn Bus, payload: Bytes) {
         match self {
             ReplyTo::Subject(subject) => publish(bus, subject.clone(), payload).await,
@@ -136,6 +158,7 @@ impl ReplyTo {
                     debug!("the local client is gone, reply dropped");
                 }
             }
+            ReplyTo::Typed(_) => unreachable!("a typed receiver is only ever given answers"),
         }
     }
 }
@@ -267,7 +290,7 @@ impl Intake {
     async fn reject(&self, reply_to: ReplyTo, error: ErrorReply) {
         self.gate.reject();
         debug!(code = %error.error.code, "query rejected");
-        reply_to.send(self.bus.as_ref(), render(&Err(error), None)).await;
+        reply_to.answer(self.bus.as_ref(), &Arc::new(Err(error)), None).await;
     }
 }
 
@@ -279,13 +302,13 @@ async fn publish(bus: &dyn Bus, subject: String, payload: Bytes) {
 
 /// Sends `answer` to a client that did not see it streamed: a reply, or for a streaming client the whole
 /// answer as one chunk and the final frame.
-async fn deliver(bus: &dyn Bus, reply_to: &ReplyTo, answer: &Answer, stream: bool) {
+async fn deliver(bus: &dyn Bus, reply_to: &ReplyTo, answer: &Arc<Answer>, stream: bool) {
     if stream {
         for frame in replay(answer) {
             reply_to.send(bus, frame).await;
         }
     } else {
-        reply_to.send(bus, render(answer, None)).await;
+        reply_to.answer(bus, answer, None).await;
     }
 }
 
@@ -439,7 +462,7 @@ impl RouterState {
     async fn reject(&mut self, reply_to: ReplyTo, error: ErrorReply) {
         self.health.rejected += 1;
         debug!(code = %error.error.code, "query rejected");
-        reply_to.send(self.ctx.bus.as_ref(), render(&Err(error), None)).await;
+        reply_to.answer(self.ctx.bus.as_ref(), &Arc::new(Err(error)), None).await;
     }
 
     /// Book-keeping of an admitted query: queue time, de-duplication, then its task.
@@ -526,12 +549,13 @@ impl RouterState {
             observe(&routing, &plan.name, counted, received.elapsed());
             let answer = match resolved {
                 Resolved::Ran { answer, owned } => {
+                    let answer = Arc::new(answer);
                     // The client first; announcing and storing the answer only afterwards.
                     if cascade.is_some() {
                         deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
                     } else {
                         let stream = request.stream.then(|| StreamEnd::of(&answer));
-                        reply_to.send(ctx.bus.as_ref(), render(&answer, stream)).await;
+                        reply_to.answer(ctx.bus.as_ref(), &answer, stream).await;
                     }
                     if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
                         publish_answer(idem, &ctx, key, &answer, deadline).await;
@@ -539,11 +563,12 @@ impl RouterState {
                     answer
                 }
                 Resolved::Found(answer) => {
+                    let answer = Arc::new(answer);
                     deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
                     answer
                 }
             };
-            let _ = myself.cast(RouterMsg::Completed { key, answer: Arc::new(answer) });
+            let _ = myself.cast(RouterMsg::Completed { key, answer });
         });
         self.tasks.spawn(task.instrument(span));
     }
