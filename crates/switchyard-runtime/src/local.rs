@@ -37,6 +37,7 @@ pub struct LocalDispatcher {
 
 /// How a plain query handed over in process ended.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once per query and moved once, to the caller
 pub enum Asked {
     /// The router's answer: a reply, or the refusal or failure a bus client would have received.
     Answered(Answer),
