@@ -64,6 +64,7 @@ impl LocalDispatcher {
 
     /// Asks `route` for a plain (not streamed) answer to `request` and waits for it, at most `wait`; `size` is
     /// the size of the query's encoded form (the gate and the payload limit count it).
+    #[allow(clippy::result_large_err)] // an answer is a reply either way, moved once to the caller
     pub async fn ask(&self, route: &str, mut request: QueryRequest, size: usize, wait: Duration) -> Asked {
         request.stream = false;
         let (answers, mut received) = mpsc::unbounded_channel();
