@@ -71,9 +71,9 @@ pub fn init(format: LogFormat, default_level: &str) -> OtelGuard {
 /// `ractor` (then it decides).
 fn quiet_actor_spans(filter: EnvFilter) -> EnvFilter {
     let named = std::env::var("RUST_LOG").is_ok_and(|spec| spec.contains("ractor"));
-    match named {
-        true => filter,
-        false => filter.add_directive("ractor=warn".parse().expect("a valid directive")),
+    match ("ractor=warn".parse(), named) {
+        (Ok(quiet), false) => filter.add_directive(quiet),
+        _ => filter,
     }
 }
 
