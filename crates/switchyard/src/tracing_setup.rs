@@ -61,7 +61,13 @@ pub fn init(format: LogFormat, default_level: &str) -> OtelGuard {
     if provider.is_some() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     }
-    tracing_subscriber::registry().with(lines.with_filter(filter)).with(spans).init();
+    // Not `.with(spans)` of an `Option`: an absent layer says it wants every callsite, which would make the
+    // registry build every span the line filter lets through the level hint (ractor's info-level ones, above all).
+    let lines = tracing_subscriber::registry().with(lines.with_filter(filter));
+    match spans {
+        Some(spans) => lines.with(spans).init(),
+        None => lines.init(),
+    }
     OtelGuard(provider)
 }
 
