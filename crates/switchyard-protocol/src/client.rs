@@ -209,14 +209,14 @@ pub struct Trace {
     pub stages: Vec<serde_json::Value>,
     /// The cascade that answered, and the coordinator node that ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cascade: Option<CascadeRunInfo>,
+    pub cascade: Option<Box<CascadeRunInfo>>,
     /// For a route with a quality router: which router chose, its score and threshold, the model and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<RoutingDecision>,
+    pub decision: Option<Box<RoutingDecision>>,
     /// For an answer of an ensemble (Mixture-of-Agents): each proposer (with its attempts) and the aggregator. The
     /// trace's attempts are then the aggregator's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ensemble: Option<EnsembleTrace>,
+    pub ensemble: Option<Box<EnsembleTrace>>,
 }
 
 /// A quality router's decision, as the trace shows it.

@@ -409,12 +409,12 @@ impl CascadeEngine {
         let outcome = run.finish();
         unit.record(&outcome, started.elapsed());
         trace.stages = outcome.trace.iter().filter_map(|s| serde_json::to_value(s).ok()).collect();
-        trace.cascade = Some(CascadeRunInfo {
+        trace.cascade = Some(Box::new(CascadeRunInfo {
             name: unit.name().to_owned(),
             node: ctx.node.clone(),
             threshold: applied.threshold.map(|a| a.used),
             max_stage: applied.max_stage.map(|a| a.used),
-        });
+        }));
         let Some(answer) = &outcome.answer else {
             let message = format!("no stage of cascade {} answered", unit.name());
             let kind =

@@ -543,7 +543,7 @@ pub async fn run_ensemble(
             ensemble.min_proposals
         );
         let trace =
-            Trace { node: ctx.node.clone(), route: plan.name.clone(), ensemble: Some(trace), ..Trace::default() };
+            Trace { node: ctx.node.clone(), route: plan.name.clone(), ensemble: Some(Box::new(trace)), ..Trace::default() };
         let error = ErrorReply::new(ErrorType::UpstreamError, "ensemble_failed", message);
         return Err(error.with_id(request.id.clone()).with_trace(trace));
     }
@@ -561,11 +561,11 @@ pub async fn run_ensemble(
             reply.usage.input_tokens += usage.input_tokens;
             reply.usage.output_tokens += usage.output_tokens;
             reply.cost_usd += cost;
-            reply.trace.ensemble = Some(trace);
+            reply.trace.ensemble = Some(Box::new(trace));
             Ok(reply)
         }
         Err(mut error) => {
-            error.trace.get_or_insert_with(Trace::default).ensemble = Some(trace);
+            error.trace.get_or_insert_with(Trace::default).ensemble = Some(Box::new(trace));
             Err(error)
         }
     }
@@ -598,11 +598,11 @@ pub fn with_decision(answer: Answer, decision: Option<RoutingDecision>) -> Answe
     let Some(decision) = decision else { return answer };
     match answer {
         Ok(mut reply) => {
-            reply.trace.decision = Some(decision);
+            reply.trace.decision = Some(Box::new(decision));
             Ok(reply)
         }
         Err(mut error) => {
-            error.trace.get_or_insert_with(Trace::default).decision = Some(decision);
+            error.trace.get_or_insert_with(Trace::default).decision = Some(Box::new(decision));
             Err(error)
         }
     }
