@@ -542,8 +542,12 @@ pub async fn run_ensemble(
             trace.proposers.len(),
             ensemble.min_proposals
         );
-        let trace =
-            Trace { node: ctx.node.clone(), route: plan.name.clone(), ensemble: Some(Box::new(trace)), ..Trace::default() };
+        let trace = Trace {
+            node: ctx.node.clone(),
+            route: plan.name.clone(),
+            ensemble: Some(Box::new(trace)),
+            ..Trace::default()
+        };
         let error = ErrorReply::new(ErrorType::UpstreamError, "ensemble_failed", message);
         return Err(error.with_id(request.id.clone()).with_trace(trace));
     }
