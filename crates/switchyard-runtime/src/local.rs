@@ -70,7 +70,8 @@ impl LocalDispatcher {
         let (answers, mut received) = mpsc::unbounded_channel();
         self.intake.submit(route, request, size, ReplyTo::Typed(answers)).await;
         match tokio::time::timeout(wait, received.recv()).await {
-            // Usually the only holder left: the router's book-keeping of a query without an id drops its copy.
+            // Usually the only holder by now: the task of a query without an id lets its answer go once sent. With
+            // an id, the router keeps it for the copies of the id, and this one is cloned.
             Ok(Some(answer)) => Asked::Answered(Arc::try_unwrap(answer).unwrap_or_else(|shared| (*shared).clone())),
             Ok(None) => Asked::Dropped,
             Err(_) => Asked::TimedOut,

@@ -158,7 +158,8 @@ impl ReplyTo {
                     debug!("the local client is gone, reply dropped");
                 }
             }
-            ReplyTo::Typed(_) => unreachable!("a typed receiver is only ever given answers"),
+            // Never reached: a typed receiver is only ever given answers (`answer`, `deliver`).
+            ReplyTo::Typed(_) => warn!("an encoded frame for a typed receiver dropped"),
         }
     }
 }
@@ -303,12 +304,13 @@ async fn publish(bus: &dyn Bus, subject: String, payload: Bytes) {
 /// Sends `answer` to a client that did not see it streamed: a reply, or for a streaming client the whole
 /// answer as one chunk and the final frame.
 async fn deliver(bus: &dyn Bus, reply_to: &ReplyTo, answer: &Arc<Answer>, stream: bool) {
-    if stream {
-        for frame in replay(answer) {
-            reply_to.send(bus, frame).await;
+    match (stream, reply_to) {
+        (true, ReplyTo::Subject(_) | ReplyTo::Local { .. }) => {
+            for frame in replay(answer) {
+                reply_to.send(bus, frame).await;
+            }
         }
-    } else {
-        reply_to.answer(bus, answer, None).await;
+        _ => reply_to.answer(bus, answer, None).await,
     }
 }
 
@@ -366,10 +368,12 @@ pub struct RouterState {
 pub enum RouterMsg {
     /// A client's query, parsed and validated by the intake.
     Query(Box<Admitted>),
-    /// A query task finished; `key` is its de-duplication key, when it had one.
+    /// A query task finished: whether it answered (or failed), and for a query with an id its de-duplication
+    /// key and answer. A query without one leaves its answer to its client alone, so an answer handed over in
+    /// process usually has a single owner and is not copied.
     Completed {
-        key: Option<String>,
-        answer: Arc<Answer>,
+        ok: bool,
+        keyed: Option<(String, Arc<Answer>)>,
     },
     Health(RpcReplyPort<RouterHealth>),
 }
@@ -427,14 +431,14 @@ impl Actor for RouterActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RouterMsg::Query(admitted) => state.admit(myself, *admitted).await,
-            RouterMsg::Completed { key, answer } => {
+            RouterMsg::Completed { ok, keyed } => {
                 state.running = state.running.saturating_sub(1);
                 while state.tasks.try_join_next().is_some() {}
-                match answer.as_ref() {
-                    Ok(_) => state.health.answered += 1,
-                    Err(_) => state.health.errors += 1,
+                match ok {
+                    true => state.health.answered += 1,
+                    false => state.health.errors += 1,
                 }
-                if let Some(key) = key {
+                if let Some((key, answer)) = keyed {
                     // A conflict reported by the store means the key belongs to another request: this node must
                     // not bind it to the refused one.
                     let conflict = matches!(answer.as_ref(), Err(e) if e.error.code == "idempotency_conflict");
@@ -568,7 +572,9 @@ impl RouterState {
                     answer
                 }
             };
-            let _ = myself.cast(RouterMsg::Completed { key, answer });
+            let ok = answer.is_ok();
+            let keyed = key.map(|key| (key, answer));
+            let _ = myself.cast(RouterMsg::Completed { ok, keyed });
         });
         self.tasks.spawn(task.instrument(span));
     }
