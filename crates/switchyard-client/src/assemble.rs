@@ -40,7 +40,8 @@ pub struct StreamDone {
     pub attempt: u32,
     /// The winning attempt's chunks in sequence order (the reply's content when it came without chunks).
     pub text: String,
-    /// The final summary; its `content` is the node's full text of the answer.
+    /// The final summary; its `content` is the node's full text of the answer (the chunks' text when the final
+    /// frame left it out, as a node does when the frame would not fit in one bus message).
     pub reply: QueryReply,
 }
 
@@ -118,7 +119,13 @@ impl Assembler {
         }
         self.followed = Some(attempt);
         self.next_seq = chunks;
-        events.push(StreamEvent::Done(Box::new(StreamDone { attempt, text: winner.concat(), reply: reply.clone() })));
+        let text = winner.concat();
+        let mut reply = reply.clone();
+        if reply.content.is_empty() {
+            // A final frame that would not fit in one bus message leaves the content to its chunks.
+            reply.content.clone_from(&text);
+        }
+        events.push(StreamEvent::Done(Box::new(StreamDone { attempt, text, reply })));
         Ok(events)
     }
 
@@ -225,6 +232,17 @@ pub(crate) mod tests {
             // The deltas after the last restart are exactly the final text.
             assert_eq!(out.rsplit('|').next(), Some(done.as_str()));
         }
+    }
+
+    #[test]
+    fn a_final_frame_without_content_takes_the_text_of_its_chunks() {
+        let mut assembler = Assembler::default();
+        assembler.chunk(1, 0, "long ".into());
+        assembler.chunk(1, 1, "answer".into());
+        let events = assembler.finish(1, 2, &reply("")).expect("every chunk came");
+        let Some(StreamEvent::Done(done)) = events.last() else { panic!("no final event: {events:?}") };
+        assert_eq!(done.text, "long answer");
+        assert_eq!(done.reply.content, "long answer", "the reply's content is the chunks' text");
     }
 
     #[test]

@@ -37,7 +37,7 @@ use switchyard_protocol::client::{ErrorReply, ErrorType, QueryOutcome, StreamFra
 use switchyard_protocol::{Codec, Json};
 use switchyard_state::{Claim, IdempotencyStore};
 
-use crate::query::{Answer, QueryContext, StreamEnd};
+use crate::query::{Answer, QueryContext, StreamEnd, render_within};
 
 /// A node's side of cluster-wide idempotency.
 #[derive(Clone)]
@@ -299,24 +299,43 @@ pub async fn renew_leases(idem: Idempotency) {
 }
 
 /// The frames a streaming client receives for an answer it did not see streamed (a copy of an id answered
-/// elsewhere or earlier): the whole content as one chunk of the answering attempt, then the final frame, with
-/// `seq`, `attempt` and `chunks` consistent. An error is just the final frame.
-pub fn replay(answer: &Answer) -> Vec<Bytes> {
-    let frames = match answer {
-        Ok(reply) => {
-            // The attempt that answered, as the trace numbers it (a hedge's loser may come after it).
-            let attempt = StreamEnd::of(answer).attempt.max(1);
-            let mut frames = Vec::with_capacity(2);
-            if !reply.content.is_empty() {
-                frames.push(StreamFrame::Chunk { attempt, seq: 0, delta: reply.content.clone() });
-            }
-            let chunks = frames.len() as u64;
-            frames.push(StreamFrame::Done { attempt, chunks, reply: reply.clone() });
-            frames
-        }
-        Err(error) => vec![StreamFrame::Error { attempt: 0, chunks: 0, error: error.clone() }],
+/// elsewhere or earlier): the content in chunks of the answering attempt, then the final frame, with `seq`,
+/// `attempt` and `chunks` consistent, each frame within `max` bytes (the bus's message limit; see
+/// [`render_within`]). An error is just the final frame.
+pub fn replay(answer: &Answer, max: usize) -> Vec<Bytes> {
+    let Ok(reply) = answer else {
+        return vec![render_within(answer, Some(StreamEnd::default()), max)];
     };
-    frames.iter().map(|frame| Bytes::from(Json::encode(frame).unwrap_or_default())).collect()
+    // The attempt that answered, as the trace numbers it (a hedge's loser may come after it).
+    let attempt = StreamEnd::of(answer).attempt.max(1);
+    // JSON escaping can make a piece of text up to six times longer (control characters as \u00XX).
+    let pieces = split_text(&reply.content, (max / 8).max(1024));
+    let mut frames: Vec<Bytes> = pieces
+        .iter()
+        .enumerate()
+        .map(|(seq, &delta)| {
+            let chunk = StreamFrame::Chunk { attempt, seq: seq as u64, delta: delta.to_owned() };
+            Bytes::from(Json::encode(&chunk).unwrap_or_default())
+        })
+        .collect();
+    frames.push(render_within(answer, Some(StreamEnd { attempt, chunks: pieces.len() as u64 }), max));
+    frames
+}
+
+/// `text` in pieces of at most `size` bytes (more when one character is longer), cut between characters.
+fn split_text(text: &str, size: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = size.min(rest.len());
+        while !rest.is_char_boundary(end) {
+            end += 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
 }
 
 fn encode_answer(answer: &Answer) -> Vec<u8> {
@@ -341,6 +360,46 @@ mod tests {
     use switchyard_protocol::client::{QueryReply, Trace};
 
     #[test]
+    fn a_replayed_answer_longer_than_a_bus_message_comes_in_chunks_that_each_fit() {
+        let content: String = (0..40_000).map(|i| if i % 7 == 0 { 'é' } else { 'a' }).collect();
+        let reply = QueryReply {
+            id: Some("q".into()),
+            content: content.clone(),
+            model: "m".into(),
+            provider: "p".into(),
+            finish_reason: None,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            latency_ms: 1.0,
+            logprobs: None,
+            trace: Trace::default(),
+        };
+        let max = 16 * 1024;
+        let encoded = replay(&Ok(reply), max);
+        assert!(encoded.len() > 2, "several chunks: {}", encoded.len());
+        assert!(encoded.iter().all(|frame| frame.len() <= max), "every frame fits in one message");
+        let frames: Vec<StreamFrame> = encoded.iter().map(|b| Json::decode(b).expect("frame")).collect();
+        let (last, chunks) = frames.split_last().expect("frames");
+        let text: String = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, frame)| match frame {
+                StreamFrame::Chunk { attempt: 1, seq, delta } if *seq == i as u64 => delta.as_str(),
+                other => panic!("not chunk {i}: {other:?}"),
+            })
+            .collect();
+        assert_eq!(text, content, "the chunks carry the whole text, cut between characters");
+        match last {
+            StreamFrame::Done { attempt: 1, chunks: n, reply } => {
+                assert_eq!(*n, chunks.len() as u64);
+                assert!(reply.content.is_empty(), "the final frame leaves the content to the chunks");
+                assert_eq!(reply.id.as_deref(), Some("q"));
+            }
+            other => panic!("not a final frame: {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_replayed_answer_is_one_chunk_then_a_consistent_final_frame() {
         let reply = QueryReply {
             id: Some("q".into()),
@@ -355,10 +414,10 @@ mod tests {
             trace: Trace::default(),
         };
         let frames: Vec<StreamFrame> =
-            replay(&Ok(reply)).iter().map(|b| Json::decode(b).expect("frame")).collect::<Vec<_>>();
+            replay(&Ok(reply), usize::MAX).iter().map(|b| Json::decode(b).expect("frame")).collect::<Vec<_>>();
         assert!(matches!(&frames[0], StreamFrame::Chunk { attempt: 1, seq: 0, delta } if delta == "hello"));
         assert!(matches!(&frames[1], StreamFrame::Done { attempt: 1, chunks: 1, .. }));
-        let error = replay(&Err(conflict(None)));
+        let error = replay(&Err(conflict(None)), usize::MAX);
         assert_eq!(error.len(), 1);
     }
 }

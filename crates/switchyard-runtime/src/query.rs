@@ -88,6 +88,41 @@ pub fn render(answer: &Answer, stream: Option<StreamEnd>) -> Bytes {
     Bytes::from(encoded.unwrap_or_default())
 }
 
+/// Renders an answer as [`render`] does, in at most `max` bytes (the bus's message limit).
+///
+/// An answer too long for one message keeps what its client can still get: a streaming client's final frame
+/// leaves out the content and the log-probabilities (its chunks carried the text, and the client library takes
+/// the text from them); any other answer becomes an `answer_too_large` error naming both sizes, with the answer's
+/// id and trace, so the client hears at once why rather than waiting out its deadline.
+pub fn render_within(answer: &Answer, stream: Option<StreamEnd>, max: usize) -> Bytes {
+    let whole = render(answer, stream);
+    if whole.len() <= max {
+        return whole;
+    }
+    let streamed = stream.is_some_and(|end| end.chunks > 0);
+    let smaller = match answer {
+        Ok(reply) if streamed => {
+            Ok(QueryReply { content: String::new(), logprobs: None, trace: reply.trace.clone(), ..reply.clone() })
+        }
+        Ok(reply) => Err(too_large(whole.len(), max, reply.id.clone(), Some(reply.trace.clone()))),
+        Err(error) => Err(too_large(whole.len(), max, error.id.clone(), None)),
+    };
+    warn!(size = whole.len(), max, streamed, "an answer exceeds the bus's message limit");
+    let smaller = render(&smaller, stream);
+    match smaller.len() <= max {
+        true => smaller,
+        false => render(&Err(too_large(whole.len(), max, None, None)), stream),
+    }
+}
+
+fn too_large(size: usize, max: usize, id: Option<String>, trace: Option<Trace>) -> ErrorReply {
+    let message = format!(
+        "the answer ({size} bytes) exceeds the bus's message limit ({max} bytes): raise the NATS server's \
+         max_payload, or ask for a stream"
+    );
+    ErrorReply { id, trace, ..ErrorReply::new(ErrorType::UpstreamError, "answer_too_large", message) }
+}
+
 /// One upstream call's result, as the walk sees it.
 enum CallResult {
     Answered {
@@ -957,6 +992,56 @@ mod tests {
     use switchyard_protocol::ChatMessage;
 
     use super::*;
+
+    fn long_reply(len: usize) -> QueryReply {
+        QueryReply {
+            id: Some("q-1".into()),
+            content: "x".repeat(len),
+            model: "m".into(),
+            provider: "p".into(),
+            finish_reason: Some("stop".into()),
+            usage: switchyard_protocol::Usage::default(),
+            cost_usd: 0.0,
+            latency_ms: 1.0,
+            logprobs: None,
+            trace: Trace::default(),
+        }
+    }
+
+    #[test]
+    fn an_answer_within_the_limit_renders_whole() {
+        let answer = Ok(long_reply(100));
+        assert_eq!(render_within(&answer, None, 4096), render(&answer, None));
+        let end = Some(StreamEnd { attempt: 1, chunks: 3 });
+        assert_eq!(render_within(&answer, end, 4096), render(&answer, end));
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_becomes_a_typed_error_naming_both_sizes() {
+        let answer = Ok(long_reply(10_000));
+        let bytes = render_within(&answer, None, 4096);
+        assert!(bytes.len() <= 4096);
+        let Ok(QueryOutcome::Error(error)) = Json::decode::<QueryOutcome>(&bytes) else { panic!("not an error") };
+        assert_eq!(error.error.code, "answer_too_large");
+        assert!(error.error.message.contains("4096"), "{}", error.error.message);
+        assert_eq!(error.id.as_deref(), Some("q-1"), "the client can tell which query it was");
+        // A stream whose answer came without chunks has nowhere else to find the text either.
+        let bytes = render_within(&answer, Some(StreamEnd { attempt: 1, chunks: 0 }), 4096);
+        assert!(matches!(Json::decode::<StreamFrame>(&bytes), Ok(StreamFrame::Error { .. })));
+    }
+
+    #[test]
+    fn a_streamed_final_frame_over_the_limit_leaves_the_text_to_its_chunks() {
+        let answer = Ok(long_reply(10_000));
+        let bytes = render_within(&answer, Some(StreamEnd { attempt: 2, chunks: 40 }), 4096);
+        match Json::decode::<StreamFrame>(&bytes) {
+            Ok(StreamFrame::Done { attempt: 2, chunks: 40, reply }) => {
+                assert!(reply.content.is_empty());
+                assert_eq!(reply.finish_reason.as_deref(), Some("stop"), "the rest of the reply stays");
+            }
+            other => panic!("not a final frame: {other:?}"),
+        }
+    }
 
     /// A provider actor that is gone by the time it is called (crashed, its restart not yet in the directory).
     struct Gone;

@@ -21,7 +21,7 @@ use switchyard_state::{BreakerStore, EscalationCounts};
 
 use crate::cascade::CascadeEngine;
 use crate::liveness::{Liveness, heartbeats};
-use crate::query::{QueryContext, render};
+use crate::query::{QueryContext, render_within};
 use crate::routing::Routing;
 use crate::telemetry::{EscalationLabels, Metrics};
 
@@ -119,7 +119,11 @@ impl Actor for CascadeCoordinator {
                     let _alive = keepalive.map(|k| heartbeats(ctx.bus.clone(), k, call_id, ctx.node.clone()));
                     let deadline = Instant::now() + Duration::from_millis(budget_ms);
                     let answer = engine.run(&ctx, &routing, &name, &route, &request, deadline).await;
-                    if let Err(error) = ctx.bus.publish(Message::new(reply_to, render(&answer, None))).await {
+                    if let Err(error) = ctx
+                        .bus
+                        .publish(Message::new(reply_to, render_within(&answer, None, ctx.bus.max_payload())))
+                        .await
+                    {
                         warn!(%error, cascade = %name, "cannot publish a cascade's answer");
                     }
                 });

@@ -412,14 +412,35 @@ pub(crate) async fn publish_reply(bus: &dyn Bus, reply_to: ReplyTo, node: &str, 
             return;
         }
     };
-    match Bincode::encode(&answer) {
-        Ok(bytes) => {
-            if let Err(error) = bus.publish(Message::new(subject, Bytes::from(bytes))).await {
-                warn!(%error, "cannot publish provider reply");
-            }
-        }
-        Err(error) => warn!(%error, "cannot encode provider reply"),
+    let bytes = match Bincode::encode(&answer) {
+        Ok(bytes) if bytes.len() > bus.max_payload() => match Bincode::encode(&too_large(answer, bytes.len(), bus)) {
+            Ok(bytes) => bytes,
+            Err(error) => return warn!(%error, "cannot encode provider reply"),
+        },
+        Ok(bytes) => bytes,
+        Err(error) => return warn!(%error, "cannot encode provider reply"),
+    };
+    if let Err(error) = bus.publish(Message::new(subject, Bytes::from(bytes))).await {
+        warn!(%error, "cannot publish provider reply");
     }
+}
+
+/// What a router hears of an answer too long for one bus message: a failure that is not the provider's and that
+/// another provider would most likely repeat, so the query ends with a message naming both sizes.
+fn too_large(answer: ProviderAnswer, size: usize, bus: &dyn Bus) -> ProviderAnswer {
+    let max = bus.max_payload();
+    warn!(size, max, "a provider's answer exceeds the bus's message limit");
+    let (latency_us, chunks) = match &answer.reply {
+        ProviderReply::Completed { latency_us, chunks, .. } => (*latency_us, *chunks),
+        ProviderReply::Failed(failure) => (failure.latency_us, failure.chunks),
+        ProviderReply::Refused { .. } => (0, 0),
+    };
+    let message = format!(
+        "the answer ({size} bytes) exceeds the bus's message limit ({max} bytes): raise the NATS server's max_payload"
+    );
+    let class = FailureClass::Fatal { auth: false }.into();
+    let reply = ProviderReply::Failed(WireFailure { class, status: None, message, latency_us, chunks });
+    ProviderAnswer { node: answer.node, reply }
 }
 
 /// Gives a call's in-flight slot back and reports its outcome, however its task ends.

@@ -41,7 +41,7 @@ use switchyard_protocol::subjects::Subjects;
 use crate::idempotent::{Idempotency, Resolved, answer_once, conflict, publish_answer, renew_leases, replay};
 use crate::liveness::Liveness;
 use crate::quality::{QualityRouting, run_ensemble, with_decision};
-use crate::query::{Answer, QueryContext, StreamEnd, call_cascade, render, run_query};
+use crate::query::{Answer, QueryContext, StreamEnd, call_cascade, render, render_within, run_query};
 use crate::routing::{RoutePlan, Routing};
 use crate::telemetry::{QueryLabels, WalkEvent};
 
@@ -145,7 +145,9 @@ impl ReplyTo {
                     debug!("the local client is gone, reply dropped");
                 }
             }
-            _ => self.send(bus, render(answer, stream)).await,
+            // A bus message has a size limit; a channel in process has none.
+            ReplyTo::Subject(_) => self.send(bus, render_within(answer, stream, bus.max_payload())).await,
+            ReplyTo::Local { .. } => self.send(bus, render(answer, stream)).await,
         }
     }
 
@@ -306,7 +308,7 @@ async fn publish(bus: &dyn Bus, subject: String, payload: Bytes) {
 async fn deliver(bus: &dyn Bus, reply_to: &ReplyTo, answer: &Arc<Answer>, stream: bool) {
     match (stream, reply_to) {
         (true, ReplyTo::Subject(_) | ReplyTo::Local { .. }) => {
-            for frame in replay(answer) {
+            for frame in replay(answer, bus.max_payload()) {
                 reply_to.send(bus, frame).await;
             }
         }
