@@ -199,9 +199,10 @@ async fn models_health_and_idempotency_keys() {
             let response = request.header("Idempotency-Key", &key).json(&chat("solo", "once")).send().await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             let body: Value = response.json().await.unwrap();
-            answers.push(body["choices"][0]["message"]["content"].clone());
+            answers.push((body["id"].clone(), body["choices"][0]["message"]["content"].clone()));
         }
-        assert_eq!(answers[0], answers[1]);
+        assert_eq!(answers[0], answers[1], "the same answer, with the same id");
+        assert!(answers[0].0.as_str().is_some_and(|id| id.starts_with("chatcmpl-")));
         assert_eq!(door.cluster.mock.calls(PRIMARY_MODEL), 1, "{mode:?}: one upstream call for one key");
         // Another request under the same key is a conflict.
         let request = door.http.post(format!("{}/v1/chat/completions", door.base)).bearer_auth(KEY);

@@ -340,9 +340,9 @@ pub struct MessageStream {
 }
 
 impl MessageStream {
-    /// A stream of the route `model`, with a fresh `msg_` id (also the id of a whole answer).
-    pub fn new(model: String) -> Self {
-        Self { id: format!("msg_{}", uuid::Uuid::new_v4().simple()), model }
+    /// A stream of the route `model` whose answer (whole or streamed) has the id `msg_{id}`.
+    pub fn new(id: &str, model: String) -> Self {
+        Self { id: format!("msg_{id}"), model }
     }
 
     /// The whole answer, for a request that did not stream.
@@ -513,7 +513,7 @@ mod tests {
         );
         let empty = answer("", None);
         assert_eq!(serde_json::to_value(stream.message(&empty)).unwrap()["content"], json!([]));
-        assert!(MessageStream::new("chat".into()).id.starts_with("msg_"));
+        assert_eq!(MessageStream::new("0a1b", "chat".into()).id, "msg_0a1b");
     }
 
     #[test]

@@ -42,6 +42,20 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 /// The query id of an `Idempotency-Key` sent with the bearer key named `key`: the key's name and a digest of the
 /// header, so two keys' clients never share an id (neither an answer nor a conflict), whatever they send, and
 /// the id stays within the protocol's length.
+/// The id of a response (after its `chatcmpl-` or `msg_` prefix): fresh, or for a request with an
+/// `Idempotency-Key` derived from it and the bearer key, so a replayed answer has the id of the first.
+fn response_id(key: &Key, headers: &HeaderMap) -> String {
+    use sha2::{Digest, Sha256};
+    let Some(idempotency_key) = headers.get(IDEMPOTENCY_HEADER) else {
+        return uuid::Uuid::new_v4().simple().to_string();
+    };
+    let mut digest = Sha256::new();
+    digest.update(key.name.as_bytes());
+    digest.update([0]);
+    digest.update(idempotency_key.as_bytes());
+    digest.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 fn query_id(key: &str, idempotency_key: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(idempotency_key.as_bytes());
@@ -219,7 +233,7 @@ async fn chat_completions(
     let body = read_body(&state, body).await?;
     let request = openai::parse_request(&body)?;
     let writer = ChunkHeader {
-        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        id: format!("chatcmpl-{}", response_id(key, &headers)),
         created: now_secs(),
         model: request.model.clone(),
         include_usage: request.include_usage,
@@ -239,7 +253,7 @@ async fn create_message(state: &AppState, headers: &HeaderMap, body: Body) -> Re
     let key = state.keys.authenticate_api_key(headers).ok_or_else(|| ApiError::unauthorized(Wire::Anthropic))?;
     let body = read_body(state, body).await?;
     let request = anthropic::parse_request(&body)?;
-    let writer = MessageStream::new(request.model.clone());
+    let writer = MessageStream::new(&response_id(key, headers), request.model.clone());
     ask(state, key, headers, request.model, request.query, body.len(), writer).await
 }
 
