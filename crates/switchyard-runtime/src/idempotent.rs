@@ -359,12 +359,10 @@ mod tests {
     use switchyard_protocol::Usage;
     use switchyard_protocol::client::{QueryReply, Trace};
 
-    #[test]
-    fn a_replayed_answer_longer_than_a_bus_message_comes_in_chunks_that_each_fit() {
-        let content: String = (0..40_000).map(|i| if i % 7 == 0 { 'é' } else { 'a' }).collect();
-        let reply = QueryReply {
+    fn reply(content: &str) -> QueryReply {
+        QueryReply {
             id: Some("q".into()),
-            content: content.clone(),
+            content: content.into(),
             model: "m".into(),
             provider: "p".into(),
             finish_reason: None,
@@ -373,7 +371,13 @@ mod tests {
             latency_ms: 1.0,
             logprobs: None,
             trace: Trace::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_replayed_answer_longer_than_a_bus_message_comes_in_chunks_that_each_fit() {
+        let content: String = (0..40_000).map(|i| if i % 7 == 0 { 'é' } else { 'a' }).collect();
+        let reply = reply(&content);
         let max = 16 * 1024;
         let encoded = replay(&Ok(reply), max);
         assert!(encoded.len() > 2, "several chunks: {}", encoded.len());
@@ -401,18 +405,7 @@ mod tests {
 
     #[test]
     fn a_replayed_answer_is_one_chunk_then_a_consistent_final_frame() {
-        let reply = QueryReply {
-            id: Some("q".into()),
-            content: "hello".into(),
-            model: "m".into(),
-            provider: "p".into(),
-            finish_reason: None,
-            usage: Usage::default(),
-            cost_usd: 0.0,
-            latency_ms: 1.0,
-            logprobs: None,
-            trace: Trace::default(),
-        };
+        let reply = reply("hello");
         let frames: Vec<StreamFrame> =
             replay(&Ok(reply), usize::MAX).iter().map(|b| Json::decode(b).expect("frame")).collect::<Vec<_>>();
         assert!(matches!(&frames[0], StreamFrame::Chunk { attempt: 1, seq: 0, delta } if delta == "hello"));
