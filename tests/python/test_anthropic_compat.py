@@ -33,8 +33,9 @@ def test_message():
         max_tokens=64,
         messages=[{"role": "user", "content": "hello from python"}],
         metadata={"user_id": "user-42"},
-        # Recent SDKs dropped `temperature` from their signature; the API still takes it.
-        extra_body={"temperature": 0.2},
+        stop_sequences=["\n\nHuman:"],
+        # Recent SDKs dropped `temperature` and `top_p` from their signature; the API still takes them.
+        extra_body={"temperature": 0.2, "top_p": 0.9},
     )
     check(raw.headers.get("x-switchyard-provider") == "primary", f"provider: {raw.headers}")
     reply = raw.parse()

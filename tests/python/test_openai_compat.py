@@ -31,6 +31,8 @@ def test_completion():
         messages=[{"role": "user", "content": "hello from python"}],
         max_tokens=64,
         temperature=0.2,
+        top_p=0.9,
+        stop=["\n\nUser:"],
         metadata={"suite": "openai-compat"},
     )
     check(reply.object == "chat.completion", f"object: {reply.object}")

@@ -4,15 +4,16 @@
 //! A request is read field by field, as `openai` does, so every field is decided on explicitly:
 //! - honoured: `model` (the route), `max_tokens` (required, as for Anthropic), `messages` (`user` and `assistant`
 //!   turns, the first a `user` one, content a string or `text` blocks), `system` (a string or `text` blocks, sent
-//!   as a system message before the conversation), `temperature` (Anthropic's range, 0 to 1), `stream`, and
+//!   as a system message before the conversation), `temperature` (Anthropic's range, 0 to 1), `top_p`,
+//!   `stop_sequences` (at most four, as for OpenAI), `stream`, and
 //!   `metadata.user_id`, which becomes the query's metadata `user_id` (routing rules may use it; the key's own
 //!   metadata wins, as for OpenAI's `metadata`);
 //! - accepted because they change neither the answer nor its form: `service_tier`, `speed`, `cache_control` (also
 //!   a text block's), `diagnostics`, `user_profile_id`, `workspace_id`, a text block's `citations`, and neutral
-//!   values (`tools: []`, `stop_sequences: []`, `tool_choice` of type `auto` or `none`, `thinking` of type
-//!   `disabled`, `top_p: 1`, an `output_config` whose settings are all null);
+//!   values (`tools: []`, `tool_choice` of type `auto` or `none`, `thinking` of type `disabled`, an
+//!   `output_config` whose settings are all null);
 //! - refused with a 400 naming the field: anything that would change the answer without being honoured (tools,
-//!   `tool_use`/`tool_result`/image/document/thinking blocks, `stop_sequences`, `top_p`, `top_k`, `thinking`,
+//!   `tool_use`/`tool_result`/image/document/thinking blocks, `top_k`, `thinking`,
 //!   `output_config` (effort, structured output), a final `assistant` message, which Anthropic reads as a prefill
 //!   to continue, `max_tokens: 0`, Anthropic's prompt-cache pre-warming), a constraint it cannot keep
 //!   (`inference_geo`), and unknown fields.
@@ -58,8 +59,9 @@ pub fn parse_request(body: &[u8]) -> Result<MessagesRequest, ApiError> {
             "temperature" => query.temperature = Some(fields::temperature(name, value, 1.0)?),
             "stream" => query.stream = fields::boolean(name, value)?,
             "metadata" => parse_metadata(value, &mut query)?,
-            "top_p" => fields::neutral_number(name, value, 1.0)?,
-            "tools" | "stop_sequences" if fields::is_empty_array(value) => {}
+            "top_p" => query.top_p = Some(fields::probability(name, value)?),
+            "stop_sequences" => query.stop = fields::strings(name, value)?,
+            "tools" if fields::is_empty_array(value) => {}
             "tool_choice" if matches!(kind(value), Some("auto" | "none")) => {}
             "thinking" if kind(value) == Some("disabled") => {}
             "output_config" if value.as_object().is_some_and(|config| config.values().all(Value::is_null)) => {}
@@ -70,8 +72,8 @@ pub fn parse_request(body: &[u8]) -> Result<MessagesRequest, ApiError> {
                 let message = format!("{name}: tools and tool use are not supported by this gateway");
                 return Err(ApiError::invalid(message, name));
             }
-            "stop_sequences" | "top_k" | "thinking" | "output_config" | "inference_geo" | "container"
-            | "mcp_servers" | "context_management" | "output_format" => {
+            "top_k" | "thinking" | "output_config" | "inference_geo" | "container" | "mcp_servers"
+            | "context_management" | "output_format" => {
                 return Err(ApiError::invalid(format!("`{name}` is not supported by this gateway"), name));
             }
             _ => return Err(ApiError::invalid(format!("{name}: extra inputs are not permitted"), name)),
@@ -413,13 +415,14 @@ mod tests {
                         {"role":"assistant","content":[{"type":"text","text":"two"}]},
                         {"role":"user","content":"three"}],
             "metadata":{"user_id":"u-42"},"service_tier":"auto","speed":"standard","cache_control":{"type":"ephemeral"},
-            "output_config":{"effort":null},"tools":[],"stop_sequences":[],
-            "tool_choice":{"type":"auto"},"thinking":{"type":"disabled"},"top_p":1,"top_k":null}"#;
+            "output_config":{"effort":null},"tools":[],"stop_sequences":["\n\nHuman:"],
+            "tool_choice":{"type":"auto"},"thinking":{"type":"disabled"},"top_p":0.5,"top_k":null}"#;
         let request = valid(body);
         assert_eq!(request.model, "chat");
         let query = &request.query;
         assert_eq!(query.max_tokens, Some(64));
         assert_eq!(query.temperature, Some(0.5));
+        assert_eq!((query.top_p, query.stop.as_slice()), (Some(0.5), ["\n\nHuman:".to_owned()].as_slice()));
         assert!(query.stream);
         assert_eq!(query.metadata.get("user_id").map(String::as_str), Some("u-42"));
         assert_eq!(
@@ -459,8 +462,8 @@ mod tests {
         for (field, value) in [
             ("tools", r#"[{"name":"f","input_schema":{}}]"#),
             ("tool_choice", r#"{"type":"any"}"#),
-            ("stop_sequences", r#"["\n"]"#),
-            ("top_p", "0.5"),
+            ("stop_sequences", "[1]"),
+            ("top_p", "0"),
             ("top_k", "5"),
             ("thinking", r#"{"type":"enabled","budget_tokens":1024}"#),
             ("output_config", r#"{"effort":"low"}"#),

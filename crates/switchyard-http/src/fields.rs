@@ -37,6 +37,24 @@ pub fn temperature(name: &str, value: &Value, max: f64) -> Result<f32, ApiError>
     Ok(t as f32)
 }
 
+/// A probability within `(0, 1]` (`top_p`).
+pub fn probability(name: &str, value: &Value) -> Result<f32, ApiError> {
+    let p = value.as_f64().filter(|p| *p > 0.0 && *p <= 1.0);
+    let p =
+        p.ok_or_else(|| ApiError::invalid(format!("{name} must be a number greater than 0 and at most 1"), name))?;
+    Ok(p as f32)
+}
+
+/// Stop sequences: one string, or an array of strings (the query checks how many and how long).
+pub fn strings(name: &str, value: &Value) -> Result<Vec<String>, ApiError> {
+    let invalid = || ApiError::invalid(format!("{name} must be a string or an array of strings"), name);
+    match value {
+        Value::String(one) => Ok(vec![one.clone()]),
+        Value::Array(items) => items.iter().map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid)).collect(),
+        _ => Err(invalid()),
+    }
+}
+
 /// Accepts `value` only when it equals the neutral `expected`.
 pub fn neutral(name: &str, value: &Value, expected: &Value) -> Result<(), ApiError> {
     match value == expected {

@@ -2,10 +2,11 @@
 //!
 //! A request is read field by field from its JSON object, so every field is decided on explicitly: the ones
 //! Switchyard honours are mapped (`model` names the route; `max_completion_tokens` or `max_tokens`,
-//! `temperature`, `metadata`, `logprobs`, `stream`, `stream_options.include_usage`), harmless ones are accepted
-//! at their neutral value or ignored (`n: 1`, `user`, `seed`, `tool_choice: "none"`, `response_format: text`,
-//! ...), and anything that would change the answer without being honoured (`n > 1`, tools, `stop`, `top_p`,
-//! penalties, images) or is unknown gets a 400 naming the parameter, as OpenAI does for unknown arguments.
+//! `temperature`, `top_p`, `stop` (a string or up to four), `metadata`, `logprobs`, `stream`,
+//! `stream_options.include_usage`), harmless ones are accepted at their neutral value or ignored (`n: 1`, `user`,
+//! `seed`, `tool_choice: "none"`, `response_format: text`, ...), and anything that would change the answer without
+//! being honoured (`n > 1`, tools, penalties, images) or is unknown gets a 400 naming the parameter, as OpenAI
+//! does for unknown arguments.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -47,25 +48,25 @@ pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
             "max_tokens" => max_tokens = Some(fields::positive(name, value)?),
             "max_completion_tokens" => max_completion_tokens = Some(fields::positive(name, value)?),
             "temperature" => query.temperature = Some(fields::temperature(name, value, 2.0)?),
+            "top_p" => query.top_p = Some(fields::probability(name, value)?),
+            "stop" => query.stop = fields::strings(name, value)?,
             "stream" => stream = fields::boolean(name, value)?,
             "stream_options" => include_usage = parse_stream_options(value)?,
             "metadata" => query.metadata = parse_metadata(value)?,
             "logprobs" => query.logprobs = fields::boolean(name, value)?,
             "n" => fields::neutral(name, value, &Value::from(1))?,
-            "top_p" => fields::neutral_number(name, value, 1.0)?,
             "presence_penalty" | "frequency_penalty" => fields::neutral_number(name, value, 0.0)?,
             "top_logprobs" => fields::neutral(name, value, &Value::from(0))?,
             "logit_bias" if value.as_object().is_some_and(Map::is_empty) => {}
             "tools" | "functions" if fields::is_empty_array(value) => {}
             "tool_choice" | "function_call" if value == "none" => {}
             "response_format" if value.get("type").is_some_and(|t| t == "text") => {}
-            "stop" if fields::is_empty_array(value) => {}
             // Harmless: they change neither the answer nor its form.
             "user" | "seed" | "store" | "parallel_tool_calls" | "service_tier" => {}
             "tools" | "functions" | "tool_choice" | "function_call" => {
                 return Err(ApiError::invalid("tools and function calling are not supported by this gateway", name));
             }
-            "stop" | "logit_bias" | "response_format" | "audio" | "modalities" | "prediction" | "reasoning_effort"
+            "logit_bias" | "response_format" | "audio" | "modalities" | "prediction" | "reasoning_effort"
             | "web_search_options" => {
                 return Err(ApiError::invalid(format!("`{name}` is not supported by this gateway"), name));
             }
@@ -351,12 +352,14 @@ mod tests {
     fn requests_map_to_queries() {
         let body = format!(
             r#"{{"model":"chat",{HI},"max_tokens":5,"max_completion_tokens":7,"temperature":0.5,"n":1,"user":"u",
-               "metadata":{{"tier":"gold"}},"stream":true,"stream_options":{{"include_usage":true}},"tools":[]}}"#
+               "metadata":{{"tier":"gold"}},"stream":true,"stream_options":{{"include_usage":true}},"tools":[],
+               "top_p":0.5,"stop":"\n"}}"#
         );
         let request = parse_request(body.as_bytes()).expect("valid");
         assert_eq!(request.model, "chat");
         assert_eq!(request.query.max_tokens, Some(7), "max_completion_tokens wins");
         assert_eq!(request.query.temperature, Some(0.5));
+        assert_eq!((request.query.top_p, request.query.stop.as_slice()), (Some(0.5), ["\n".to_owned()].as_slice()));
         assert_eq!(request.query.metadata.get("tier").map(String::as_str), Some("gold"));
         assert!(request.stream && request.include_usage && request.query.stream);
         let parts = r#"{"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#;
@@ -372,8 +375,9 @@ mod tests {
         check_err(r#"{"model":"m","messages":[]}"#, Some("messages"));
         check_err(&format!(r#"{{"model":"m",{HI},"n":2}}"#), Some("n"));
         check_err(&format!(r#"{{"model":"m",{HI},"tools":[{{"type":"function"}}]}}"#), Some("tools"));
-        check_err(&format!(r#"{{"model":"m",{HI},"stop":["x"]}}"#), Some("stop"));
-        check_err(&format!(r#"{{"model":"m",{HI},"top_p":0.5}}"#), Some("top_p"));
+        check_err(&format!(r#"{{"model":"m",{HI},"stop":[1]}}"#), Some("stop"));
+        check_err(&format!(r#"{{"model":"m",{HI},"top_p":1.5}}"#), Some("top_p"));
+        check_err(&format!(r#"{{"model":"m",{HI},"presence_penalty":0.5}}"#), Some("presence_penalty"));
         check_err(&format!(r#"{{"model":"m",{HI},"temperature":3}}"#), Some("temperature"));
         check_err(&format!(r#"{{"model":"m",{HI},"bogus":1}}"#), Some("bogus"));
         check_err(

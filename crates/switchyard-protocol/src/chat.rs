@@ -31,6 +31,10 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Ask for token log-probabilities (OpenAI-compatible providers only).
     pub logprobs: bool,
+    /// Sequences that end the answer before they would appear (at most [`crate::client::MAX_STOP_SEQUENCES`]).
+    pub stop: Vec<String>,
+    /// Nucleus sampling: sample only from the most likely tokens whose probabilities add up to this, in (0, 1].
+    pub top_p: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -20,6 +20,12 @@ pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted client deadline (10 minutes).
 pub const MAX_DEADLINE_MS: u64 = 600_000;
 
+/// Most stop sequences a query may give (OpenAI's limit).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+
+/// Longest stop sequence, in bytes.
+pub const MAX_STOP_LEN: usize = 256;
+
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +38,12 @@ pub struct QueryRequest {
     pub max_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// Nucleus sampling, in (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Up to four sequences that end the answer before they would appear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
     /// Ask for token log-probabilities where the provider supports them.
@@ -70,6 +82,8 @@ impl QueryRequest {
             messages,
             max_tokens: None,
             temperature: None,
+            top_p: None,
+            stop: Vec::new(),
             stream: false,
             logprobs: false,
             metadata: BTreeMap::new(),
@@ -100,6 +114,17 @@ impl QueryRequest {
         {
             return invalid("temperature", "temperature must be between 0 and 2");
         }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return invalid("top_p", "top_p must be greater than 0 and at most 1");
+        }
+        if self.stop.len() > MAX_STOP_SEQUENCES {
+            return invalid("stop", "stop takes at most 4 sequences");
+        }
+        if self.stop.iter().any(|s| s.is_empty() || s.len() > MAX_STOP_LEN) {
+            return invalid("stop", "a stop sequence must be 1 to 256 bytes");
+        }
         if let Some(d) = self.deadline_ms
             && (d == 0 || d > MAX_DEADLINE_MS)
         {
@@ -114,8 +139,8 @@ impl QueryRequest {
     }
 
     /// A stable digest (sha256, 64 hex digits) of everything in the request that can change its answer: the
-    /// messages, `max_tokens`, `temperature`, `logprobs`, `metadata` (rules route on it), `objective` and the
-    /// cascade override.
+    /// messages, `max_tokens`, `temperature`, `top_p`, `stop`, `logprobs`, `metadata` (rules route on it),
+    /// `objective` and the cascade override.
     ///
     /// An idempotency key is bound to this fingerprint: the same `id` with another fingerprint is refused with
     /// `idempotency_conflict`, so a client that reuses or guesses an id never receives somebody else's answer.
@@ -136,6 +161,11 @@ impl QueryRequest {
             objective: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             cascade: Option<CascadeOverride>,
+            // Left out when unset, so the fingerprints of requests without them stay what they were.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            top_p: Option<f32>,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            stop: &'a [String],
         }
         let canonical = Canonical {
             v: 1,
@@ -146,6 +176,8 @@ impl QueryRequest {
             metadata: &self.metadata,
             objective: self.objective.as_deref(),
             cascade: self.cascade,
+            top_p: self.top_p,
+            stop: &self.stop,
         };
         let mut hasher = Sha256::new();
         // Serialising plain data into a Vec cannot fail; an empty encoding would still hash consistently.
@@ -159,6 +191,8 @@ impl QueryRequest {
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             logprobs: self.logprobs,
+            stop: self.stop.clone(),
+            top_p: self.top_p,
         }
     }
 }
@@ -576,6 +610,13 @@ mod tests {
             "invalid_field",
             Some("temperature"),
         );
+        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "top_p": 0}"#, "invalid_field", Some("top_p"));
+        check_err(
+            r#"{"messages": [{"role":"user","content":"hi"}], "stop": ["a","b","c","d","e"]}"#,
+            "invalid_field",
+            Some("stop"),
+        );
+        check_err(r#"{"messages": [{"role":"user","content":"hi"}], "stop": [""]}"#, "invalid_field", Some("stop"));
         check_err(
             r#"{"messages": [{"role":"user","content":"hi"}], "deadline_ms": 0}"#,
             "invalid_field",
@@ -608,6 +649,8 @@ mod tests {
             r#"{"messages":[{"role":"user","content":"hi"}],"logprobs":true}"#,
             r#"{"messages":[{"role":"user","content":"hi"}],"metadata":{"tier":"gold"}}"#,
             r#"{"messages":[{"role":"user","content":"hi"}],"objective":"cost"}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"top_p":0.5}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"stop":["."]}"#,
         ] {
             assert!(!same(other), "{other} must change the fingerprint");
         }

@@ -206,6 +206,8 @@ mod tests {
                 max_tokens: Some(5),
                 temperature: None,
                 logprobs: true,
+                stop: vec!["\n\n".into()],
+                top_p: Some(0.5),
             },
             budget_ms: 1500,
             stream: Some(StreamTarget { subject: "_INBOX.x".into(), attempt: 1, claim: None }),

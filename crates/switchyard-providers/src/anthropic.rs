@@ -72,6 +72,12 @@ impl AnthropicProvider {
         if let Some(temperature) = request.temperature {
             body["temperature"] = json!(temperature);
         }
+        if let Some(top_p) = request.top_p {
+            body["top_p"] = json!(top_p);
+        }
+        if !request.stop.is_empty() {
+            body["stop_sequences"] = json!(request.stop);
+        }
         body
     }
 }

@@ -55,6 +55,8 @@ impl OpenAiProvider {
             stream,
             max_tokens: request.max_tokens,
             temperature: request.temperature,
+            top_p: request.top_p,
+            stop: &request.stop,
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
             logprobs: request.logprobs.then_some(true),
             top_logprobs: request.logprobs.then_some(0),
@@ -72,6 +74,10 @@ struct Body<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -74,6 +74,8 @@ async fn complete_sends_the_messages_shape_and_reads_the_answer() {
     assert_eq!(body["model"], "configured-model");
     assert_eq!(body["max_tokens"], 1024);
     assert_eq!(body["temperature"], 0.5);
+    assert_eq!(body["top_p"], 0.5);
+    assert_eq!(body["stop_sequences"], serde_json::json!(["\n\n"]));
     assert_eq!(body["stream"], false);
     assert_eq!(body["system"], "Be brief.\n\nAnswer in English.");
     assert_eq!(body["messages"], serde_json::json!([{"role": "user", "content": "Say hello"}]));
@@ -89,11 +91,15 @@ async fn without_system_messages_no_system_field_is_sent() {
         max_tokens: Some(7),
         temperature: None,
         logprobs: false,
+        stop: vec![],
+        top_p: None,
     };
     client.complete(&plain).await.unwrap();
     let seen = server.request().await;
     assert!(seen.body.get("system").is_none());
-    assert!(seen.body.get("temperature").is_none());
+    for field in ["temperature", "top_p", "stop_sequences"] {
+        assert!(seen.body.get(field).is_none(), "{field} sent");
+    }
     assert_eq!(seen.body["max_tokens"], 7);
 }
 

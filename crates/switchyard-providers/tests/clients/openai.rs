@@ -94,6 +94,8 @@ async fn complete_sends_the_openai_shape_and_reads_the_answer() {
     assert_eq!(body["stream"], false);
     assert_eq!(body["max_tokens"], 64);
     assert_eq!(body["temperature"], 0.5);
+    assert_eq!(body["top_p"], 0.5);
+    assert_eq!(body["stop"], serde_json::json!(["\n\n"]));
     assert_eq!(body["logprobs"], true);
     assert_eq!(body["top_logprobs"], 0);
     assert!(body.get("stream_options").is_none());
@@ -107,7 +109,13 @@ async fn a_keyless_local_server_gets_no_authorization_and_no_optional_fields() {
     let answer = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama3.2","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"length"}]}"#;
     let mut server = Canned::start(vec![json(200, answer)]).await;
     let client = provider(settings(ProviderKind::OpenAi, &format!("{}/v1", server.base), None));
-    let plain = switchyard_protocol::ChatRequest { max_tokens: None, temperature: None, ..request() };
+    let plain = switchyard_protocol::ChatRequest {
+        max_tokens: None,
+        temperature: None,
+        stop: vec![],
+        top_p: None,
+        ..request()
+    };
     let completion = client.complete(&plain).await.unwrap();
     assert_eq!(completion.content, "Hi");
     assert_eq!(completion.finish_reason.as_deref(), Some("length"));
@@ -115,7 +123,7 @@ async fn a_keyless_local_server_gets_no_authorization_and_no_optional_fields() {
     assert_eq!(completion.logprobs, None);
     let seen = server.request().await;
     assert!(!seen.headers.contains_key("authorization"));
-    for field in ["max_tokens", "temperature", "logprobs", "top_logprobs"] {
+    for field in ["max_tokens", "temperature", "top_p", "stop", "logprobs", "top_logprobs"] {
         assert!(seen.body.get(field).is_none(), "{field} sent");
     }
 }

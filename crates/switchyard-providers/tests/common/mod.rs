@@ -39,6 +39,8 @@ pub fn request() -> ChatRequest {
         max_tokens: Some(64),
         temperature: Some(0.5),
         logprobs: false,
+        stop: vec!["\n\n".to_owned()],
+        top_p: Some(0.5),
     }
 }
 
