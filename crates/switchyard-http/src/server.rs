@@ -42,27 +42,27 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 /// The query id of an `Idempotency-Key` sent with the bearer key named `key`: the key's name and a digest of the
 /// header, so two keys' clients never share an id (neither an answer nor a conflict), whatever they send, and
 /// the id stays within the protocol's length.
+fn query_id(key: &str, idempotency_key: &str) -> String {
+    let id = format!("{key}:{}", digest_hex(&[idempotency_key.as_bytes()]));
+    debug_assert!(id.len() <= MAX_ID_LEN);
+    id
+}
+
 /// The id of a response (after its `chatcmpl-` or `msg_` prefix): fresh, or for a request with an
 /// `Idempotency-Key` derived from it and the bearer key, so a replayed answer has the id of the first.
 fn response_id(key: &Key, headers: &HeaderMap) -> String {
-    use sha2::{Digest, Sha256};
-    let Some(idempotency_key) = headers.get(IDEMPOTENCY_HEADER) else {
-        return uuid::Uuid::new_v4().simple().to_string();
-    };
-    let mut digest = Sha256::new();
-    digest.update(key.name.as_bytes());
-    digest.update([0]);
-    digest.update(idempotency_key.as_bytes());
-    digest.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    match headers.get(IDEMPOTENCY_HEADER) {
+        Some(idempotency_key) => digest_hex(&[key.name.as_bytes(), &[0], idempotency_key.as_bytes()]),
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    }
 }
 
-fn query_id(key: &str, idempotency_key: &str) -> String {
+/// The first 16 bytes of the SHA-256 of `parts` (concatenated), as 32 hexadecimal digits.
+fn digest_hex(parts: &[&[u8]]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(idempotency_key.as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let id = format!("{key}:{hex}");
-    debug_assert!(id.len() <= MAX_ID_LEN);
-    id
+    let mut digest = Sha256::new();
+    parts.iter().for_each(|part| digest.update(part));
+    digest.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a door serves: where, which routes (as models), which keys.

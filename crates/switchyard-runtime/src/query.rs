@@ -101,9 +101,7 @@ pub fn render_within(answer: &Answer, stream: Option<StreamEnd>, max: usize) -> 
     }
     let streamed = stream.is_some_and(|end| end.chunks > 0);
     let smaller = match answer {
-        Ok(reply) if streamed => {
-            Ok(QueryReply { content: String::new(), logprobs: None, trace: reply.trace.clone(), ..reply.clone() })
-        }
+        Ok(reply) if streamed => Ok(QueryReply { content: String::new(), logprobs: None, ..reply.clone() }),
         Ok(reply) => Err(too_large(whole.len(), max, reply.id.clone(), Some(reply.trace.clone()))),
         Err(error) => Err(too_large(whole.len(), max, error.id.clone(), None)),
     };
