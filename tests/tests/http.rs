@@ -5,12 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use switchyard_e2e::door::{Door, KEY, LIMITED_KEY, Mode};
 use switchyard_e2e::{PRIMARY_KEY, PRIMARY_MODEL};
 use switchyard_mock::{Behavior, MockError};
+use switchyard_testkit::eventually;
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
@@ -210,4 +213,51 @@ async fn models_health_and_idempotency_keys() {
         assert_eq!(response.status(), StatusCode::CONFLICT, "{mode:?}");
         door.shutdown().await;
     }
+}
+
+/// A client of the door that hangs up gives its place in the node back at once, and its provider call is
+/// cancelled, plain or streamed: the node holds one query, its provider one call, and the query's deadline and the
+/// provider's timeouts are a minute away, so the next query is answered within seconds only if both were released.
+#[tokio::test]
+async fn a_client_that_hangs_up_frees_its_place_and_its_call() {
+    let door = Door::start_with(Mode::Local, |mut config| {
+        config.node.max_in_flight_queries = 1;
+        config.node.default_deadline_ms = 60_000;
+        for provider in &mut config.providers {
+            provider.max_in_flight = 1;
+            (provider.timeout_ms, provider.first_token_timeout_ms) = (60_000, 60_000);
+        }
+        config
+    })
+    .await
+    .unwrap();
+    let mock = &door.cluster.mock;
+    for stream in [false, true] {
+        mock.reset();
+        mock.set_behavior(PRIMARY_MODEL, Behavior::hanging());
+        let mut body = chat("solo", "hang up on me");
+        body["stream"] = json!(stream);
+        let request = door.http.post(format!("{}/v1/chat/completions", door.base)).bearer_auth(KEY).json(&body);
+        let client = tokio::spawn(async move {
+            if let Ok(response) = request.send().await {
+                let _ = response.bytes().await;
+            }
+        });
+        eventually("the query reached the provider", Duration::from_secs(5), || async {
+            (mock.calls(PRIMARY_MODEL) == 1).then_some(())
+        })
+        .await
+        .unwrap();
+        client.abort();
+        let _ = client.await;
+
+        mock.set_behavior(PRIMARY_MODEL, Behavior::answering("next"));
+        let status = eventually("the next query is answered", Duration::from_secs(10), || async {
+            let response = door.post(Some(KEY), chat("solo", "next")).await.ok()?;
+            (response.status() == StatusCode::OK).then_some(response.status())
+        })
+        .await;
+        assert!(status.is_ok(), "stream {stream}: the hung-up query still holds the node or its provider");
+    }
+    door.shutdown().await;
 }

@@ -383,11 +383,35 @@ type SlotFn = Box<
         + Send,
 >;
 
+/// A walk dropped with attempts still running (its client went away, or its router was stopped) cancels them as
+/// [`Walk::cancel`] would: nobody waits for their answers, so their providers are told to stop, and their places
+/// in the load balancer are given back.
 impl Drop for Walk<'_> {
     fn drop(&mut self) {
-        for running in &self.running {
-            self.forget(&running.call_id, running.started);
+        let mut cancels = Vec::new();
+        for running in self.running.drain(..) {
+            if let Some(liveness) = &self.ctx.liveness {
+                liveness.forget(&running.call_id, running.started);
+            }
+            running.abort.abort();
+            self.routing.finish(&running.member, running.started.elapsed(), false, None);
+            cancels.push(Message::new(
+                self.ctx.subjects.provider_cancel(&running.provider),
+                Bytes::copy_from_slice(running.call_id.as_bytes()),
+            ));
         }
+        if cancels.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let bus = self.ctx.bus.clone();
+        runtime.spawn(async move {
+            for cancel in cancels {
+                if let Err(error) = bus.publish(cancel).await {
+                    debug!(%error, "cannot publish a cancellation");
+                }
+            }
+        });
     }
 }
 

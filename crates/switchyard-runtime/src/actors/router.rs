@@ -151,6 +151,16 @@ impl ReplyTo {
         }
     }
 
+    /// Completes when nobody can receive the answer any more: the receiver of a query handed over in process was
+    /// dropped (the HTTP client of the door hung up). Never for a bus subject, whose client cannot be watched.
+    async fn abandoned(&self) {
+        match self {
+            ReplyTo::Subject(_) => std::future::pending().await,
+            ReplyTo::Local { answers, .. } => answers.closed().await,
+            ReplyTo::Typed(answers) => answers.closed().await,
+        }
+    }
+
     /// Sends an encoded reply, refusal or stream frame.
     async fn send(&self, bus: &dyn Bus, payload: Bytes) {
         match self {
@@ -546,7 +556,17 @@ impl RouterState {
                 (Some(idem), Some(key)) => {
                     answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
                 }
-                _ => Resolved::Ran { answer: run().await, owned: false },
+                // Without an id nobody else can ask for the answer: when its client hangs up, the query stops
+                // and its running calls are cancelled (dropping the walk does that). A query with an id runs on,
+                // so that a retry under the same id finds its answer.
+                _ => {
+                    let answer = tokio::select! {
+                        biased;
+                        answer = run() => answer,
+                        () = reply_to.abandoned() => Err(client_gone(request.id.clone())),
+                    };
+                    Resolved::Ran { answer, owned: false }
+                }
             };
             // Counted before the client sees the answer, so a client that asks for the figures next sees it.
             let counted = match &resolved {
@@ -580,6 +600,11 @@ impl RouterState {
         });
         self.tasks.spawn(task.instrument(span));
     }
+}
+
+/// The outcome recorded for a query whose in-process client hung up before its answer (nobody receives it).
+fn client_gone(id: Option<String>) -> ErrorReply {
+    ErrorReply::new(ErrorType::DeadlineExceeded, "client_gone", "the client stopped waiting for the answer").with_id(id)
 }
 
 /// Counts a finished query: its route's counter, and the metrics of its outcome, latency and overhead (the
