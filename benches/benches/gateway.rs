@@ -2,10 +2,16 @@
 //!
 //! Processes: the mock LLM (`switchyard-mock`), a Switchyard node (`switchyard serve`, roles router, providers and
 //! http, shared state in Redis, calls to its own provider actors in process), a NATS echo responder (this binary
-//! again, `--nats-echo`), and the client (this process). Each run is a closed loop at each concurrency:
+//! again, `--nats-echo`), the two proxy floors below (this binary again), and the client (this process). Each run
+//! is a closed loop at each concurrency:
 //!
 //! - `direct-http`: POST /v1/chat/completions straight to the mock (the HTTP floor);
 //! - `nats-floor`: NATS request/reply to the echo responder (the NATS floor);
+//! - `proxy-floor` and `bridge-floor`: the least a gateway does, for context (no target): this binary again as an
+//!   HTTP proxy (`--http-proxy`: axum in front of hyper's pooled client, the body forwarded unread) and as a NATS
+//!   bridge (`--nats-bridge`: each request's payload POSTed to the mock, its answer the reply), each with the
+//!   node's worker threads. The ratios the issue sets are printed for them too, so that what this machine allows
+//!   any gateway stands beside what Switchyard achieves;
 //! - `sy-nats`: a query on `switchyard.v1.query.<route>` through the node into the mock;
 //! - `sy-http`: the same chat completion through the node's OpenAI-compatible door;
 //! - one row per `--peer` (another gateway in front of the same mock; `benches/peers.sh` starts LiteLLM and
@@ -42,6 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 use switchyard_benches::{Figures, closed_loop, concurrency_list, print_row, redis_commands, round3};
@@ -111,13 +118,26 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = |workers| tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build();
     let mut argv = std::env::args().skip(1);
-    if argv.next().as_deref() == Some("--nats-echo") {
-        let (url, subject) = (argv.next().context("url")?, argv.next().context("subject")?);
-        return runtime.block_on(nats_echo(url, subject));
+    let mut arg = |name: &str| argv.next().with_context(|| format!("{name} missing"));
+    match arg("mode").ok().as_deref() {
+        Some("--nats-echo") => {
+            let (url, subject) = (arg("url")?, arg("subject")?);
+            runtime(2)?.block_on(nats_echo(url, subject))
+        }
+        // The proxy floors run as the node does: one worker thread, or `--node-workers`.
+        Some("--http-proxy") => {
+            let (workers, listen, upstream) = (arg("workers")?.parse()?, arg("listen")?, arg("upstream")?);
+            runtime(workers)?.block_on(http_proxy(listen, upstream))
+        }
+        Some("--nats-bridge") => {
+            let (workers, url, subject, upstream) =
+                (arg("workers")?.parse()?, arg("url")?, arg("subject")?, arg("upstream")?);
+            runtime(workers)?.block_on(nats_bridge(url, subject, upstream))
+        }
+        _ => runtime(2)?.block_on(run(parse_args()?)),
     }
-    runtime.block_on(run(parse_args()?))
 }
 
 /// The NATS floor's responder: answers every request with its own payload.
@@ -130,6 +150,68 @@ async fn nats_echo(url: String, subject: String) -> anyhow::Result<()> {
         if let Some(reply) = request.reply {
             client.publish(reply, request.payload).await?;
         }
+    }
+    Ok(())
+}
+
+/// The proxy floors' upstream client: hyper's pooled HTTP/1 client, as the node's providers use.
+type Upstream = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn upstream_client() -> Upstream {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+/// POSTs `body` to `uri` as JSON and returns the response's status and body, untouched.
+async fn forward(client: &Upstream, uri: &hyper::Uri, body: Bytes) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
+    let request = hyper::Request::post(uri.clone()).header("content-type", "application/json").body(Full::new(body))?;
+    let response = client.request(request).await?;
+    let status = response.status();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
+/// The HTTP proxy floor: the least an HTTP gateway does, on the door's server stack (axum) and the providers'
+/// client (hyper's pool). It forwards every chat completion's body to the mock and its answer back, reading
+/// neither, with no routing, no checks and no trace.
+async fn http_proxy(listen: String, upstream: String) -> anyhow::Result<()> {
+    use axum::response::IntoResponse;
+    let (client, uri) = (upstream_client(), upstream.parse::<hyper::Uri>()?);
+    let forwarded = move |body: Bytes| {
+        let (client, uri) = (client.clone(), uri.clone());
+        async move {
+            match forward(&client, &uri, body).await {
+                Ok((status, body)) => (status, [("content-type", "application/json")], body).into_response(),
+                Err(error) => (hyper::StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(forwarded));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// The NATS gateway floor: the least a gateway on NATS does. Every request's payload is POSTed to the mock as it
+/// is, in a task of its own, and the mock's answer is the reply.
+async fn nats_bridge(url: String, subject: String, upstream: String) -> anyhow::Result<()> {
+    let (client, uri) = (upstream_client(), upstream.parse::<hyper::Uri>()?);
+    let nats = async_nats::connect(url).await?;
+    let mut requests = nats.subscribe(subject).await?;
+    nats.flush().await?;
+    println!("ready");
+    while let Some(request) = requests.next().await {
+        let Some(reply) = request.reply else { continue };
+        let (nats, client, uri) = (nats.clone(), client.clone(), uri.clone());
+        tokio::spawn(async move {
+            let answer = match forward(&client, &uri, request.payload).await {
+                Ok((_, body)) => body,
+                Err(error) => Bytes::from(error.to_string()),
+            };
+            let _ = nats.publish(reply, answer).await;
+        });
     }
     Ok(())
 }
@@ -208,6 +290,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("the NATS echo responder did not start");
     }
 
+    // The proxy floors, with as many worker threads as the node.
+    let floor_workers = match args.node_workers {
+        0 => std::thread::available_parallelism()?.get(),
+        n => n,
+    }
+    .to_string();
+    let mock_url = format!("http://{mock_addr}/v1/chat/completions");
+    let proxy_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let proxy_floor = spawn(
+        "http-proxy",
+        Command::new(std::env::current_exe()?).args([
+            "--http-proxy",
+            &floor_workers,
+            &proxy_addr.to_string(),
+            &mock_url,
+        ]),
+    )?;
+    wait_for_port(proxy_addr, Duration::from_secs(10)).await.context("the HTTP proxy floor did not start")?;
+    let bridge_subject = format!("{namespace}.bridge");
+    let mut bridge = spawn(
+        "nats-bridge",
+        Command::new(std::env::current_exe()?)
+            .args(["--nats-bridge", &floor_workers, &nats_url, &bridge_subject, &mock_url])
+            .stdout(Stdio::piped()),
+    )?;
+    let mut line = String::new();
+    BufReader::new(bridge.child.stdout.take().context("bridge stdout")?).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("the NATS bridge floor did not start");
+    }
+
     let door_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let config = work.join("node.toml");
     std::fs::write(&config, node_config(&namespace, &nats_url, &redis_url, mock_addr, door_addr, args.node_workers))?;
@@ -257,7 +370,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Every run of every round, by concurrency and path; the report takes each path's median over the rounds.
     let mut rounds: BTreeMap<usize, BTreeMap<String, Vec<Figures>>> = BTreeMap::new();
     let (mut redis_sent, mut switchyard_queries) = (0u64, 0u64);
-    // The node's CPU time and the queries it served in each Switchyard run (summed over the rounds).
+    // The CPU time of the node (or of a proxy floor) and the queries it served in each run (summed over the rounds).
     let mut node_cpu: BTreeMap<String, (Duration, u64)> = BTreeMap::new();
     for round in 1..=args.rounds {
         if args.rounds > 1 {
@@ -284,6 +397,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let echo_payload = query.clone();
             let floor = nats_load(&nats, &echo_subject, echo_payload, false, concurrency, warmup, duration).await?;
             record("nats_floor", "nats-floor", floor);
+
+            let proxy_url = format!("http://{proxy_addr}/v1/chat/completions");
+            let cpu = proxy_floor.cpu_time()?;
+            let proxy = http_load(&http, &proxy_url, &[], &body, concurrency, warmup, duration).await?;
+            let used = proxy_floor.cpu_time()? - cpu;
+            record("proxy_floor", "proxy-floor", proxy);
+            let spent = node_cpu.entry(format!("c{concurrency}_proxy_floor")).or_default();
+            *spent = (spent.0 + used, spent.1 + sent(&proxy, duration, warmup));
+            let cpu = bridge.cpu_time()?;
+            let bridged = nats_load(&nats, &bridge_subject, body.clone(), false, concurrency, warmup, duration).await?;
+            let used = bridge.cpu_time()? - cpu;
+            record("bridge_floor", "bridge-floor", bridged);
+            let spent = node_cpu.entry(format!("c{concurrency}_bridge_floor")).or_default();
+            *spent = (spent.0 + used, spent.1 + sent(&bridged, duration, warmup));
 
             let before = redis_commands(&mut redis).await?;
             let cpu = node.cpu_time()?;
@@ -333,7 +460,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let report = Report::new(&runs, &args.peers, rss_idle, rss_after, redis_sent, switchyard_queries);
     report.print();
     let shown: Vec<String> = cpu_per_query.iter().map(|(run, us)| format!("{run} {us:.0}")).collect();
-    println!("node CPU per query (us): {}", shown.join(", "));
+    println!("CPU per query of the node (nats, http) and of the proxy floors (us): {}", shown.join(", "));
     let _ = std::fs::remove_dir_all(&work);
     let runs_json: BTreeMap<String, BTreeMap<String, Value>> = runs
         .iter()
@@ -344,7 +471,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         json!({
             "bench": "gateway", "seconds": args.seconds, "rounds": args.rounds, "cpus": std::thread::available_parallelism()?.get(),
             "node_worker_threads": args.node_workers,
-            "runs": runs_json, "ratios": report.ratios, "node_rss_mib": {"idle": round3(rss_idle), "after_load": round3(rss_after)},
+            "runs": runs_json, "ratios": report.ratios, "context": report.context, "node_rss_mib": {"idle": round3(rss_idle), "after_load": round3(rss_after)},
             "redis_commands_per_query": report.redis_per_query, "node_cpu_us_per_query": cpu_per_query,
         })
     );
@@ -357,9 +484,12 @@ fn sent(f: &Figures, duration: Duration, warmup: Duration) -> u64 {
     ((f.requests + f.errors) as f64 * scale) as u64
 }
 
-/// The ratios the issue judges, each with its target.
+/// The ratios the issue judges, each with its target; and, for context, the same ratios of the proxy floors.
 struct Report {
     ratios: Vec<Value>,
+    /// Figures without a target: what the least gateway (the proxy floors) achieves on this machine, and
+    /// Switchyard against it.
+    context: Vec<Value>,
     lines: Vec<String>,
     redis_per_query: f64,
 }
@@ -373,7 +503,7 @@ impl Report {
         redis_commands: u64,
         queries: u64,
     ) -> Self {
-        let mut report = Self { ratios: Vec::new(), lines: Vec::new(), redis_per_query: 0.0 };
+        let mut report = Self { ratios: Vec::new(), context: Vec::new(), lines: Vec::new(), redis_per_query: 0.0 };
         if let Some(row) = runs.get(&1) {
             let (direct, floor) = (&row["direct_http"], &row["nats_floor"]);
             let (nats, door) = (&row["switchyard_nats"], &row["switchyard_http"]);
@@ -381,6 +511,18 @@ impl Report {
             report.ratio("c1_nats_overhead_p99_over_nats_p99", nats.p99_ms - direct.p99_ms, floor.p99_ms, "<=", 2.0);
             report.ratio("c1_http_overhead_p50_over_direct_p50", door.p50_ms - direct.p50_ms, direct.p50_ms, "<=", 2.0);
             report.ratio("c1_http_overhead_p99_over_direct_p99", door.p99_ms - direct.p99_ms, direct.p99_ms, "<=", 2.0);
+            if let (Some(proxy), Some(bridge)) = (row.get("proxy_floor"), row.get("bridge_floor")) {
+                report.context(
+                    "c1_proxy_floor_overhead_p50_over_direct_p50",
+                    proxy.p50_ms - direct.p50_ms,
+                    direct.p50_ms,
+                );
+                report.context(
+                    "c1_bridge_floor_overhead_p50_over_nats_p50",
+                    bridge.p50_ms - direct.p50_ms,
+                    floor.p50_ms,
+                );
+            }
             for peer in peers {
                 let Some(figures) = row.get(&peer.name) else { continue };
                 let target = if peer.name.contains("litellm") { 20.0 } else { 5.0 };
@@ -393,6 +535,12 @@ impl Report {
             let (nats, door) = (&row["switchyard_nats"], &row["switchyard_http"]);
             report.ratio("c64_nats_qps_over_direct_qps", nats.throughput, direct.throughput, ">=", 0.4);
             report.ratio("c64_http_qps_over_direct_qps", door.throughput, direct.throughput, ">=", 0.5);
+            if let (Some(proxy), Some(bridge)) = (row.get("proxy_floor"), row.get("bridge_floor")) {
+                report.context("c64_proxy_floor_qps_over_direct_qps", proxy.throughput, direct.throughput);
+                report.context("c64_bridge_floor_qps_over_direct_qps", bridge.throughput, direct.throughput);
+                report.context("c64_http_qps_over_proxy_floor_qps", door.throughput, proxy.throughput);
+                report.context("c64_nats_qps_over_bridge_floor_qps", nats.throughput, bridge.throughput);
+            }
             for peer in peers {
                 let Some(figures) = row.get(&peer.name) else { continue };
                 let target = if peer.name.contains("litellm") { 50.0 } else { 10.0 };
@@ -410,6 +558,13 @@ impl Report {
     fn ratio(&mut self, name: &str, numerator: f64, denominator: f64, op: &str, target: f64) {
         let ratio = numerator / denominator.max(1e-9);
         self.record(name, ratio, op, target, format!("{numerator:.3} / {denominator:.3} = {ratio:.2}"));
+    }
+
+    fn context(&mut self, name: &str, numerator: f64, denominator: f64) {
+        let ratio = numerator / denominator.max(1e-9);
+        let shown = format!("{numerator:.3} / {denominator:.3} = {ratio:.2}");
+        self.lines.push(format!("{name:<52} {shown:<28} (context: the least gateway)"));
+        self.context.push(json!({"name": name, "value": round3(ratio)}));
     }
 
     fn value(&mut self, name: &str, value: f64, op: &str, target: f64) {
