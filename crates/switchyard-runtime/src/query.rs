@@ -388,17 +388,13 @@ type SlotFn = Box<
 /// in the load balancer are given back.
 impl Drop for Walk<'_> {
     fn drop(&mut self) {
-        let mut cancels = Vec::new();
-        for running in self.running.drain(..) {
-            if let Some(liveness) = &self.ctx.liveness {
-                liveness.forget(&running.call_id, running.started);
-            }
+        let running = std::mem::take(&mut self.running);
+        let mut cancels = Vec::with_capacity(running.len());
+        for running in running {
+            self.forget(&running.call_id, running.started);
             running.abort.abort();
             self.routing.finish(&running.member, running.started.elapsed(), false, None);
-            cancels.push(Message::new(
-                self.ctx.subjects.provider_cancel(&running.provider),
-                Bytes::copy_from_slice(running.call_id.as_bytes()),
-            ));
+            cancels.push(running.cancellation(&self.ctx.subjects));
         }
         if cancels.is_empty() {
             return;
@@ -407,11 +403,22 @@ impl Drop for Walk<'_> {
         let bus = self.ctx.bus.clone();
         runtime.spawn(async move {
             for cancel in cancels {
-                if let Err(error) = bus.publish(cancel).await {
-                    debug!(%error, "cannot publish a cancellation");
-                }
+                publish_cancellation(bus.as_ref(), cancel).await;
             }
         });
+    }
+}
+
+impl Running {
+    /// The message that tells this attempt's provider to stop it.
+    fn cancellation(&self, subjects: &Subjects) -> Message {
+        Message::new(subjects.provider_cancel(&self.provider), Bytes::copy_from_slice(self.call_id.as_bytes()))
+    }
+}
+
+async fn publish_cancellation(bus: &dyn Bus, cancel: Message) {
+    if let Err(error) = bus.publish(cancel).await {
+        debug!(%error, "cannot publish a cancellation");
     }
 }
 
@@ -592,13 +599,7 @@ impl<'a> Walk<'a> {
             if let Some(running) = self.running.iter().find(|r| r.slot == slot) {
                 running.abort.abort();
                 // Should the node be alive after all (a partition), it stops the call.
-                let cancel = Message::new(
-                    self.ctx.subjects.provider_cancel(&running.provider),
-                    Bytes::copy_from_slice(running.call_id.as_bytes()),
-                );
-                if let Err(error) = self.ctx.bus.publish(cancel).await {
-                    debug!(%error, "cannot publish a cancellation");
-                }
+                publish_cancellation(self.ctx.bus.as_ref(), running.cancellation(&self.ctx.subjects)).await;
             }
             step = Some(self.on_result(slot, None, CallResult::Lost { node, silent }).await);
             if matches!(step, Some(Step::Done(_))) {
@@ -762,13 +763,7 @@ impl<'a> Walk<'a> {
             entry.outcome = "cancelled".into();
             entry.latency_ms = latency.as_secs_f64() * 1000.0;
         }
-        let cancel = Message::new(
-            self.ctx.subjects.provider_cancel(&running.provider),
-            Bytes::copy_from_slice(running.call_id.as_bytes()),
-        );
-        if let Err(error) = self.ctx.bus.publish(cancel).await {
-            debug!(%error, "cannot publish a cancellation");
-        }
+        publish_cancellation(self.ctx.bus.as_ref(), running.cancellation(&self.ctx.subjects)).await;
     }
 
     async fn cancel_running(&mut self) {
