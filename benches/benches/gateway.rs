@@ -235,6 +235,17 @@ impl Process {
         Ok(Duration::from_millis(ticks * 10))
     }
 
+    /// Waits for a responder started with piped stdout to print `ready` (it subscribed).
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let stdout = self.child.stdout.take().with_context(|| format!("{} has no stdout", self.name))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("{} did not start", self.name);
+        }
+        Ok(())
+    }
+
     fn rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kib: f64 = status
@@ -284,11 +295,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "nats-echo",
         Command::new(std::env::current_exe()?).args(["--nats-echo", &nats_url, &echo_subject]).stdout(Stdio::piped()),
     )?;
-    let mut line = String::new();
-    BufReader::new(echo.child.stdout.take().context("echo stdout")?).read_line(&mut line)?;
-    if line.trim() != "ready" {
-        bail!("the NATS echo responder did not start");
-    }
+    echo.wait_ready()?;
 
     // The proxy floors, with as many worker threads as the node.
     let floor_workers = match args.node_workers {
@@ -315,11 +322,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .args(["--nats-bridge", &floor_workers, &nats_url, &bridge_subject, &mock_url])
             .stdout(Stdio::piped()),
     )?;
-    let mut line = String::new();
-    BufReader::new(bridge.child.stdout.take().context("bridge stdout")?).read_line(&mut line)?;
-    if line.trim() != "ready" {
-        bail!("the NATS bridge floor did not start");
-    }
+    bridge.wait_ready()?;
 
     let door_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let config = work.join("node.toml");
