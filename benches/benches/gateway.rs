@@ -525,6 +525,9 @@ impl Report {
                     bridge.p50_ms - direct.p50_ms,
                     floor.p50_ms,
                 );
+                let (proxy_p99, bridge_p99) = (proxy.p99_ms - direct.p99_ms, bridge.p99_ms - direct.p99_ms);
+                report.context("c1_proxy_floor_overhead_p99_over_direct_p99", proxy_p99, direct.p99_ms);
+                report.context("c1_bridge_floor_overhead_p99_over_nats_p99", bridge_p99, floor.p99_ms);
             }
             for peer in peers {
                 let Some(figures) = row.get(&peer.name) else { continue };

@@ -389,13 +389,7 @@ type SlotFn = Box<
 impl Drop for Walk<'_> {
     fn drop(&mut self) {
         let running = std::mem::take(&mut self.running);
-        let mut cancels = Vec::with_capacity(running.len());
-        for running in running {
-            self.forget(&running.call_id, running.started);
-            running.abort.abort();
-            self.routing.finish(&running.member, running.started.elapsed(), false, None);
-            cancels.push(running.cancellation(&self.ctx.subjects));
-        }
+        let cancels: Vec<Message> = running.into_iter().map(|running| self.stop(running).0).collect();
         if cancels.is_empty() {
             return;
         }
@@ -755,15 +749,23 @@ impl<'a> Walk<'a> {
     async fn cancel(&mut self, slot: usize) {
         let Some(index) = self.running.iter().position(|r| r.slot == slot) else { return };
         let running = self.running.swap_remove(index);
-        self.forget(&running.call_id, running.started);
-        running.abort.abort();
-        let latency = running.started.elapsed();
-        self.routing.finish(&running.member, latency, false, None);
+        let (cancellation, latency) = self.stop(running);
         if let Some(entry) = self.trace.attempts.get_mut(slot) {
             entry.outcome = "cancelled".into();
             entry.latency_ms = latency.as_secs_f64() * 1000.0;
         }
-        publish_cancellation(self.ctx.bus.as_ref(), running.cancellation(&self.ctx.subjects)).await;
+        publish_cancellation(self.ctx.bus.as_ref(), cancellation).await;
+    }
+
+    /// Stops waiting for an attempt taken out of `running`: no longer watched, its answer no longer awaited, its
+    /// place in the load balancer given back. Returns the message that tells its provider to stop, and how long
+    /// the attempt ran.
+    fn stop(&self, running: Running) -> (Message, Duration) {
+        self.forget(&running.call_id, running.started);
+        running.abort.abort();
+        let latency = running.started.elapsed();
+        self.routing.finish(&running.member, latency, false, None);
+        (running.cancellation(&self.ctx.subjects), latency)
     }
 
     async fn cancel_running(&mut self) {
