@@ -14,8 +14,9 @@ use bytes::Bytes;
 use futures::FutureExt;
 
 use switchyard_bus::{Bus, Message, NatsAuth, NatsBus, NatsOptions, Subscription, request_many};
+use switchyard_client::{Client, ClientOptions};
 use switchyard_e2e::{PRIMARY_MODEL, ask, cluster_config};
-use switchyard_mock::{MockConfig, MockServer};
+use switchyard_mock::{Behavior, MockConfig, MockServer};
 use switchyard_protocol::client::{QueryOutcome, StreamFrame};
 use switchyard_protocol::subjects::Subjects;
 use switchyard_runtime::{Node, SharedState};
@@ -240,6 +241,58 @@ async fn a_real_node_serves_clients_and_operators_under_the_shipped_permissions(
     let first = tokio::time::timeout(Duration::from_secs(5), admin_topic.next()).await.unwrap().unwrap();
     assert_eq!(first.subject, subjects.admin_health());
     only_control_arrives(&mut admin_topic, &admin, "switchyard.v1.admin.ctl").await;
+    node.shutdown().await;
+    mock.shutdown().await;
+}
+
+/// A client that stops waiting for a query without an id cancels it: the query leaves the node and its provider
+/// call ends, though the upstream hangs and every deadline and timeout is a minute away. So does a client in its
+/// own account, whose queries cross a service import that rewrites their reply subject, and the node user, which
+/// is what a door without the router role publishes its queries as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cancels_the_query_it_stopped_waiting_for_from_either_account() {
+    let nats = SecuredNats::start();
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let mut config = cluster_config(&mock, "switchyard", "node-1").unwrap();
+    config.node.default_deadline_ms = 60_000;
+    for provider in &mut config.providers {
+        (provider.timeout_ms, provider.first_token_timeout_ms) = (60_000, 60_000);
+    }
+    let node = Node::start(&config, Arc::new(nats.node().await), SharedState::default()).await.unwrap();
+    mock.set_behavior(PRIMARY_MODEL, Behavior::hanging());
+    let options = ClientOptions { assign_ids: false, ..ClientOptions::default() };
+    let client = Client::new(Arc::new(nats.client().await), Subjects::default(), options.clone());
+    let door = Client::new(Arc::new(nats.node().await), Subjects::default(), options);
+
+    for (who, client, stream) in [("client", &client, false), ("client", &client, true), ("node", &door, false)] {
+        let calls = mock.calls(PRIMARY_MODEL);
+        let asking = tokio::spawn({
+            let client = client.clone();
+            async move {
+                match stream {
+                    false => drop(client.query("chat", ask("never mind")).await),
+                    true => {
+                        let mut events = client.stream("chat", ask("never mind")).await.unwrap();
+                        while events.next().await.is_some() {}
+                    }
+                }
+            }
+        });
+        eventually("the query reached the provider", Duration::from_secs(10), || async {
+            (mock.calls(PRIMARY_MODEL) == calls + 1).then_some(())
+        })
+        .await
+        .unwrap();
+        asking.abort();
+        let _ = asking.await;
+        eventually("the abandoned query left the node", Duration::from_secs(10), || async {
+            let health = node.health().await;
+            let idle = health.providers.iter().all(|p| p.in_flight == 0);
+            (health.router?.in_flight == 0 && idle).then_some(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{who}, stream {stream}: the query runs on after its client gave up"));
+    }
     node.shutdown().await;
     mock.shutdown().await;
 }

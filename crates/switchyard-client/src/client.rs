@@ -10,7 +10,7 @@ use switchyard_bus::{Bus, Subscription};
 use switchyard_protocol::client::{QueryOutcome, QueryReply, QueryRequest};
 use switchyard_protocol::subjects::{Subjects, is_valid_token};
 
-use crate::flight::{Flight, is_copy_refusal};
+use crate::flight::{Cancel, Flight, is_copy_refusal};
 use crate::stream::QueryStream;
 use crate::{ClientError, ClientOptions};
 
@@ -38,7 +38,9 @@ impl Client {
     pub async fn query(&self, route: &str, mut request: QueryRequest) -> Result<QueryReply, ClientError> {
         request.stream = false;
         let mut flight = self.start(route, request).await?;
-        read_reply(&mut flight).await
+        let reply = read_reply(&mut flight).await;
+        flight.finish();
+        reply
     }
 
     /// Asks `route` for a streamed answer; read it with [`QueryStream::next`] or as a `Stream`.
@@ -74,8 +76,13 @@ impl Client {
             // Without an id a copy would be a second query: sent once.
             options.resend_after = Duration::ZERO;
         }
+        // Only a query without an id is cancelled when dropped (see the flight's docs).
+        let cancel = id.is_none().then(|| Cancel {
+            subject: self.subjects.query_cancel(),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+        });
         let id = id.unwrap_or_else(|| NO_ID.to_owned());
-        Flight::start(self.bus.clone(), subject, id, Bytes::from(payload), deadline, &options).await
+        Flight::start(self.bus.clone(), subject, id, Bytes::from(payload), deadline, &options, cancel).await
     }
 }
 

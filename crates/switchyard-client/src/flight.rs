@@ -5,6 +5,11 @@
 //! intervals doubling from `resend_after`, until the deadline. Some replies answer only the copy that received
 //! them, not the query: a no-responders status, `overloaded`, or a node saying the id is being streamed
 //! elsewhere. Such a refusal ends the query only once every copy sent so far has been refused.
+//!
+//! A query without an id carries a cancel token ([`CANCEL_HEADER`]). Dropped before its answer (its caller stopped
+//! waiting: a timeout around it, an HTTP client of the door hanging up), it publishes the token on the cancel
+//! subject; the router running it stops it and cancels its provider calls. A query with an id is left to run, so that a retry under
+//! the same id finds its answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use tracing::{debug, warn};
 
 use switchyard_bus::{Bus, Message, Subscription};
 use switchyard_protocol::client::{ErrorReply, ErrorType};
+use switchyard_protocol::subjects::CANCEL_HEADER;
 
 use crate::{ClientError, ClientOptions};
 
@@ -42,10 +48,19 @@ pub(crate) struct Flight {
     next_resend: Option<Instant>,
     interval: Duration,
     max_interval: Duration,
+    /// Where to say that nobody waits for the answer any more (the cancel subject and the query's token), until
+    /// the query is over ([`Flight::finish`]); only for a query without an id that was published.
+    cancel: Option<Cancel>,
+}
+
+/// How a query without an id is cancelled.
+pub(crate) struct Cancel {
+    pub subject: String,
+    pub token: String,
 }
 
 impl Flight {
-    /// Subscribes to a fresh inbox, then publishes the first copy.
+    /// Subscribes to a fresh inbox, then publishes the first copy (with the cancel token, given `cancel`).
     pub async fn start(
         bus: Arc<dyn Bus>,
         subject: String,
@@ -53,6 +68,7 @@ impl Flight {
         payload: Bytes,
         deadline: Duration,
         options: &ClientOptions,
+        cancel: Option<Cancel>,
     ) -> Result<Self, ClientError> {
         let inbox = bus.new_inbox();
         let replies = bus.subscribe(&inbox).await?;
@@ -72,8 +88,9 @@ impl Flight {
             next_resend: resend.then(|| started + options.resend_after),
             interval: options.resend_after,
             max_interval: options.max_resend_interval.max(options.resend_after),
+            cancel,
         };
-        flight.send().await?;
+        flight.send().await.inspect_err(|_| flight.finish())?;
         debug!(id = %flight.id, subject = %flight.subject, "query sent");
         Ok(flight)
     }
@@ -96,12 +113,16 @@ impl Flight {
             next_resend: None,
             interval: Duration::ZERO,
             max_interval: Duration::ZERO,
+            cancel: None,
         }
     }
 
     async fn send(&mut self) -> Result<(), ClientError> {
         let Some(bus) = &self.bus else { return Ok(()) };
-        let message = Message::new(self.subject.clone(), self.payload.clone()).with_reply(self.inbox.clone());
+        let mut message = Message::new(self.subject.clone(), self.payload.clone()).with_reply(self.inbox.clone());
+        if let Some(cancel) = &self.cancel {
+            message = message.with_header(CANCEL_HEADER, cancel.token.clone());
+        }
         bus.publish(message).await?;
         self.copies += 1;
         Ok(())
@@ -142,9 +163,31 @@ impl Flight {
         self.next_resend = None;
     }
 
+    /// The query is over (answered, failed or past its deadline): dropping the flight now cancels nothing.
+    pub fn finish(&mut self) {
+        self.cancel = None;
+    }
+
     /// Counts a refusal of one copy; true when every copy sent so far has been refused.
     pub fn refused(&mut self) -> bool {
         self.refusals += 1;
         self.refusals >= self.copies
+    }
+}
+
+impl Drop for Flight {
+    /// A query dropped before its end tells the routers that nobody waits for its answer (fire and forget, on the
+    /// runtime the flight is dropped on; outside a runtime there is nothing to send it with).
+    fn drop(&mut self) {
+        let (Some(Cancel { subject, token }), Some(bus)) = (self.cancel.take(), self.bus.clone()) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let message = Message::new(subject, Bytes::from(token));
+        let id = std::mem::take(&mut self.id);
+        runtime.spawn(async move {
+            match bus.publish(message).await {
+                Ok(()) => debug!(%id, "query abandoned"),
+                Err(error) => debug!(%id, %error, "cannot cancel an abandoned query"),
+            }
+        });
     }
 }

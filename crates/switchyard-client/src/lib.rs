@@ -19,6 +19,11 @@
 //!   and everything after it is ignored. A reply that refuses only its copy (no responders, `overloaded`, a node
 //!   saying the id streams elsewhere: [`COPY_REFUSAL_CODES`]) fails the query only when every copy sent so far
 //!   was refused; otherwise the client keeps waiting for the others.
+//! - **Giving up.** A query without an id (`assign_ids` off and none given) that is dropped before its answer, the
+//!   future of [`Client::query`] or a [`QueryStream`] before its end, tells the routers so: it publishes the
+//!   random token its query carried (header `Switchyard-Cancel`) on `<namespace>.v1.cancel.query`, and the router
+//!   running it stops it and cancels its provider calls, so nobody pays for an answer nobody reads. A query with an id runs on, so that a retry under
+//!   the same id finds its answer.
 //!
 //! Streams ([`Client::stream`], [`StreamEvent`]) follow these rules:
 //!

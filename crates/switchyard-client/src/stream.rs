@@ -96,6 +96,7 @@ impl QueryStream {
             };
             if let Err(error) = outcome {
                 self.finished = true;
+                self.flight.finish();
                 return Some(Err(error));
             }
         }
@@ -147,6 +148,7 @@ impl QueryStream {
             }
             StreamFrame::Done { attempt, chunks, reply } => {
                 self.flight.stop_resending();
+                self.flight.finish();
                 if self.trailing.is_some() {
                     debug!(id = %self.flight.id, attempt, "second final frame ignored");
                 } else {
@@ -159,6 +161,7 @@ impl QueryStream {
                 } else if is_copy_refusal(&error) && !self.flight.refused() {
                     debug!(id = %self.flight.id, code = %error.error.code, "a copy was refused, waiting for the others");
                 } else {
+                    self.flight.finish();
                     // Chunks and the error can travel different ways (a node answering in process, chunks over
                     // the bus): the chunks published before the error are shown first.
                     self.finish(attempt, chunks, End::Failed(Box::new(error)), None);

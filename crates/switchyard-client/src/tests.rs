@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use switchyard_bus::{Bus, MemoryBus, Message};
 use switchyard_protocol::ChatMessage;
 use switchyard_protocol::client::{ErrorReply, ErrorType, QueryReply, QueryRequest, StreamFrame};
-use switchyard_protocol::subjects::Subjects;
+use switchyard_protocol::subjects::{CANCEL_HEADER, Subjects};
 
 use crate::assemble::tests::reply;
 use crate::{Client, ClientError, ClientOptions, StreamEvent};
@@ -375,5 +375,58 @@ async fn a_typed_error_ends_a_stream() {
     match streaming.await.unwrap().1 {
         Some(ClientError::Server { reply }) => assert_eq!(reply.error.code, "unknown_route"),
         other => panic!("expected the typed error, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_a_keyless_query_dropped_before_its_end_is_cancelled() {
+    let (mut fake, client) = Fake::start().await;
+    let mut cancels = fake.bus.subscribe(&Subjects::new("test").query_cancel()).await.unwrap();
+    let keyless = Client::new(
+        Arc::new(fake.bus.clone()),
+        Subjects::new("test"),
+        ClientOptions { assign_ids: false, ..client.options().clone() },
+    );
+    let spawn = |client: &Client, stream: bool| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if stream {
+                let mut events = client.stream("chat", ask("hi")).await.unwrap();
+                while events.next().await.is_some() {}
+            } else {
+                let _ = client.query("chat", ask("hi")).await;
+            }
+        })
+    };
+
+    // Over: answered, a stream that ended. Neither cancels anything.
+    let answered_query = spawn(&keyless, false);
+    let (_, message, request) = fake.copy().await;
+    fake.answer(&message, answered(&request.id, "hello")).await;
+    answered_query.await.unwrap();
+    let ended_stream = spawn(&keyless, true);
+    let (_, message, _) = fake.copy().await;
+    fake.done(&message, 1, 0, "hello").await;
+    ended_stream.await.unwrap();
+    // With an id (assigned), dropped unanswered: it runs on for a retry.
+    let keyed = spawn(&client, false);
+    let (_, message, _) = fake.copy().await;
+    assert_eq!(message.header(CANCEL_HEADER), None, "a query with an id carries no cancel token");
+    keyed.abort();
+    let _ = keyed.await;
+
+    // Without an id, dropped unanswered, plain and streamed: each publishes its token on the cancel subject, and
+    // these are the first cancellations heard.
+    for stream in [false, true] {
+        let waiting = spawn(&keyless, stream);
+        let (_, message, _) = fake.copy().await;
+        if stream {
+            fake.chunk(&message, 1, 0, "hel").await;
+        }
+        waiting.abort();
+        let _ = waiting.await;
+        let token = message.header(CANCEL_HEADER).expect("a keyless query carries a cancel token");
+        let cancel = cancels.next().await.unwrap();
+        assert_eq!(cancel.payload.as_ref(), token.as_bytes(), "stream {stream}");
     }
 }

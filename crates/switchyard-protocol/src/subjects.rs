@@ -5,6 +5,11 @@
 //! seeing each other's traffic. Route, provider and namespace names become subject tokens, so they are validated
 //! with [`is_valid_token`] when the configuration is loaded.
 
+/// The header of a query without an id that its client may cancel: a token (a uuid) known only to the client and
+/// the node running the query, which the client publishes on [`Subjects::query_cancel`] when it stops waiting.
+/// Not the reply subject, which NATS rewrites when a query crosses accounts.
+pub const CANCEL_HEADER: &str = "Switchyard-Cancel";
+
 /// The default namespace.
 pub const DEFAULT_NAMESPACE: &str = "switchyard";
 
@@ -53,6 +58,14 @@ impl Subjects {
             .strip_prefix(self.root.as_str())
             .and_then(|rest| rest.strip_prefix(".query."))
             .filter(|route| is_valid_token(route))
+    }
+
+    /// Where a client that stopped waiting for a query without an id says so: the payload is the token the query
+    /// carried in its [`CANCEL_HEADER`]. Heard by every router (no queue group): the one running the query stops
+    /// it and cancels its provider calls. A query with an id runs on, so that a retry under the same id finds its
+    /// answer.
+    pub fn query_cancel(&self) -> String {
+        format!("{}.cancel.query", self.root)
     }
 
     /// The subject a router calls provider `provider` on.
@@ -196,6 +209,7 @@ mod tests {
         assert_eq!(s.route_of(&s.query("chat")), Some("chat"));
         assert_eq!(s.route_of("switchyard.v1.query.a.b"), None);
         assert_eq!(s.route_of("other.v1.query.chat"), None);
+        assert_eq!(s.route_of(&s.query_cancel()), None, "a cancellation is never taken for a query");
         assert_eq!(s.provider_call("openai"), "switchyard.v1.provider.openai.call");
         assert_eq!(s.parse_admin_provider(&s.admin_provider("p-1", "crash")), Some(("p-1", "crash")));
         assert_eq!(s.router_queue(), "switchyard-routers");

@@ -11,6 +11,7 @@
 //! Actors are thin shells; the work of a query lives in [`query`] (and [`quality`] for routers and ensembles,
 //! [`cascade`] for cascades), the rules in `switchyard-core`, `switchyard-quality` and `switchyard-cascade`.
 
+pub mod abandon;
 pub mod actors;
 #[cfg(feature = "jemalloc")]
 mod allocator;

@@ -1,7 +1,8 @@
 //! `BusBridge`: turns bus subscriptions into actor messages.
 //!
 //! One pump task per subscription: client queries (queue group `switchyard-routers`) go to the router's intake
-//! ([`Intake::accept`]: cheap refusals inline, parsing in a task per query, then the router actor),
+//! ([`Intake::accept`]: cheap refusals inline, parsing in a task per query, then the router actor), and their
+//! clients' cancellations (every router) to the queries they name ([`crate::abandon`]);
 //! provider calls (one queue group per provider) to the provider actor currently in the directory, admin
 //! requests to the admin actor. Decoding of node-to-node calls happens here, so a malformed call is answered
 //! with a typed failure and never reaches an actor. Draining stops a subscription from taking new messages while
@@ -117,6 +118,18 @@ impl Actor for BusBridge {
         }
         let queries = match args.intake {
             Some(intake) => {
+                // Cancellations of keyless queries reach every router; the one running the query stops it. Taken
+                // while draining too: a query in flight can still be abandoned.
+                let sub = args.bus.subscribe(&args.subjects.query_cancel()).await?;
+                let abandons = intake.abandons.clone();
+                cancels.push(pump(sub, CancellationToken::new(), move |message| {
+                    if let Ok(token) = std::str::from_utf8(&message.payload)
+                        && abandons.abandon(token)
+                    {
+                        debug!("query abandoned by its client");
+                    }
+                    async {}
+                }));
                 let sub =
                     args.bus.queue_subscribe(&args.subjects.query_wildcard(), &args.subjects.router_queue()).await?;
                 Some(pump(sub, query_drain.clone(), move |message| {

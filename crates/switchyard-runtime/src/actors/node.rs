@@ -28,6 +28,7 @@ use super::provider_supervisor::{
     ProviderDirectory, ProviderSpec, ProviderSupervisor, ProviderSupervisorArgs, ProviderSupervisorMsg,
 };
 use super::router::{Gate, Intake, RouterActor, RouterArgs, RouterMsg, RouterSettings};
+use crate::abandon::Abandons;
 use crate::cascade::CascadeEngine;
 use crate::idempotent::Idempotency;
 use crate::quality::QualityRouting;
@@ -156,6 +157,7 @@ impl Actor for NodeSupervisor {
         let routing_for_admin = args.routing.clone();
         let router = match (args.routing, &args.quality) {
             (Some(routing), Some(quality)) => {
+                let abandons = Arc::new(Abandons::default());
                 let router_args = RouterArgs {
                     node: args.node.clone(),
                     bus: args.bus.clone(),
@@ -166,6 +168,7 @@ impl Actor for NodeSupervisor {
                     gate: args.gate.clone(),
                     idempotency: args.idempotency.clone(),
                     local: (args.local_calls && providers.is_some()).then(|| directory.clone()),
+                    abandons: abandons.clone(),
                 };
                 let router = Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0;
                 others.push(("router".into(), router.get_cell()));
@@ -176,6 +179,7 @@ impl Actor for NodeSupervisor {
                     subjects: args.subjects.clone(),
                     max_payload_bytes: args.max_payload_bytes,
                     gate: args.gate.clone(),
+                    abandons,
                 };
                 Some((router, Arc::new(intake)))
             }

@@ -36,8 +36,9 @@ use switchyard_bus::{Bus, Message};
 use switchyard_core::{DedupLimits, DedupTable, Seen};
 use switchyard_protocol::admin::RouterHealth;
 use switchyard_protocol::client::{ErrorReply, ErrorType, QueryRequest};
-use switchyard_protocol::subjects::Subjects;
+use switchyard_protocol::subjects::{CANCEL_HEADER, Subjects};
 
+use crate::abandon::{Abandons, Watch};
 use crate::idempotent::{Idempotency, Resolved, answer_once, conflict, publish_answer, renew_leases, replay};
 use crate::liveness::Liveness;
 use crate::quality::{QualityRouting, run_ensemble, with_decision};
@@ -151,11 +152,15 @@ impl ReplyTo {
         }
     }
 
-    /// Completes when nobody can receive the answer any more: the receiver of a query handed over in process was
-    /// dropped (the HTTP client of the door hung up). Never for a bus subject, whose client cannot be watched.
-    async fn abandoned(&self) {
+    /// Completes when nobody waits for the answer any more: the receiver of a query handed over in process was
+    /// dropped (the HTTP client of the door hung up), or a bus client said so on the cancel subject (`watch`, for
+    /// a query from the bus that carried a cancel token).
+    async fn abandoned(&self, watch: Option<&Watch>) {
         match self {
-            ReplyTo::Subject(_) => std::future::pending().await,
+            ReplyTo::Subject(_) => match watch {
+                Some(watch) => watch.abandoned().await,
+                None => std::future::pending().await,
+            },
             ReplyTo::Local { answers, .. } => answers.closed().await,
             ReplyTo::Typed(answers) => answers.closed().await,
         }
@@ -186,6 +191,8 @@ pub struct Admitted {
     pub permit: Permit,
     /// The client's trace context, from the message's headers.
     pub trace: Vec<(String, String)>,
+    /// The token a bus client may cancel the query with ([`CANCEL_HEADER`]).
+    pub cancel: Option<String>,
 }
 
 /// The admission half that runs in the bus bridge, before the router.
@@ -196,6 +203,8 @@ pub struct Intake {
     pub subjects: Subjects,
     pub max_payload_bytes: usize,
     pub gate: Arc<Gate>,
+    /// The keyless queries from the bus running here, for their clients' cancellations.
+    pub abandons: Arc<Abandons>,
 }
 
 impl Intake {
@@ -279,8 +288,8 @@ impl Intake {
         self.hand_over(plan, request, reply_to, received, permit, trace).await;
     }
 
-    /// Validates a parsed query, fingerprints it when it has an id, and casts it to the router; `trace` is the
-    /// client's trace context.
+    /// Validates a parsed query, fingerprints it when it has an id, and casts it to the router; `headers` are
+    /// the message's (the client's trace context and cancel token).
     async fn hand_over(
         &self,
         plan: Arc<RoutePlan>,
@@ -288,13 +297,14 @@ impl Intake {
         reply_to: ReplyTo,
         received: Instant,
         permit: Permit,
-        trace: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
     ) {
         if let Err(error) = request.validate() {
             return self.reject(reply_to, error.with_id(request.id.clone())).await;
         }
         let fingerprint = if request.id.is_some() { request.fingerprint() } else { String::new() };
-        let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace };
+        let cancel = headers.iter().find(|(name, _)| name == CANCEL_HEADER).map(|(_, token)| token.clone());
+        let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace: headers, cancel };
         if let Err(error) = self.router.cast(RouterMsg::Query(Box::new(admitted))) {
             debug!(%error, "router gone, query dropped");
         }
@@ -353,6 +363,8 @@ pub struct RouterArgs {
     pub idempotency: Option<Idempotency>,
     /// This node's provider actors, for calls that need not cross the bus (`node.local_calls`).
     pub local: Option<crate::actors::provider_supervisor::ProviderDirectory>,
+    /// The keyless queries from the bus running here, shared with the intake.
+    pub abandons: Arc<Abandons>,
 }
 
 /// Somebody waiting for a de-duplicated answer: where to send it, in which form, and its place in the gate.
@@ -372,6 +384,7 @@ pub struct RouterState {
     running: usize,
     dedup: DedupTable<Waiter, Arc<Answer>>,
     idempotency: Option<Idempotency>,
+    abandons: Arc<Abandons>,
     /// Query tasks and the lease renewal: aborted with the actor's state if the actor is killed.
     tasks: JoinSet<()>,
     health: RouterHealth,
@@ -430,6 +443,7 @@ impl Actor for RouterActor {
             gate: args.gate,
             running: 0,
             idempotency: args.idempotency,
+            abandons: args.abandons,
             tasks,
             health: RouterHealth { routes: names, ..RouterHealth::default() },
         })
@@ -483,7 +497,7 @@ impl RouterState {
 
     /// Book-keeping of an admitted query: queue time, de-duplication, then its task.
     async fn admit(&mut self, myself: ActorRef<RouterMsg>, admitted: Admitted) {
-        let Admitted { reply_to, plan, request, fingerprint, received, permit, trace } = admitted;
+        let Admitted { reply_to, plan, request, fingerprint, received, permit, trace, cancel } = admitted;
         let now = Instant::now();
         if now.duration_since(received) > self.settings.max_queue_wait {
             let error = ErrorReply::new(ErrorType::Overloaded, "overloaded", "the query waited too long for a router")
@@ -522,6 +536,8 @@ impl RouterState {
         let idem = self.idempotency.clone();
         let routing = self.routing.clone();
         let quality = self.quality.clone();
+        // Watched from here on, so that a cancellation arriving before the task runs is kept.
+        let watch = cancel.filter(|_| key.is_none()).and_then(|token| self.abandons.watch(&token));
         let span =
             debug_span!("query", route = %plan.name, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
         if !trace.is_empty() {
@@ -556,14 +572,14 @@ impl RouterState {
                 (Some(idem), Some(key)) => {
                     answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
                 }
-                // Without an id nobody else can ask for the answer: when its client hangs up, the query stops
-                // and its running calls are cancelled (dropping the walk does that). A query with an id runs on,
-                // so that a retry under the same id finds its answer.
+                // Without an id nobody else can ask for the answer: when its client hangs up (or, over the bus,
+                // says it stopped waiting), the query stops and its running calls are cancelled (dropping the walk
+                // does that). A query with an id runs on, so that a retry under the same id finds its answer.
                 _ => {
                     let answer = tokio::select! {
                         biased;
                         answer = run() => answer,
-                        () = reply_to.abandoned() => Err(client_gone(request.id.clone())),
+                        () = reply_to.abandoned(watch.as_ref()) => Err(client_gone(request.id.clone())),
                     };
                     Resolved::Ran { answer, owned: false }
                 }
@@ -602,7 +618,7 @@ impl RouterState {
     }
 }
 
-/// The outcome recorded for a query whose in-process client hung up before its answer (nobody receives it).
+/// The outcome recorded for a query whose client stopped waiting before its answer (nobody receives it).
 fn client_gone(id: Option<String>) -> ErrorReply {
     ErrorReply::new(ErrorType::DeadlineExceeded, "client_gone", "the client stopped waiting for the answer").with_id(id)
 }
