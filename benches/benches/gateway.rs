@@ -189,7 +189,11 @@ async fn http_proxy(listen: String, upstream: String) -> anyhow::Result<()> {
         }
     };
     let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(forwarded));
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // As the door's: Nagle's algorithm off on every connection.
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind(listen).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
