@@ -267,3 +267,44 @@ async fn check_hang_up(mode: Mode) {
     }
     door.shutdown().await;
 }
+
+/// A query with an id runs on when its in-process client hangs up, also on a node without a shared idempotency
+/// store (de-duplication by its own table only), so that the client's retry under the same id gets the answer of
+/// the one upstream call instead of a `client_gone` kept for the id.
+#[tokio::test]
+async fn a_keyed_query_runs_on_when_its_client_hangs_up_even_without_a_shared_store() {
+    use std::sync::Arc;
+    use switchyard_e2e::{ask, cluster_config, connect};
+    use switchyard_runtime::local::Asked;
+    use switchyard_runtime::{Node, SharedState};
+
+    let mock = switchyard_mock::MockServer::start(switchyard_mock::MockConfig::default()).await.unwrap();
+    let namespace = format!("keyed-{}", uuid::Uuid::new_v4().simple());
+    let config = cluster_config(&mock, &namespace, "node-1").unwrap();
+    let node = Node::start(&config, connect().await.unwrap(), SharedState::default()).await.unwrap();
+    let dispatcher = Arc::new(node.dispatcher().expect("a router node"));
+    mock.set_behavior(PRIMARY_MODEL, Behavior::answering("the one answer").with_latency_ms(500));
+    let mut request = ask("keep going");
+    request.id = Some("keyed-hang-up".into());
+
+    let first = tokio::spawn({
+        let (dispatcher, request) = (dispatcher.clone(), request.clone());
+        async move { dispatcher.ask("chat", request, 100, Duration::from_secs(30)).await }
+    });
+    eventually("the query reached the provider", Duration::from_secs(5), || async {
+        (mock.calls(PRIMARY_MODEL) == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    first.abort();
+    let _ = first.await;
+
+    match dispatcher.ask("chat", request, 100, Duration::from_secs(30)).await {
+        Asked::Answered(Ok(reply)) => assert_eq!(reply.content, "the one answer"),
+        Asked::Answered(Err(error)) => panic!("the retry got an error: {error:?}"),
+        _ => panic!("the retry got no answer"),
+    }
+    assert_eq!(mock.calls(PRIMARY_MODEL), 1, "the retry joined the running query");
+    node.shutdown().await;
+    mock.shutdown().await;
+}

@@ -8,8 +8,8 @@
 //!
 //! A query without an id carries a cancel token ([`CANCEL_HEADER`]). Dropped before its answer (its caller stopped
 //! waiting: a timeout around it, an HTTP client of the door hanging up), it publishes the token on the cancel
-//! subject; the router running it stops it and cancels its provider calls. A query with an id is left to run, so that a retry under
-//! the same id finds its answer.
+//! subject; the router running it stops it and cancels its provider calls. A query with an id is left to run, so
+//! that a retry under the same id finds its answer.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,8 +22,8 @@
 //! - **Giving up.** A query without an id (`assign_ids` off and none given) that is dropped before its answer, the
 //!   future of [`Client::query`] or a [`QueryStream`] before its end, tells the routers so: it publishes the
 //!   random token its query carried (header `Switchyard-Cancel`) on `<namespace>.v1.cancel.query`, and the router
-//!   running it stops it and cancels its provider calls, so nobody pays for an answer nobody reads. A query with an id runs on, so that a retry under
-//!   the same id finds its answer.
+//!   running it stops it and cancels its provider calls, so nobody pays for an answer nobody reads. A query with
+//!   an id runs on, so that a retry under the same id finds its answer.
 //!
 //! Streams ([`Client::stream`], [`StreamEvent`]) follow these rules:
 //!

@@ -399,7 +399,7 @@ async fn only_a_keyless_query_dropped_before_its_end_is_cancelled() {
         })
     };
 
-    // Over: answered, a stream that ended. Neither cancels anything.
+    // Over: answered, a stream that ended, one that failed. None of them cancels anything.
     let answered_query = spawn(&keyless, false);
     let (_, message, request) = fake.copy().await;
     fake.answer(&message, answered(&request.id, "hello")).await;
@@ -408,6 +408,11 @@ async fn only_a_keyless_query_dropped_before_its_end_is_cancelled() {
     let (_, message, _) = fake.copy().await;
     fake.done(&message, 1, 0, "hello").await;
     ended_stream.await.unwrap();
+    let failed_stream = spawn(&keyless, true);
+    let (_, message, _) = fake.copy().await;
+    let error = ErrorReply::new(ErrorType::UpstreamError, "upstream_error", "every provider failed");
+    fake.answer(&message, StreamFrame::Error { attempt: 1, chunks: 0, error }).await;
+    failed_stream.await.unwrap();
     // With an id (assigned), dropped unanswered: it runs on for a retry.
     let keyed = spawn(&client, false);
     let (_, message, _) = fake.copy().await;

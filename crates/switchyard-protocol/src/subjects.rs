@@ -10,6 +10,9 @@
 /// Not the reply subject, which NATS rewrites when a query crosses accounts.
 pub const CANCEL_HEADER: &str = "Switchyard-Cancel";
 
+/// The longest cancel token a node takes; longer ones are ignored (the client's are 32 hex digits).
+pub const MAX_CANCEL_TOKEN_LEN: usize = 64;
+
 /// The default namespace.
 pub const DEFAULT_NAMESPACE: &str = "switchyard";
 

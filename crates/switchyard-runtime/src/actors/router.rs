@@ -189,7 +189,7 @@ pub struct Admitted {
     pub fingerprint: String,
     pub received: Instant,
     pub permit: Permit,
-    /// The client's trace context, from the message's headers.
+    /// The client's trace context, from the message's headers (all of them but the cancel token).
     pub trace: Vec<(String, String)>,
     /// The token a bus client may cancel the query with ([`CANCEL_HEADER`]).
     pub cancel: Option<String>,
@@ -289,7 +289,7 @@ impl Intake {
     }
 
     /// Validates a parsed query, fingerprints it when it has an id, and casts it to the router; `headers` are
-    /// the message's (the client's trace context and cancel token).
+    /// the message's (the client's trace context, and its cancel token).
     async fn hand_over(
         &self,
         plan: Arc<RoutePlan>,
@@ -303,8 +303,10 @@ impl Intake {
             return self.reject(reply_to, error.with_id(request.id.clone())).await;
         }
         let fingerprint = if request.id.is_some() { request.fingerprint() } else { String::new() };
-        let cancel = headers.iter().find(|(name, _)| name == CANCEL_HEADER).map(|(_, token)| token.clone());
-        let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace: headers, cancel };
+        // The cancel token is taken out, so that only a client's trace context remains.
+        let mut trace = headers;
+        let cancel = trace.iter().position(|(name, _)| name == CANCEL_HEADER).map(|at| trace.swap_remove(at).1);
+        let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace, cancel };
         if let Err(error) = self.router.cast(RouterMsg::Query(Box::new(admitted))) {
             debug!(%error, "router gone, query dropped");
         }
@@ -536,7 +538,7 @@ impl RouterState {
         let idem = self.idempotency.clone();
         let routing = self.routing.clone();
         let quality = self.quality.clone();
-        // Watched from here on, so that a cancellation arriving before the task runs is kept.
+        // Watched from here on (a cancellation that came earlier was kept by `abandons`).
         let watch = cancel.filter(|_| key.is_none()).and_then(|token| self.abandons.watch(&token));
         let span =
             debug_span!("query", route = %plan.name, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
@@ -572,10 +574,13 @@ impl RouterState {
                 (Some(idem), Some(key)) => {
                     answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
                 }
+                // A query with an id runs on whatever its client does, so that a retry under the same id finds
+                // its answer (here, in the node's de-duplication table).
+                (None, Some(_)) => Resolved::Ran { answer: run().await, owned: false },
                 // Without an id nobody else can ask for the answer: when its client hangs up (or, over the bus,
                 // says it stopped waiting), the query stops and its running calls are cancelled (dropping the walk
-                // does that). A query with an id runs on, so that a retry under the same id finds its answer.
-                _ => {
+                // does that).
+                (_, None) => {
                     let answer = tokio::select! {
                         biased;
                         answer = run() => answer,
