@@ -33,7 +33,8 @@
 //! The node runs one worker thread (`node.worker_threads = 1`) unless `--node-workers N` says otherwise (0: the
 //! node's default, one per core): on these 2 cores it shares the machine with the client, NATS and the mock, and a
 //! second worker only hands each query between threads (futex wake-ups, cache misses) without adding a core.
-//! Builds `switchyard` and `switchyard-mock` (release) first. Needs NATS at `SWITCHYARD_NATS_URL` (default
+//! Builds `switchyard` and `switchyard-mock` (release) first; `SWITCHYARD_BENCH_NODE_BIN=path` runs another build of
+//! the node instead (to compare two versions on the same machine, run after run). Needs NATS at `SWITCHYARD_NATS_URL` (default
 //! nats://127.0.0.1:4222; `deploy/services.sh` starts it) and `redis-server` on the PATH: the node gets a Redis of
 //! its own, so that the command count is the node's alone.
 
@@ -271,6 +272,8 @@ impl Drop for Process {
 async fn run(args: Args) -> anyhow::Result<()> {
     let nats_url = std::env::var("SWITCHYARD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let bin = build_binaries()?;
+    // Another build of the node, for comparing two versions on the same machine in turn.
+    let node_bin = std::env::var_os("SWITCHYARD_BENCH_NODE_BIN").map_or_else(|| bin.join("switchyard"), PathBuf::from);
     let work = std::env::temp_dir().join(format!("switchyard-gateway-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
 
@@ -333,7 +336,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&config, node_config(&namespace, &nats_url, &redis_url, mock_addr, door_addr, args.node_workers))?;
     let node = spawn(
         "node",
-        Command::new(bin.join("switchyard"))
+        Command::new(&node_bin)
             .args(["serve", "--config"])
             .arg(&config)
             .env("SWITCHYARD_BENCH_DOOR_KEY", DOOR_KEY)
