@@ -31,12 +31,13 @@
 //!  [--mock-port P] [--node-workers N] [--peer NAME=BASE_URL]... [--peer-header 'NAME=Header: value']...` where BASE_URL is a
 //! peer's OpenAI base URL (`http://127.0.0.1:4000/v1`; requests go to BASE_URL/chat/completions).
 //! The node runs one worker thread (`node.worker_threads = 1`) unless `--node-workers N` says otherwise (0: the
-//! node's default, one per core): on these 2 cores it shares the machine with the client, NATS and the mock, and a
-//! second worker only hands each query between threads (futex wake-ups, cache misses) without adding a core.
-//! Builds `switchyard` and `switchyard-mock` (release) first; `SWITCHYARD_BENCH_NODE_BIN=path` runs another build of
-//! the node instead (to compare two versions on the same machine, run after run). Needs NATS at `SWITCHYARD_NATS_URL` (default
-//! nats://127.0.0.1:4222; `deploy/services.sh` starts it) and `redis-server` on the PATH: the node gets a Redis of
-//! its own, so that the command count is the node's alone.
+//! node's default, one per core): on these 2 cores it shares the machine with the client, NATS and the mock, and in
+//! three-round runs a second worker gave no steady gain (a lone worker is preempted by the processes its writes
+//! wake, two hand each query between threads).
+//! Builds `switchyard` and `switchyard-mock` (release) first; `SWITCHYARD_BENCH_NODE_BIN=path` runs another build
+//! of the node instead (to compare two versions on the same machine, run after run). Needs NATS at
+//! `SWITCHYARD_NATS_URL` (default nats://127.0.0.1:4222; `deploy/services.sh` starts it) and `redis-server` on the
+//! PATH: the node gets a Redis of its own, so that the command count is the node's alone.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
