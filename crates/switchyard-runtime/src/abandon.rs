@@ -18,10 +18,11 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lru::LruCache;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use switchyard_protocol::subjects::MAX_CANCEL_TOKEN_LEN;
 
@@ -170,9 +171,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_missed_cancellation_is_forgotten_after_a_while_or_past_the_capacity() {
-        let abandons = Arc::new(Abandons::new(Duration::ZERO, 4));
+        let abandons = Arc::new(Abandons::new(Duration::from_secs(1), 4));
         abandons.abandon("stale");
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::advance(Duration::from_secs(2)).await;
         let watch = abandons.watch("stale").unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(50), watch.abandoned()).await.is_err(), "expired");
 

@@ -21,7 +21,7 @@ use switchyard_bus::{Bus, Message, Subscription};
 use switchyard_core::FailureClass;
 use switchyard_protocol::client::{ErrorReply, ErrorType};
 use switchyard_protocol::internal::{CascadeCall, ProviderCall, ProviderReply, Refusal, WireFailure};
-use switchyard_protocol::subjects::{MAX_CANCEL_TOKEN_LEN, Subjects};
+use switchyard_protocol::subjects::Subjects;
 use switchyard_protocol::{Bincode, Codec, Json};
 
 use super::admin::AdminMsg;
@@ -123,8 +123,8 @@ impl Actor for BusBridge {
                 let sub = args.bus.subscribe(&args.subjects.query_cancel()).await?;
                 let abandons = intake.abandons.clone();
                 cancels.push(pump(sub, CancellationToken::new(), move |message| {
-                    let token = Some(&message.payload).filter(|token| token.len() <= MAX_CANCEL_TOKEN_LEN);
-                    if let Some(Ok(token)) = token.map(|token| std::str::from_utf8(token))
+                    // `abandon` ignores oversized tokens.
+                    if let Ok(token) = std::str::from_utf8(&message.payload)
                         && abandons.abandon(token)
                     {
                         debug!("query abandoned by its client");
