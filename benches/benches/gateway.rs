@@ -120,7 +120,11 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = |workers| tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build();
+    // As the node builds its runtime: one worker is a current-thread runtime.
+    let runtime = |workers| match workers {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
     let mut argv = std::env::args().skip(1);
     let mut arg = |name: &str| argv.next().with_context(|| format!("{name} missing"));
     match arg("mode").ok().as_deref() {

@@ -247,7 +247,8 @@ pub struct NodeSection {
     /// traces and idempotency; remote providers are still reached over NATS).
     pub local_calls: bool,
     /// Threads of the node's async runtime; none means one per core. A node that shares a few cores with NATS,
-    /// Redis or other processes answers sooner with fewer: one worker never hands a query to another thread.
+    /// Redis or other processes answers sooner with fewer: one worker never hands a query to another thread, and
+    /// runs as tokio's current-thread runtime (no work-stealing queues to keep).
     pub worker_threads: Option<usize>,
 }
 

@@ -59,10 +59,16 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = serving.as_ref().and_then(|c| c.node.worker_threads) {
-        builder.worker_threads(threads);
-    }
+    // One worker is a current-thread runtime: no work-stealing queues or cross-thread wake-ups to pay for.
+    let mut builder = match serving.as_ref().and_then(|c| c.node.worker_threads) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -264,7 +264,7 @@ async fn collector() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) 
 }
 
 /// A query's spans are at debug level, so the log lines at info leave them out; the span exporter must still get
-/// them. Also runs the node on the one worker thread `node.worker_threads` asks for.
+/// them. Also runs the node on the one worker thread `node.worker_threads` asks for (tokio's current-thread runtime).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_exports_a_querys_spans_over_otlp_while_logging_at_info() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
