@@ -383,11 +383,14 @@ pub struct RouterState {
     quality: Arc<QualityRouting>,
     settings: RouterSettings,
     gate: Arc<Gate>,
-    running: usize,
+    /// Queries answered and failed, counted by their tasks (a query without an id sends the router no message
+    /// when it ends).
+    ended: Arc<Ended>,
     dedup: DedupTable<Waiter, Arc<Answer>>,
     idempotency: Option<Idempotency>,
     abandons: Arc<Abandons>,
-    /// Query tasks and the lease renewal: aborted with the actor's state if the actor is killed.
+    /// Query tasks and the lease renewal: aborted with the actor's state if the actor is killed. Finished tasks
+    /// are reaped at the next query or keyed completion.
     tasks: JoinSet<()>,
     health: RouterHealth,
 }
@@ -395,12 +398,12 @@ pub struct RouterState {
 pub enum RouterMsg {
     /// A client's query, parsed and validated by the intake.
     Query(Box<Admitted>),
-    /// A query task finished: whether it answered (or failed), and for a query with an id its de-duplication
-    /// key and answer. A query without one leaves its answer to its client alone, so an answer handed over in
-    /// process usually has a single owner and is not copied.
+    /// The task of a query with an id finished: its de-duplication key and answer, for the copies waiting. A
+    /// query without one sends nothing (its task counts its end in [`Ended`]) and leaves its answer to its
+    /// client alone, so an answer handed over in process usually has a single owner and is not copied.
     Completed {
-        ok: bool,
-        keyed: Option<(String, Arc<Answer>)>,
+        key: String,
+        answer: Arc<Answer>,
     },
     Health(RpcReplyPort<RouterHealth>),
 }
@@ -443,7 +446,7 @@ impl Actor for RouterActor {
             dedup: DedupTable::new(args.settings.dedup),
             settings: args.settings,
             gate: args.gate,
-            running: 0,
+            ended: Arc::default(),
             idempotency: args.idempotency,
             abandons: args.abandons,
             tasks,
@@ -459,28 +462,23 @@ impl Actor for RouterActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RouterMsg::Query(admitted) => state.admit(myself, *admitted).await,
-            RouterMsg::Completed { ok, keyed } => {
-                state.running = state.running.saturating_sub(1);
+            RouterMsg::Completed { key, answer } => {
                 while state.tasks.try_join_next().is_some() {}
-                match ok {
-                    true => state.health.answered += 1,
-                    false => state.health.errors += 1,
-                }
-                if let Some((key, answer)) = keyed {
-                    // A conflict reported by the store means the key belongs to another request: this node must
-                    // not bind it to the refused one.
-                    let conflict = matches!(answer.as_ref(), Err(e) if e.error.code == "idempotency_conflict");
-                    let waiters = match conflict {
-                        true => state.dedup.forget(&key),
-                        false => state.dedup.complete(&key, answer.clone(), weight(&answer)),
-                    };
-                    for waiter in waiters {
-                        deliver(state.ctx.bus.as_ref(), &waiter.reply_to, &answer, waiter.stream).await;
-                    }
+                // A conflict reported by the store means the key belongs to another request: this node must not
+                // bind it to the refused one.
+                let conflict = matches!(answer.as_ref(), Err(e) if e.error.code == "idempotency_conflict");
+                let waiters = match conflict {
+                    true => state.dedup.forget(&key),
+                    false => state.dedup.complete(&key, answer.clone(), weight(&answer)),
+                };
+                for waiter in waiters {
+                    deliver(state.ctx.bus.as_ref(), &waiter.reply_to, &answer, waiter.stream).await;
                 }
             }
             RouterMsg::Health(port) => {
                 let mut health = state.health.clone();
+                health.answered = state.ended.answered.load(Ordering::Relaxed);
+                health.errors = state.ended.failed.load(Ordering::Relaxed);
                 health.in_flight = state.gate.held() as u64;
                 health.rejected += state.gate.rejected.load(Ordering::Relaxed);
                 let _ = port.send(health);
@@ -533,7 +531,8 @@ impl RouterState {
 
         // Not queued as a waiter: the query runs, and its task holds its place in the gate.
         let Some(Waiter { reply_to, permit, .. }) = waiter else { return };
-        self.running += 1;
+        while self.tasks.try_join_next().is_some() {}
+        let ended = self.ended.clone();
         let ctx = self.ctx.clone();
         let idem = self.idempotency.clone();
         let routing = self.routing.clone();
@@ -615,11 +614,26 @@ impl RouterState {
                     answer
                 }
             };
-            let ok = answer.is_ok();
-            let keyed = key.map(|key| (key, answer));
-            let _ = myself.cast(RouterMsg::Completed { ok, keyed });
+            ended.count(answer.is_ok());
+            if let Some(key) = key {
+                let _ = myself.cast(RouterMsg::Completed { key, answer });
+            }
         });
         self.tasks.spawn(task.instrument(span));
+    }
+}
+
+/// How many queries this router's tasks ended, answered or failed.
+#[derive(Default)]
+struct Ended {
+    answered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Ended {
+    fn count(&self, answered: bool) {
+        let counter = if answered { &self.answered } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
