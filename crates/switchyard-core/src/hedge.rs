@@ -65,7 +65,7 @@ impl LatencyWindow {
     pub const CAPACITY: usize = 256;
     /// Samples needed before a quantile is trusted.
     pub const MIN_SAMPLES: usize = 20;
-    /// The p95 is recomputed after this many new samples (sorting 256 values on every query would be waste).
+    /// The p95 is recomputed after this many new samples (selecting from 256 values on every query would be waste).
     const REFRESH_EVERY: usize = 16;
 
     pub fn record(&mut self, latency: Duration) {
