@@ -55,6 +55,8 @@ for _ in $(seq 1 50); do
   (exec 3<>"/dev/tcp/127.0.0.1/$mock_port") 2>/dev/null && break
   sleep 0.1
 done
+# The node of the gateway bench (`node_config` in benches/benches/gateway.rs), with this script's ports and key:
+# keep the two alike, so that this count and the bench's figures describe the same node.
 cat >"$work/node.toml" <<EOF
 [node]
 name = "callgrind-node"

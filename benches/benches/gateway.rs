@@ -608,6 +608,7 @@ impl Report {
     }
 }
 
+/// The node this bench measures; `benches/callgrind-door.sh` writes the same one (keep them alike).
 fn node_config(namespace: &str, nats: &str, redis: &str, mock: SocketAddr, door: SocketAddr, workers: usize) -> String {
     let workers = match workers {
         0 => String::new(),
