@@ -5,8 +5,9 @@
 //!   the client library does; one without is sent once (the door gives it no id, so it costs no claim in the
 //!   shared store).
 //! - [`LocalDispatch`] hands it to the router of the same node ([`LocalDispatcher`]): no bus hop for the query
-//!   or its answer, the same admission, de-duplication and query task as a query from the bus. A plain answer
-//!   comes back typed; a stream is read by the client library, as over the bus.
+//!   or its answer, the same admission, de-duplication and query code as a query from the bus. A plain answer
+//!   comes back typed (without an id, the query runs in the request's own task); a stream is read by the client
+//!   library, as over the bus.
 //!
 //! Both answer with the client library's types and errors, so the door treats them alike.
 

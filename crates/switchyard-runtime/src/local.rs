@@ -6,7 +6,9 @@
 //! by id, the same query task), and the final answer comes back on a channel.
 //!
 //! - A plain query ([`LocalDispatcher::ask`]) gets its answer typed: the reply or the refusal the router would
-//!   have encoded for a bus client, without the encoding and the parsing.
+//!   have encoded for a bus client, without the encoding and the parsing. Without an id it runs in the caller's
+//!   task ([`Intake::run_here`]): admitted the same way, answered by the code of the router's query tasks, and
+//!   cancelled when the caller drops it.
 //! - A streaming one ([`LocalDispatcher::submit`]) still has its chunks arrive on a bus inbox, because provider
 //!   actors publish them on the bus wherever they run. The final frame comes on the channel as the bytes a bus
 //!   client would receive, and the two are merged into one [`Subscription`] that reads like a bus client's reply
@@ -67,6 +69,12 @@ impl LocalDispatcher {
     #[allow(clippy::result_large_err)] // an answer is a reply either way, moved once to the caller
     pub async fn ask(&self, route: &str, mut request: QueryRequest, size: usize, wait: Duration) -> Asked {
         request.stream = false;
+        // Without an id, nothing else asks for the answer: the query runs right here, in the caller's task.
+        let request = match tokio::time::timeout(wait, self.intake.run_here(route, request, size)).await {
+            Ok(Ok(answer)) => return Asked::Answered(answer),
+            Ok(Err(request)) => request,
+            Err(_) => return Asked::TimedOut,
+        };
         let (answers, mut received) = mpsc::unbounded_channel();
         self.intake.submit(route, request, size, ReplyTo::Typed(answers)).await;
         match tokio::time::timeout(wait, received.recv()).await {

@@ -158,6 +158,7 @@ impl Actor for NodeSupervisor {
         let router = match (args.routing, &args.quality) {
             (Some(routing), Some(quality)) => {
                 let abandons = Arc::new(Abandons::default());
+                let runner = Arc::new(std::sync::OnceLock::new());
                 let router_args = RouterArgs {
                     node: args.node.clone(),
                     bus: args.bus.clone(),
@@ -169,6 +170,7 @@ impl Actor for NodeSupervisor {
                     idempotency: args.idempotency.clone(),
                     local: (args.local_calls && providers.is_some()).then(|| directory.clone()),
                     abandons: abandons.clone(),
+                    runner: runner.clone(),
                 };
                 let router = Actor::spawn_linked(None, RouterActor, router_args, myself.get_cell()).await?.0;
                 others.push(("router".into(), router.get_cell()));
@@ -180,6 +182,7 @@ impl Actor for NodeSupervisor {
                     max_payload_bytes: args.max_payload_bytes,
                     gate: args.gate.clone(),
                     abandons,
+                    runner,
                 };
                 Some((router, Arc::new(intake)))
             }

@@ -20,10 +20,13 @@
 //!
 //! Queries come from the bus ([`Intake::accept`]) or, on a node whose HTTP door runs beside its router, in process
 //! ([`Intake::submit`], used by [`crate::local::LocalDispatcher`]); both take the same path from the gate on, and
-//! differ only in where the final answer goes ([`ReplyTo`]).
+//! differ only in where the final answer goes ([`ReplyTo`]). A plain query in process without an id has no
+//! book-keeping for the router to do (nobody else can ask for its answer): it is admitted the same way and
+//! answered by the same code (`resolve`, with the router's [`Runner`]), in its caller's task
+//! ([`Intake::run_here`]), so it costs no mailbox, task or channel, and dropping it cancels it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -205,6 +208,9 @@ pub struct Intake {
     pub gate: Arc<Gate>,
     /// The keyless queries from the bus running here, for their clients' cancellations.
     pub abandons: Arc<Abandons>,
+    /// What the router's query tasks run with, set when the router starts: plain keyless queries handed over in
+    /// process run with it in their caller's task ([`Intake::run_here`]).
+    pub runner: Arc<OnceLock<Arc<Runner>>>,
 }
 
 impl Intake {
@@ -288,6 +294,45 @@ impl Intake {
         self.hand_over(plan, request, reply_to, received, permit, trace).await;
     }
 
+    /// Runs a plain query without an id, handed over in process, to its end in the caller's task: admitted as
+    /// [`Intake::submit`] admits it, and answered by the code of the router's query tasks (`resolve`), without
+    /// the router's mailbox, a task of its own or a channel back; nothing else ever asks for such a query's
+    /// answer, so the router has no book-keeping to do for it. Dropping the future (the door's client hung up)
+    /// cancels its calls, and it is counted as `client_gone`, as a query task counts it.
+    ///
+    /// `Err` gives the request back when it is not for this path (it has an id or streams, which the router's
+    /// book-keeping serves, or the router has not started): hand it to [`Intake::submit`].
+    #[allow(clippy::result_large_err)] // the request given back is moved once, to `submit`
+    pub async fn run_here(&self, route: &str, request: QueryRequest, size: usize) -> Result<Answer, QueryRequest> {
+        let runner = match self.runner.get() {
+            Some(runner) if request.id.is_none() && !request.stream => runner,
+            _ => return Err(request),
+        };
+        let received = Instant::now();
+        let refused = |error: ErrorReply| {
+            self.gate.reject();
+            debug!(code = %error.error.code, "query rejected");
+            Err(error)
+        };
+        let _permit = match self.enter(size) {
+            Ok(permit) => permit,
+            Err(error) => return Ok(refused(*error)),
+        };
+        let plan = match self.plan(route) {
+            Ok(plan) => plan,
+            Err(error) => return Ok(refused(*error)),
+        };
+        if let Err(error) = request.validate() {
+            return Ok(refused(error));
+        }
+        let deadline = received + request.deadline_ms.map_or(runner.default_deadline, Duration::from_millis);
+        let span = debug_span!("query", route = %plan.name, id = "", stream = false);
+        let mut running = Running { runner, route: &plan.name, received, ended: false };
+        let answer = resolve(runner, &plan, &request, TYPED_SUBJECT, deadline).instrument(span).await;
+        running.end(&answer);
+        Ok(answer)
+    }
+
     /// Validates a parsed query, fingerprints it when it has an id, and casts it to the router; `headers` are
     /// the message's (the client's trace context, and its cancel token).
     async fn hand_over(
@@ -367,6 +412,8 @@ pub struct RouterArgs {
     pub local: Option<crate::actors::provider_supervisor::ProviderDirectory>,
     /// The keyless queries from the bus running here, shared with the intake.
     pub abandons: Arc<Abandons>,
+    /// Set to what the query tasks run with when the router starts, for the intake (shared with it).
+    pub runner: Arc<OnceLock<Arc<Runner>>>,
 }
 
 /// Somebody waiting for a de-duplicated answer: where to send it, in which form, and its place in the gate.
@@ -378,14 +425,10 @@ struct Waiter {
 }
 
 pub struct RouterState {
-    ctx: Arc<QueryContext>,
-    routing: Arc<Routing>,
-    quality: Arc<QualityRouting>,
+    /// What query tasks run with, shared with the intake.
+    runner: Arc<Runner>,
     settings: RouterSettings,
     gate: Arc<Gate>,
-    /// Queries answered and failed, counted by their tasks (a query without an id sends the router no message
-    /// when it ends).
-    ended: Arc<Ended>,
     dedup: DedupTable<Waiter, Arc<Answer>>,
     idempotency: Option<Idempotency>,
     abandons: Arc<Abandons>,
@@ -433,20 +476,20 @@ impl Actor for RouterActor {
         if !args.quality.is_empty() {
             tasks.spawn(args.quality.clone().watch());
         }
-        Ok(RouterState {
-            ctx: Arc::new(QueryContext {
-                node: args.node,
-                bus: args.bus,
-                subjects: args.subjects,
-                liveness,
-                local: args.local,
-            }),
+        let runner = Arc::new(Runner {
+            ctx: QueryContext { node: args.node, bus: args.bus, subjects: args.subjects, liveness, local: args.local },
             routing: args.routing,
             quality: args.quality,
+            ended: Ended::default(),
+            default_deadline: args.settings.default_deadline,
+        });
+        // Set once: a router is not restarted in place (its failure stops the node).
+        let _ = args.runner.set(runner.clone());
+        Ok(RouterState {
+            runner,
             dedup: DedupTable::new(args.settings.dedup),
             settings: args.settings,
             gate: args.gate,
-            ended: Arc::default(),
             idempotency: args.idempotency,
             abandons: args.abandons,
             tasks,
@@ -472,13 +515,13 @@ impl Actor for RouterActor {
                     false => state.dedup.complete(&key, answer.clone(), weight(&answer)),
                 };
                 for waiter in waiters {
-                    deliver(state.ctx.bus.as_ref(), &waiter.reply_to, &answer, waiter.stream).await;
+                    deliver(state.runner.ctx.bus.as_ref(), &waiter.reply_to, &answer, waiter.stream).await;
                 }
             }
             RouterMsg::Health(port) => {
                 let mut health = state.health.clone();
-                health.answered = state.ended.answered.load(Ordering::Relaxed);
-                health.errors = state.ended.failed.load(Ordering::Relaxed);
+                health.answered = state.runner.ended.answered.load(Ordering::Relaxed);
+                health.errors = state.runner.ended.failed.load(Ordering::Relaxed);
                 health.in_flight = state.gate.held() as u64;
                 health.rejected += state.gate.rejected.load(Ordering::Relaxed);
                 let _ = port.send(health);
@@ -492,7 +535,7 @@ impl RouterState {
     async fn reject(&mut self, reply_to: ReplyTo, error: ErrorReply) {
         self.health.rejected += 1;
         debug!(code = %error.error.code, "query rejected");
-        reply_to.answer(self.ctx.bus.as_ref(), &Arc::new(Err(error)), None).await;
+        reply_to.answer(self.runner.ctx.bus.as_ref(), &Arc::new(Err(error)), None).await;
     }
 
     /// Book-keeping of an admitted query: queue time, de-duplication, then its task.
@@ -517,7 +560,7 @@ impl RouterState {
                 }
                 Seen::Done(answer) => {
                     self.health.duplicates += 1;
-                    return deliver(self.ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
+                    return deliver(self.runner.ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
                 }
                 Seen::Conflict => return self.reject(reply_to, conflict(request.id.clone())).await,
                 Seen::Full => {
@@ -532,11 +575,8 @@ impl RouterState {
         // Not queued as a waiter: the query runs, and its task holds its place in the gate.
         let Some(Waiter { reply_to, permit, .. }) = waiter else { return };
         while self.tasks.try_join_next().is_some() {}
-        let ended = self.ended.clone();
-        let ctx = self.ctx.clone();
+        let runner = self.runner.clone();
         let idem = self.idempotency.clone();
-        let routing = self.routing.clone();
-        let quality = self.quality.clone();
         // Watched from here on (a cancellation that came earlier was kept by `abandons`).
         let watch = cancel.filter(|_| key.is_none()).and_then(|token| self.abandons.watch(&token));
         let span =
@@ -552,26 +592,12 @@ impl RouterState {
             let _permit = permit;
             // A query with a key holds its node's lease until its answer is stored.
             let _lease = idem.as_ref().filter(|_| key.is_some()).map(Idempotency::hold);
-            // A cascade answers whole (its stages' confidence is known only at their end): a streaming client
-            // gets it as one chunk, like a copy of an answered id.
-            let cascade = plan.cascade.clone();
-            let run = || async {
-                if let Some(name) = &cascade {
-                    return call_cascade(&ctx, &routing, &plan, name, &request, deadline).await;
-                }
-                // The router decides when the query runs, not when a copy of an answered id is served.
-                let routed = quality.route(&plan, &request, &routing);
-                let answer = match &routed.ensemble {
-                    Some(e) => {
-                        run_ensemble(&ctx, &routing, &routed.plan, e, &request, reply_to.subject(), deadline).await
-                    }
-                    None => run_query(&ctx, &routing, &routed.plan, &request, reply_to.subject(), deadline).await,
-                };
-                with_decision(answer, routed.decision)
-            };
+            let runner = runner.as_ref();
+            let ctx = &runner.ctx;
+            let run = || resolve(runner, &plan, &request, reply_to.subject(), deadline);
             let resolved = match (&idem, &key) {
                 (Some(idem), Some(key)) => {
-                    answer_once(idem, &ctx, key, &fingerprint, request.id.clone(), deadline, run).await
+                    answer_once(idem, ctx, key, &fingerprint, request.id.clone(), deadline, run).await
                 }
                 // A query with an id runs on whatever its client does, so that a retry under the same id finds
                 // its answer (here, in the node's de-duplication table).
@@ -592,19 +618,21 @@ impl RouterState {
             let counted = match &resolved {
                 Resolved::Ran { answer, .. } | Resolved::Found(answer) => answer,
             };
-            observe(&routing, &plan.name, counted, received.elapsed());
+            observe(&runner.routing, &plan.name, counted, received.elapsed());
             let answer = match resolved {
                 Resolved::Ran { answer, owned } => {
                     let answer = Arc::new(answer);
-                    // The client first; announcing and storing the answer only afterwards.
-                    if cascade.is_some() {
+                    // The client first; announcing and storing the answer only afterwards. A cascade answers whole
+                    // (its stages' confidence is known only at their end): a streaming client gets it as one
+                    // chunk, like a copy of an answered id.
+                    if plan.cascade.is_some() {
                         deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
                     } else {
                         let stream = request.stream.then(|| StreamEnd::of(&answer));
                         reply_to.answer(ctx.bus.as_ref(), &answer, stream).await;
                     }
                     if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
-                        publish_answer(idem, &ctx, key, &answer, deadline).await;
+                        publish_answer(idem, ctx, key, &answer, deadline).await;
                     }
                     answer
                 }
@@ -614,12 +642,69 @@ impl RouterState {
                     answer
                 }
             };
-            ended.count(answer.is_ok());
+            runner.ended.count(answer.is_ok());
             if let Some(key) = key {
                 let _ = myself.cast(RouterMsg::Completed { key, answer });
             }
         });
         self.tasks.spawn(task.instrument(span));
+    }
+}
+
+/// What a query runs with, wherever it runs: made by the router when it starts, and shared with its intake.
+pub struct Runner {
+    ctx: QueryContext,
+    routing: Arc<Routing>,
+    quality: Arc<QualityRouting>,
+    /// Queries answered and failed, counted where they end (a query without an id sends the router no message).
+    ended: Ended,
+    default_deadline: Duration,
+}
+
+/// A query's answer: through its cascade, its ensemble or its route's walk, the quality router deciding first.
+/// The one code that answers queries, whether in a router's task or in the task of a caller in process.
+async fn resolve(
+    runner: &Runner,
+    plan: &Arc<RoutePlan>,
+    request: &QueryRequest,
+    subject: &str,
+    deadline: Instant,
+) -> Answer {
+    let Runner { ctx, routing, quality, .. } = runner;
+    if let Some(name) = &plan.cascade {
+        return call_cascade(ctx, routing, plan, name, request, deadline).await;
+    }
+    // The router decides when the query runs, not when a copy of an answered id is served.
+    let routed = quality.route(plan, request, routing);
+    let answer = match &routed.ensemble {
+        Some(e) => run_ensemble(ctx, routing, &routed.plan, e, request, subject, deadline).await,
+        None => run_query(ctx, routing, &routed.plan, request, subject, deadline).await,
+    };
+    with_decision(answer, routed.decision)
+}
+
+/// A query run in its caller's task ([`Intake::run_here`]), until it ends: counted as a query task counts its
+/// end, and as `client_gone` when its caller drops it first.
+struct Running<'a> {
+    runner: &'a Runner,
+    route: &'a str,
+    received: Instant,
+    ended: bool,
+}
+
+impl Running<'_> {
+    fn end(&mut self, answer: &Answer) {
+        observe(&self.runner.routing, self.route, answer, self.received.elapsed());
+        self.runner.ended.count(answer.is_ok());
+        self.ended = true;
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(&Err(client_gone(None)));
+        }
     }
 }
 
