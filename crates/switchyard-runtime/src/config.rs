@@ -224,8 +224,7 @@ pub struct NodeSection {
     pub max_in_flight_queries: usize,
     /// The same bound in payload bytes, so a flood of large queries is bounded in memory too.
     pub max_in_flight_bytes: usize,
-    /// A query with an id that waited longer than this for the router actor is refused as `overloaded` (one
-    /// without an id does not pass through the router actor).
+    /// A query that waited longer than this for the router actor is refused as `overloaded`.
     pub max_queue_wait_ms: u64,
     /// Answers kept per node for de-duplication (least recently used evicted first), besides the queries in
     /// flight.

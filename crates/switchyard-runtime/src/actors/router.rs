@@ -8,12 +8,10 @@
 //!   admitted query is then parsed, validated and fingerprinted (in the pump when it is small, in a task of its
 //!   own when it is large, so big payloads neither block the pump nor one core), and reaches the router as a
 //!   typed [`Admitted`] holding its [`Permit`];
-//! - a query without an id needs no book-keeping: the intake starts its task itself (among the router's tasks,
-//!   which die with the router), and its end is counted in shared atomics;
-//! - the **router actor** does the book-keeping of queries with an id: it drops those that waited too long in its
-//!   mailbox (`overloaded`), de-duplicates by idempotency key in a bounded [`DedupTable`] (same key and
-//!   fingerprint: join or get the kept answer; another fingerprint: `idempotency_conflict`), and spawns one task
-//!   per query. Across nodes, the task settles the key through the shared store ([`crate::idempotent`]).
+//! - the **router actor** only does book-keeping: it drops queries that waited too long in its mailbox
+//!   (`overloaded`), de-duplicates by idempotency key in a bounded [`DedupTable`] (same key and fingerprint:
+//!   join or get the kept answer; another fingerprint: `idempotency_conflict`), and spawns one task per query.
+//!   Across nodes, the task settles the key through the shared store ([`crate::idempotent`]).
 //!
 //! A query's permit is released when the query is finished with (answered, refused, or its waiter served), so
 //! the gate counts every query in the mailbox, in parsing, running or waiting. A streaming copy of a key that
@@ -28,7 +26,7 @@
 //! ([`Intake::run_here`]), so it costs no mailbox, task or channel, and dropping it cancels it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -353,13 +351,6 @@ impl Intake {
         // The cancel token is taken out, so that only a client's trace context remains.
         let mut trace = headers;
         let cancel = trace.iter().position(|(name, _)| name == CANCEL_HEADER).map(|at| trace.swap_remove(at).1);
-        // Without an id the router has no book-keeping to do: the query's task starts here.
-        if let (None, Some(runner)) = (&request.id, self.runner.get()) {
-            let deadline = received + request.deadline_ms.map_or(runner.default_deadline, Duration::from_millis);
-            let watch = cancel.and_then(|token| self.abandons.watch(&token));
-            let query = Launch { reply_to, plan, request, received, permit, trace, deadline, keyed: None, watch };
-            return launch(runner, query);
-        }
         let admitted = Admitted { reply_to, plan, request, fingerprint, received, permit, trace, cancel };
         if let Err(error) = self.router.cast(RouterMsg::Query(Box::new(admitted))) {
             debug!(%error, "router gone, query dropped");
@@ -398,7 +389,7 @@ pub struct RouterActor;
 #[derive(Debug, Clone)]
 pub struct RouterSettings {
     pub default_deadline: Duration,
-    /// A query with an id that waited longer than this in the router's mailbox is refused as `overloaded`.
+    /// A query that waited longer than this in the router's mailbox is refused as `overloaded`.
     pub max_queue_wait: Duration,
     pub dedup: DedupLimits,
     /// How often a running provider call sends its router a heartbeat (none: calls are not watched).
@@ -441,6 +432,9 @@ pub struct RouterState {
     dedup: DedupTable<Waiter, Arc<Answer>>,
     idempotency: Option<Idempotency>,
     abandons: Arc<Abandons>,
+    /// Query tasks and the lease renewal: aborted with the actor's state if the actor is killed. Finished tasks
+    /// are reaped at the next query or keyed completion.
+    tasks: JoinSet<()>,
     health: RouterHealth,
 }
 
@@ -488,7 +482,6 @@ impl Actor for RouterActor {
             quality: args.quality,
             ended: Ended::default(),
             default_deadline: args.settings.default_deadline,
-            tasks: Mutex::new(tasks),
         });
         // Set once: a router is not restarted in place (its failure stops the node).
         let _ = args.runner.set(runner.clone());
@@ -499,6 +492,7 @@ impl Actor for RouterActor {
             gate: args.gate,
             idempotency: args.idempotency,
             abandons: args.abandons,
+            tasks,
             health: RouterHealth { routes: names, ..RouterHealth::default() },
         })
     }
@@ -512,6 +506,7 @@ impl Actor for RouterActor {
         match message {
             RouterMsg::Query(admitted) => state.admit(myself, *admitted).await,
             RouterMsg::Completed { key, answer } => {
+                while state.tasks.try_join_next().is_some() {}
                 // A conflict reported by the store means the key belongs to another request: this node must not
                 // bind it to the refused one.
                 let conflict = matches!(answer.as_ref(), Err(e) if e.error.code == "idempotency_conflict");
@@ -579,114 +574,81 @@ impl RouterState {
 
         // Not queued as a waiter: the query runs, and its task holds its place in the gate.
         let Some(Waiter { reply_to, permit, .. }) = waiter else { return };
-        let keyed = key.map(|key| Keyed { key, fingerprint, router: myself, idempotency: self.idempotency.clone() });
+        while self.tasks.try_join_next().is_some() {}
+        let runner = self.runner.clone();
+        let idem = self.idempotency.clone();
         // Watched from here on (a cancellation that came earlier was kept by `abandons`).
-        let watch = cancel.filter(|_| keyed.is_none()).and_then(|token| self.abandons.watch(&token));
-        let query = Launch { reply_to, plan, request, received, permit, trace, deadline, keyed, watch };
-        launch(&self.runner, query);
-    }
-}
-
-/// An admitted query about to run.
-struct Launch {
-    reply_to: ReplyTo,
-    plan: Arc<RoutePlan>,
-    request: QueryRequest,
-    received: Instant,
-    permit: Permit,
-    /// The client's trace context.
-    trace: Vec<(String, String)>,
-    deadline: Instant,
-    /// Its id's book-keeping; none for a query without an id.
-    keyed: Option<Keyed>,
-    /// Its bus client's cancellation, for a query without an id that carried a cancel token.
-    watch: Option<Watch>,
-}
-
-/// What a query with an id is settled with: its de-duplication key and fingerprint, the router that keeps its
-/// answer for the copies, and the cluster's store.
-struct Keyed {
-    key: String,
-    fingerprint: String,
-    router: ActorRef<RouterMsg>,
-    idempotency: Option<Idempotency>,
-}
-
-/// Spawns the task that answers `query` (among the router's tasks): the answer of [`resolve`] (for a query with
-/// an id, settled once in the cluster) or `client_gone` when its client stops waiting first, counted, sent to its
-/// client, and for a query with an id handed back to the router for the copies.
-fn launch(runner: &Arc<Runner>, query: Launch) {
-    let Launch { reply_to, plan, request, received, permit, trace, deadline, keyed, watch } = query;
-    let span =
-        debug_span!("query", route = %plan.name, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
-    if !trace.is_empty() {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let _ = span.set_parent(crate::telemetry::extract_trace(&trace));
-    }
-    let shared = runner.clone();
-    // Boxed where it is made: the task's future is about 10 KB, and moving it into the span, the join set and
-    // the task cell would copy it each time.
-    let task = Box::pin(async move {
-        // Held until the answer is out, so the gate counts the query while it runs.
-        let _permit = permit;
-        // A query with a key holds its node's lease until its answer is stored.
-        let _lease = keyed.as_ref().and_then(|k| k.idempotency.as_ref()).map(Idempotency::hold);
-        let runner = shared.as_ref();
-        let ctx = &runner.ctx;
-        let run = || resolve(runner, &plan, &request, reply_to.subject(), deadline);
-        let resolved = match &keyed {
-            Some(Keyed { key, fingerprint, idempotency: Some(idem), .. }) => {
-                answer_once(idem, ctx, key, fingerprint, request.id.clone(), deadline, run).await
-            }
-            // A query with an id runs on whatever its client does, so that a retry under the same id finds
-            // its answer (here, in the node's de-duplication table).
-            Some(_) => Resolved::Ran { answer: run().await, owned: false },
-            // Without an id nobody else can ask for the answer: when its client hangs up (or, over the bus,
-            // says it stopped waiting), the query stops and its running calls are cancelled (dropping the walk
-            // does that).
-            None => {
-                let answer = tokio::select! {
-                    biased;
-                    answer = run() => answer,
-                    () = reply_to.abandoned(watch.as_ref()) => Err(client_gone(request.id.clone())),
-                };
-                Resolved::Ran { answer, owned: false }
-            }
-        };
-        // Counted before the client sees the answer, so a client that asks for the figures next sees it.
-        let counted = match &resolved {
-            Resolved::Ran { answer, .. } | Resolved::Found(answer) => answer,
-        };
-        observe(&runner.routing, &plan.name, counted, received.elapsed());
-        let answer = match resolved {
-            Resolved::Ran { answer, owned } => {
-                let answer = Arc::new(answer);
-                // The client first; announcing and storing the answer only afterwards. A cascade answers whole
-                // (its stages' confidence is known only at their end): a streaming client gets it as one
-                // chunk, like a copy of an answered id.
-                if plan.cascade.is_some() {
-                    deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
-                } else {
-                    let stream = request.stream.then(|| StreamEnd::of(&answer));
-                    reply_to.answer(ctx.bus.as_ref(), &answer, stream).await;
-                }
-                if let (true, Some(Keyed { key, idempotency: Some(idem), .. })) = (owned, &keyed) {
-                    publish_answer(idem, ctx, key, &answer, deadline).await;
-                }
-                answer
-            }
-            Resolved::Found(answer) => {
-                let answer = Arc::new(answer);
-                deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
-                answer
-            }
-        };
-        runner.ended.count(answer.is_ok());
-        if let Some(Keyed { key, router, .. }) = keyed {
-            let _ = router.cast(RouterMsg::Completed { key, answer });
+        let watch = cancel.filter(|_| key.is_none()).and_then(|token| self.abandons.watch(&token));
+        let span =
+            debug_span!("query", route = %plan.name, id = request.id.as_deref().unwrap_or(""), stream = request.stream);
+        if !trace.is_empty() {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(crate::telemetry::extract_trace(&trace));
         }
-    });
-    runner.spawn(task.instrument(span));
+        // Boxed where it is made: the task's future is about 10 KB, and moving it into the span, the join set and
+        // the task cell would copy it each time.
+        let task = Box::pin(async move {
+            // Held until the answer is out, so the gate counts the query while it runs.
+            let _permit = permit;
+            // A query with a key holds its node's lease until its answer is stored.
+            let _lease = idem.as_ref().filter(|_| key.is_some()).map(Idempotency::hold);
+            let runner = runner.as_ref();
+            let ctx = &runner.ctx;
+            let run = || resolve(runner, &plan, &request, reply_to.subject(), deadline);
+            let resolved = match (&idem, &key) {
+                (Some(idem), Some(key)) => {
+                    answer_once(idem, ctx, key, &fingerprint, request.id.clone(), deadline, run).await
+                }
+                // A query with an id runs on whatever its client does, so that a retry under the same id finds
+                // its answer (here, in the node's de-duplication table).
+                (None, Some(_)) => Resolved::Ran { answer: run().await, owned: false },
+                // Without an id nobody else can ask for the answer: when its client hangs up (or, over the bus,
+                // says it stopped waiting), the query stops and its running calls are cancelled (dropping the walk
+                // does that).
+                (_, None) => {
+                    let answer = tokio::select! {
+                        biased;
+                        answer = run() => answer,
+                        () = reply_to.abandoned(watch.as_ref()) => Err(client_gone(request.id.clone())),
+                    };
+                    Resolved::Ran { answer, owned: false }
+                }
+            };
+            // Counted before the client sees the answer, so a client that asks for the figures next sees it.
+            let counted = match &resolved {
+                Resolved::Ran { answer, .. } | Resolved::Found(answer) => answer,
+            };
+            observe(&runner.routing, &plan.name, counted, received.elapsed());
+            let answer = match resolved {
+                Resolved::Ran { answer, owned } => {
+                    let answer = Arc::new(answer);
+                    // The client first; announcing and storing the answer only afterwards. A cascade answers whole
+                    // (its stages' confidence is known only at their end): a streaming client gets it as one
+                    // chunk, like a copy of an answered id.
+                    if plan.cascade.is_some() {
+                        deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
+                    } else {
+                        let stream = request.stream.then(|| StreamEnd::of(&answer));
+                        reply_to.answer(ctx.bus.as_ref(), &answer, stream).await;
+                    }
+                    if let (true, Some(idem), Some(key)) = (owned, &idem, &key) {
+                        publish_answer(idem, ctx, key, &answer, deadline).await;
+                    }
+                    answer
+                }
+                Resolved::Found(answer) => {
+                    let answer = Arc::new(answer);
+                    deliver(ctx.bus.as_ref(), &reply_to, &answer, request.stream).await;
+                    answer
+                }
+            };
+            runner.ended.count(answer.is_ok());
+            if let Some(key) = key {
+                let _ = myself.cast(RouterMsg::Completed { key, answer });
+            }
+        });
+        self.tasks.spawn(task.instrument(span));
+    }
 }
 
 /// What a query runs with, wherever it runs: made by the router when it starts, and shared with its intake.
@@ -697,24 +659,6 @@ pub struct Runner {
     /// Queries answered and failed, counted where they end (a query without an id sends the router no message).
     ended: Ended,
     default_deadline: Duration,
-    /// The router's tasks (query tasks, the lease renewal, the heartbeat listener), started by the router or its
-    /// intake: aborted when the router's state is dropped, so a killed router abandons its queries, as a dead
-    /// node would. Finished ones are reaped at the next spawn.
-    tasks: Mutex<JoinSet<()>>,
-}
-
-impl Runner {
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(task);
-    }
-}
-
-impl Drop for RouterState {
-    fn drop(&mut self) {
-        self.runner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).abort_all();
-    }
 }
 
 /// A query's answer: through its cascade, its ensemble or its route's walk, the quality router deciding first.
