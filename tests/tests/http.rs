@@ -308,3 +308,39 @@ async fn a_keyed_query_runs_on_when_its_client_hangs_up_even_without_a_shared_st
     node.shutdown().await;
     mock.shutdown().await;
 }
+
+/// A plain query without an id runs in its in-process caller's task, yet dies with its router as a query task
+/// would: when the node is killed with one in flight, its caller hears `Dropped` at once (not after the deadline),
+/// and a query asked afterwards is not run.
+#[tokio::test]
+async fn a_keyless_query_in_process_is_dropped_when_its_router_dies() {
+    use std::sync::Arc;
+    use switchyard_e2e::{ask, cluster_config, connect};
+    use switchyard_runtime::local::Asked;
+    use switchyard_runtime::{Node, SharedState};
+
+    let mock = switchyard_mock::MockServer::start(switchyard_mock::MockConfig::default()).await.unwrap();
+    let namespace = format!("dies-{}", uuid::Uuid::new_v4().simple());
+    let config = cluster_config(&mock, &namespace, "node-1").unwrap();
+    let node = Node::start(&config, connect().await.unwrap(), SharedState::default()).await.unwrap();
+    let dispatcher = Arc::new(node.dispatcher().expect("a router node"));
+    mock.set_behavior(PRIMARY_MODEL, Behavior::hanging());
+
+    let in_flight = tokio::spawn({
+        let dispatcher = dispatcher.clone();
+        async move { dispatcher.ask("chat", ask("hang"), 100, Duration::from_secs(60)).await }
+    });
+    eventually("the query reached the provider", Duration::from_secs(5), || async {
+        (mock.calls(PRIMARY_MODEL) == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    node.abort().await;
+    let asked = tokio::time::timeout(Duration::from_secs(5), in_flight).await.expect("dropped at once").unwrap();
+    assert!(matches!(asked, Asked::Dropped), "the query in flight died with its router: {asked:?}");
+
+    let after = dispatcher.ask("chat", ask("after"), 100, Duration::from_secs(5)).await;
+    assert!(matches!(after, Asked::Dropped), "a dead router runs nothing: {after:?}");
+    assert_eq!(mock.calls(PRIMARY_MODEL), 1, "the query asked after the router died reached no provider");
+    mock.shutdown().await;
+}

@@ -8,8 +8,9 @@
 //! ([`MISSED_FOR`], the [`MISSED_CAPACITY`] most recent): a query that arrives with it later is abandoned at once.
 //! Every router hears every cancellation, so most of the tokens a node remembers belong to other nodes' queries.
 //!
-//! A query handed over in process needs none of this: its client hanging up drops its receiver, which the router
-//! sees directly ([`crate::actors::router::ReplyTo`]).
+//! A query handed over in process needs none of this: a plain one without an id runs in its client's own task and
+//! is dropped with it ([`crate::actors::router::Intake::run_here`]); for the others, the client hanging up drops
+//! their receiver, which the query's task sees directly ([`crate::actors::router::ReplyTo`]).
 //!
 //! [`Subjects::query_cancel`]: switchyard_protocol::subjects::Subjects::query_cancel
 //! [`CANCEL_HEADER`]: switchyard_protocol::subjects::CANCEL_HEADER

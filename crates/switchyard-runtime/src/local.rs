@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use switchyard_bus::{Bus, BusError, Message, Subscription, SubscriptionBackend};
 use switchyard_protocol::client::QueryRequest;
 
-use crate::actors::router::{Intake, ReplyTo};
+use crate::actors::router::{Intake, ReplyTo, RunHere};
 use crate::query::Answer;
 
 /// Hands queries to the router of this node without the bus. Cheap to clone.
@@ -71,15 +71,16 @@ impl LocalDispatcher {
         request.stream = false;
         // Without an id, nothing else asks for the answer: the query runs right here, in the caller's task.
         let request = match tokio::time::timeout(wait, self.intake.run_here(route, request, size)).await {
-            Ok(Ok(answer)) => return Asked::Answered(answer),
-            Ok(Err(request)) => request,
+            Ok(RunHere::Answered(answer)) => return Asked::Answered(answer),
+            Ok(RunHere::Dropped) => return Asked::Dropped,
+            Ok(RunHere::Elsewhere(request)) => *request,
             Err(_) => return Asked::TimedOut,
         };
         let (answers, mut received) = mpsc::unbounded_channel();
         self.intake.submit(route, request, size, ReplyTo::Typed(answers)).await;
         match tokio::time::timeout(wait, received.recv()).await {
-            // Usually the only holder by now: the task of a query without an id lets its answer go once sent. With
-            // an id, the router keeps it for the copies of the id, and this one is cloned.
+            // A query with an id (those without run above): the router keeps its answer for the copies of the id,
+            // so this one is cloned.
             Ok(Some(answer)) => Asked::Answered(Arc::try_unwrap(answer).unwrap_or_else(|shared| (*shared).clone())),
             Ok(None) => Asked::Dropped,
             Err(_) => Asked::TimedOut,

@@ -25,14 +25,17 @@
 //! answered by the same code (`resolve`, with the router's [`Runner`]), in its caller's task
 //! ([`Intake::run_here`]), so it costs no mailbox, task or channel, and dropping it cancels it.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use switchyard_bus::{Bus, Message};
@@ -300,37 +303,50 @@ impl Intake {
     /// answer, so the router has no book-keeping to do for it. Dropping the future (the door's client hung up)
     /// cancels its calls, and it is counted as `client_gone`, as a query task counts it.
     ///
-    /// `Err` gives the request back when it is not for this path (it has an id or streams, which the router's
-    /// book-keeping serves, or the router has not started): hand it to [`Intake::submit`].
-    #[allow(clippy::result_large_err)] // the request given back is moved once, to `submit`
-    pub async fn run_here(&self, route: &str, request: QueryRequest, size: usize) -> Result<Answer, QueryRequest> {
+    /// As a query task would be, it is abandoned when the router stops (a killed router's queries die with it),
+    /// and a panic while it runs ends it without an answer: both are [`RunHere::Dropped`].
+    pub async fn run_here(&self, route: &str, request: QueryRequest, size: usize) -> RunHere {
         let runner = match self.runner.get() {
-            Some(runner) if request.id.is_none() && !request.stream => runner,
-            _ => return Err(request),
+            Some(runner) if request.id.is_none() && !request.stream && !runner.stopped.is_cancelled() => runner,
+            _ => return RunHere::Elsewhere(Box::new(request)),
         };
         let received = Instant::now();
         let refused = |error: ErrorReply| {
             self.gate.reject();
             debug!(code = %error.error.code, "query rejected");
-            Err(error)
+            RunHere::Answered(Err(error))
         };
         let _permit = match self.enter(size) {
             Ok(permit) => permit,
-            Err(error) => return Ok(refused(*error)),
+            Err(error) => return refused(*error),
         };
         let plan = match self.plan(route) {
             Ok(plan) => plan,
-            Err(error) => return Ok(refused(*error)),
+            Err(error) => return refused(*error),
         };
         if let Err(error) = request.validate() {
-            return Ok(refused(error));
+            return refused(error);
         }
         let deadline = received + request.deadline_ms.map_or(runner.default_deadline, Duration::from_millis);
         let span = debug_span!("query", route = %plan.name, id = "", stream = false);
         let mut running = Running { runner, route: &plan.name, received, ended: false };
-        let answer = resolve(runner, &plan, &request, TYPED_SUBJECT, deadline).instrument(span).await;
-        running.end(&answer);
-        Ok(answer)
+        let answered = AssertUnwindSafe(resolve(runner, &plan, &request, TYPED_SUBJECT, deadline)).catch_unwind();
+        let answer = tokio::select! {
+            biased;
+            answer = answered.instrument(span) => answer.ok(),
+            () = runner.stopped.cancelled() => None,
+        };
+        match answer {
+            Some(answer) => {
+                running.end(&answer);
+                RunHere::Answered(answer)
+            }
+            None => {
+                // Not counted, as a query task that was aborted or panicked is not.
+                running.ended = true;
+                RunHere::Dropped
+            }
+        }
     }
 
     /// Validates a parsed query, fingerprints it when it has an id, and casts it to the router; `headers` are
@@ -443,7 +459,7 @@ pub enum RouterMsg {
     Query(Box<Admitted>),
     /// The task of a query with an id finished: its de-duplication key and answer, for the copies waiting. A
     /// query without one sends nothing (its task counts its end in [`Ended`]) and leaves its answer to its
-    /// client alone, so an answer handed over in process usually has a single owner and is not copied.
+    /// client alone.
     Completed {
         key: String,
         answer: Arc<Answer>,
@@ -482,8 +498,9 @@ impl Actor for RouterActor {
             quality: args.quality,
             ended: Ended::default(),
             default_deadline: args.settings.default_deadline,
+            stopped: CancellationToken::new(),
         });
-        // Set once: a router is not restarted in place (its failure stops the node).
+        // Set once: a router is not restarted in place (its failure stops the node); a stopped one cancels `stopped`.
         let _ = args.runner.set(runner.clone());
         Ok(RouterState {
             runner,
@@ -651,6 +668,18 @@ impl RouterState {
     }
 }
 
+/// How [`Intake::run_here`] ended.
+#[allow(clippy::large_enum_variant)] // made once per query and moved once, to the caller
+pub enum RunHere {
+    /// The answer, or the refusal.
+    Answered(Answer),
+    /// No answer: the router stopped, or the query panicked.
+    Dropped,
+    /// Not a query for this path (it has an id or streams, which the router's book-keeping serves, or the router
+    /// has stopped): hand it to [`Intake::submit`].
+    Elsewhere(Box<QueryRequest>),
+}
+
 /// What a query runs with, wherever it runs: made by the router when it starts, and shared with its intake.
 pub struct Runner {
     ctx: QueryContext,
@@ -659,6 +688,14 @@ pub struct Runner {
     /// Queries answered and failed, counted where they end (a query without an id sends the router no message).
     ended: Ended,
     default_deadline: Duration,
+    /// Cancelled when the router stops: queries run in their callers' tasks are abandoned with it.
+    stopped: CancellationToken,
+}
+
+impl Drop for RouterState {
+    fn drop(&mut self) {
+        self.runner.stopped.cancel();
+    }
 }
 
 /// A query's answer: through its cascade, its ensemble or its route's walk, the quality router deciding first.
