@@ -273,16 +273,10 @@ async fn check_hang_up(mode: Mode) {
 /// the one upstream call instead of a `client_gone` kept for the id.
 #[tokio::test]
 async fn a_keyed_query_runs_on_when_its_client_hangs_up_even_without_a_shared_store() {
-    use std::sync::Arc;
-    use switchyard_e2e::{ask, cluster_config, connect};
+    use switchyard_e2e::ask;
     use switchyard_runtime::local::Asked;
-    use switchyard_runtime::{Node, SharedState};
 
-    let mock = switchyard_mock::MockServer::start(switchyard_mock::MockConfig::default()).await.unwrap();
-    let namespace = format!("keyed-{}", uuid::Uuid::new_v4().simple());
-    let config = cluster_config(&mock, &namespace, "node-1").unwrap();
-    let node = Node::start(&config, connect().await.unwrap(), SharedState::default()).await.unwrap();
-    let dispatcher = Arc::new(node.dispatcher().expect("a router node"));
+    let (mock, node, dispatcher) = router_node("keyed").await;
     mock.set_behavior(PRIMARY_MODEL, Behavior::answering("the one answer").with_latency_ms(500));
     let mut request = ask("keep going");
     request.id = Some("keyed-hang-up".into());
@@ -314,16 +308,10 @@ async fn a_keyed_query_runs_on_when_its_client_hangs_up_even_without_a_shared_st
 /// and a query asked afterwards is not run.
 #[tokio::test]
 async fn a_keyless_query_in_process_is_dropped_when_its_router_dies() {
-    use std::sync::Arc;
-    use switchyard_e2e::{ask, cluster_config, connect};
+    use switchyard_e2e::ask;
     use switchyard_runtime::local::Asked;
-    use switchyard_runtime::{Node, SharedState};
 
-    let mock = switchyard_mock::MockServer::start(switchyard_mock::MockConfig::default()).await.unwrap();
-    let namespace = format!("dies-{}", uuid::Uuid::new_v4().simple());
-    let config = cluster_config(&mock, &namespace, "node-1").unwrap();
-    let node = Node::start(&config, connect().await.unwrap(), SharedState::default()).await.unwrap();
-    let dispatcher = Arc::new(node.dispatcher().expect("a router node"));
+    let (mock, node, dispatcher) = router_node("dies").await;
     mock.set_behavior(PRIMARY_MODEL, Behavior::hanging());
 
     let in_flight = tokio::spawn({
@@ -343,4 +331,20 @@ async fn a_keyless_query_in_process_is_dropped_when_its_router_dies() {
     assert!(matches!(after, Asked::Dropped), "a dead router runs nothing: {after:?}");
     assert_eq!(mock.calls(PRIMARY_MODEL), 1, "the query asked after the router died reached no provider");
     mock.shutdown().await;
+}
+
+/// A mock and one router node on it (no shared state, no door), with the node's in-process dispatcher.
+async fn router_node(
+    name: &str,
+) -> (switchyard_mock::MockServer, switchyard_runtime::Node, std::sync::Arc<switchyard_runtime::local::LocalDispatcher>)
+{
+    use switchyard_e2e::{cluster_config, connect};
+    use switchyard_runtime::{Node, SharedState};
+
+    let mock = switchyard_mock::MockServer::start(switchyard_mock::MockConfig::default()).await.unwrap();
+    let namespace = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+    let config = cluster_config(&mock, &namespace, "node-1").unwrap();
+    let node = Node::start(&config, connect().await.unwrap(), SharedState::default()).await.unwrap();
+    let dispatcher = std::sync::Arc::new(node.dispatcher().expect("a router node"));
+    (mock, node, dispatcher)
 }
