@@ -240,10 +240,12 @@ impl Actor for ProviderActor {
                         ProviderReply::Failed(f) => (Outcome::Failure(f.class.into()), Some(f.message.clone())),
                         _ => (Outcome::Success, None),
                     };
+                    // Reported before the router hears the answer, so that whoever asks this actor next (the
+                    // client that got the answer, reading the breaker) sees the call's outcome.
+                    guard.finish(outcome, error);
                     if let Some((_, reply_to, _)) = reply_to {
                         publish_reply(bus.as_ref(), reply_to, &node, reply).await;
                     }
-                    guard.finish(outcome, error);
                 });
                 let task = tokio::spawn(call.instrument(span));
                 state.running.insert(call_id, task.abort_handle());
@@ -745,7 +747,7 @@ mod tests {
             }
             other => panic!("expected a failure, got {other:?}"),
         }
-        // The guard's report reaches the actor after the reply: wait for it through the actor's own mailbox.
+        // The guard's report was cast before the reply; wait for the actor to handle it, through its mailbox.
         while health(&actor).await.in_flight > 0 {
             tokio::task::yield_now().await;
         }
